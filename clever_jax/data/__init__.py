@@ -1,0 +1,1 @@
+"""Data: world generator, Visual Genome ingestion, benchmark and bag construction, records, input."""

@@ -1,0 +1,131 @@
+"""Instances of entity pairs in images, and bag construction (top-N by overlap, or random).
+
+An instance is (image, subject object, object object) with two distinct objects whose classes
+are the pair's. All functions are vectorised over candidates: no Python loop per instance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from clever_jax.data.vg import Corpus, box_iou
+
+SAMPLERS = ("overlap", "random")
+
+
+@dataclasses.dataclass
+class Candidates:
+    """Every ordered pair of distinct vocabulary objects that share an image.
+
+    Attributes:
+      subjects, objects: int64 [C] object rows.
+      images: int64 [C] image rows.
+      pair_codes: int64 [C] subject class * num_entities + object class.
+    """
+
+    subjects: np.ndarray
+    objects: np.ndarray
+    images: np.ndarray
+    pair_codes: np.ndarray
+
+    def select(self, mask: np.ndarray) -> Candidates:
+        return Candidates(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
+
+
+def enumerate_candidates(corpus: Corpus, num_entities: int) -> Candidates:
+    """All instances of all entity pairs in the corpus, image by image, in object order."""
+    vocab_rows = np.flatnonzero(corpus.object_classes >= 0)
+    images = corpus.object_image[vocab_rows]
+    per_image = np.bincount(images, minlength=corpus.num_images)
+    first = np.concatenate([[0], np.cumsum(per_image)[:-1]])  # position in vocab_rows of each image's first
+    partners = per_image[images]  # how many objects each vocabulary object pairs with (itself included)
+    subject_pos = np.repeat(np.arange(len(vocab_rows)), partners)
+    run_start = np.repeat(np.cumsum(partners) - partners, partners)
+    object_pos = first[images][subject_pos] + (np.arange(len(subject_pos)) - run_start)
+    distinct = subject_pos != object_pos
+    subjects, objects = vocab_rows[subject_pos[distinct]], vocab_rows[object_pos[distinct]]
+    classes = corpus.object_classes.astype(np.int64)
+    return Candidates(
+        subjects=subjects,
+        objects=objects,
+        images=images[subject_pos[distinct]],
+        pair_codes=classes[subjects] * num_entities + classes[objects],
+    )
+
+
+def annotated(corpus: Corpus, subjects: np.ndarray, objects: np.ndarray) -> np.ndarray:
+    """bool [C]: whether some relationship record relates subject -> object."""
+    num_objects = len(corpus.object_ids)
+    return np.isin(subjects * num_objects + objects, corpus.rel_subjects * num_objects + corpus.rel_objects)
+
+
+@dataclasses.dataclass
+class Bags:
+    """Instances kept for each bag, grouped by bag.
+
+    Attributes:
+      start: int64 [P + 1]: bag p owns instances start[p]:start[p + 1] (ranked best first).
+      subjects, objects, images: int64 [M] object and image rows of the kept instances.
+      annotated: bool [M] whether the annotations relate the two objects.
+      available: int64 [P] candidate instances of each bag before truncation to the bag size.
+    """
+
+    start: np.ndarray
+    subjects: np.ndarray
+    objects: np.ndarray
+    images: np.ndarray
+    annotated: np.ndarray
+    available: np.ndarray
+
+
+def build_bags(
+    corpus: Corpus,
+    candidates: Candidates,
+    bag_index: np.ndarray,
+    num_bags: int,
+    bag_size: int,
+    sampler: str,
+    seed: int,
+) -> Bags:
+    """Ranks each bag's candidates and keeps the top `bag_size`.
+
+    Args:
+      corpus: the ingested annotations.
+      candidates: instances to choose from.
+      bag_index: int64 [C] bag of each candidate, -1 for candidates of no bag.
+      num_bags: P.
+      bag_size: N, instances kept per bag.
+      sampler: "overlap": overlapping boxes first by IoU (descending), then the others by
+        distance between box centres (ascending); "random": a uniformly random subset.
+      seed: for the random sampler.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown bag sampler {sampler!r}; expected one of {SAMPLERS}")
+    member = bag_index >= 0
+    candidates, bag_index = candidates.select(member), bag_index[member]
+    if sampler == "overlap":
+        a, b = corpus.boxes[candidates.subjects], corpus.boxes[candidates.objects]
+        iou = box_iou(a, b)
+        centre_gap = (a[:, :2] + a[:, 2:]) / 2 - (b[:, :2] + b[:, 2:]) / 2
+        distance = np.hypot(centre_gap[:, 0], centre_gap[:, 1])
+        order = np.lexsort((distance, -iou, iou <= 0, bag_index))
+    else:
+        random_key = np.random.default_rng(seed).random(len(bag_index))
+        order = np.lexsort((random_key, bag_index))
+    bag_sorted = bag_index[order]
+    available = np.bincount(bag_sorted, minlength=num_bags)
+    group_start = np.concatenate([[0], np.cumsum(available)[:-1]])
+    rank = np.arange(len(order)) - group_start[bag_sorted]
+    kept = order[rank < bag_size]
+    kept_per_bag = np.minimum(available, bag_size)
+    subjects, objects = candidates.subjects[kept], candidates.objects[kept]
+    return Bags(
+        start=np.concatenate([[0], np.cumsum(kept_per_bag)]).astype(np.int64),
+        subjects=subjects,
+        objects=objects,
+        images=candidates.images[kept],
+        annotated=annotated(corpus, subjects, objects),
+        available=available.astype(np.int64),
+    )

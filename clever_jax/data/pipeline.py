@@ -1,0 +1,210 @@
+"""The input pipeline: Grain over the TFDS bag and image records, to fixed-shape numpy batches.
+
+Each instance (image, subject, object) becomes one encoder input: the image's objects are
+re-ordered subject first, object second, the rest after; the text is `[CLS] tags [SEP]` of the
+objects in that order and the regions are their feature vectors, both truncated and padded.
+
+A batch of B bags, N instances, Lt text positions, Lr regions, F region features, R + 1
+relations:
+  text_ids int32 [B, N, Lt], text_mask bool [B, N, Lt]
+  regions float32 [B, N, Lr, F], region_mask bool [B, N, Lr]
+  subject_span, object_span int32 [B, N, 2]: [start, end) of the subject's and object's tag
+    word pieces in the text (subject's region is region 0, object's is region 1)
+  instance_mask bool [B, N], annotated bool [B, N] (do the annotations relate the pair there?)
+  images int32 [B, N] image record index, subjects/objects int32 [B, N] object index in it
+  labels float32 [B, R + 1] multi-hot (NA bags: relation 0), target int32 [B] a gold relation
+    sampled anew at every visit, pair int32 [B, 2] entity classes, bag int64 [B], bag_mask bool [B]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import numpy as np
+from absl import flags
+
+from clever_jax.data.records import open_records, read_manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceShape:
+    """Fixed sizes of one bag's arrays and the special token ids.
+
+    Attributes:
+      bag_size: N, instances per bag.
+      text_len: Lt, word pieces per instance including [CLS] and [SEP].
+      num_regions: Lr, regions per instance.
+      num_relations: R + 1.
+      cls_id, sep_id: token ids of [CLS] and [SEP] (padding is 0).
+    """
+
+    bag_size: int
+    text_len: int
+    num_regions: int
+    num_relations: int
+    cls_id: int
+    sep_id: int
+
+
+def instance_shape(data_config, records_dir: str) -> InstanceShape:
+    """Sizes from config.data (bag_size, text_len, num_regions) and ids from the build's manifest."""
+    manifest = read_manifest(records_dir)
+    return InstanceShape(
+        bag_size=data_config.bag_size,
+        text_len=data_config.text_len,
+        num_regions=data_config.num_regions,
+        num_relations=manifest["num_relations"],
+        cls_id=manifest["cls_id"],
+        sep_id=manifest["sep_id"],
+    )
+
+
+def _ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For runs of the given lengths laid end to end: run id and position within run of each item."""
+    run = np.repeat(np.arange(lengths.size), lengths.ravel())
+    within = np.arange(run.size) - np.repeat(np.cumsum(lengths.ravel()) - lengths.ravel(), lengths.ravel())
+    return run, within
+
+
+def assemble_bag(bag: dict, images: list[dict], shape: InstanceShape) -> dict[str, np.ndarray]:
+    """The fixed-shape arrays of one bag (the batch layout of the module docstring, without B).
+
+    Args:
+      bag: a bag record.
+      images: the decoded image record of each of the bag's instances, in order.
+      shape: sizes.
+    """
+    n_max, lt, lr = shape.bag_size, shape.text_len, shape.num_regions
+    n = min(len(bag["images"]), n_max)
+    subjects, objects = bag["subjects"][:n].astype(np.int64), bag["objects"][:n].astype(np.int64)
+    images = images[:n]
+    num_objects = np.array([len(im["classes"]) for im in images], np.int64)  # K [n]
+    region_base = np.cumsum(num_objects) - num_objects
+    all_regions = np.concatenate([im["regions"] for im in images])
+    all_lengths = np.concatenate([im["tag_lengths"] for im in images]).astype(np.int64)
+    all_pieces = np.concatenate([im["tag_pieces"] for im in images])
+    piece_start = np.cumsum(all_lengths) - all_lengths  # of each object, in all_pieces
+
+    # Object index of every slot j: subject, object, then the others in their stored order.
+    slot = np.arange(lr)[None, :]
+    low, high = np.minimum(subjects, objects)[:, None], np.maximum(subjects, objects)[:, None]
+    rest = slot - 2
+    order = rest + (rest >= low) + (rest >= high - 1)
+    order = np.where(slot == 0, subjects[:, None], np.where(slot == 1, objects[:, None], order))
+    used = slot < np.minimum(num_objects, lr)[:, None]  # [n, Lr]
+    flat = np.where(used, region_base[:, None] + order, 0)
+
+    regions = np.zeros((n_max, lr, all_regions.shape[1]), np.float32)
+    regions[:n] = np.where(used[..., None], all_regions[flat], 0.0)
+    region_mask = np.zeros((n_max, lr), bool)
+    region_mask[:n] = used
+
+    # Text: [CLS] + tags of the used slots in slot order, cut to fit, + [SEP].
+    piece_lengths = np.where(used, all_lengths[flat], 0)  # [n, Lr]
+    text_pos = 1 + np.cumsum(piece_lengths, axis=1) - piece_lengths  # where each slot's tag starts
+    run, within = _ragged_positions(piece_lengths)
+    destination = text_pos.ravel()[run] + within
+    fits = destination < lt - 1
+    text_ids = np.zeros((n_max, lt), np.int32)
+    instance_of_run = run // lr
+    text_ids[instance_of_run[fits], destination[fits]] = all_pieces[piece_start[flat.ravel()[run]] + within][fits]
+    sep = np.minimum(1 + piece_lengths.sum(axis=1), lt - 1)
+    text_ids[:n, 0] = shape.cls_id
+    text_ids[np.arange(n), sep] = shape.sep_id
+    text_mask = np.zeros((n_max, lt), bool)
+    text_mask[:n] = np.arange(lt)[None, :] <= sep[:, None]
+
+    def span(j: int) -> np.ndarray:
+        out = np.zeros((n_max, 2), np.int32)
+        out[:n, 0] = np.minimum(text_pos[:, j], lt - 1)
+        out[:n, 1] = np.minimum(text_pos[:, j] + piece_lengths[:, j], lt - 1)
+        return out
+
+    def pad(values: np.ndarray, dtype) -> np.ndarray:
+        out = np.zeros(n_max, dtype)
+        out[:n] = values[:n]
+        return out
+
+    labels = np.zeros(shape.num_relations, np.float32)
+    labels[bag["labels"]] = 1.0
+    return {
+        "text_ids": text_ids,
+        "text_mask": text_mask,
+        "regions": regions,
+        "region_mask": region_mask,
+        "subject_span": span(0),
+        "object_span": span(1),
+        "instance_mask": pad(np.ones(n, bool), bool),
+        "annotated": pad(bag["annotated"], bool),
+        "images": pad(bag["images"], np.int32),
+        "subjects": pad(subjects, np.int32),
+        "objects": pad(objects, np.int32),
+        "labels": labels,
+        "pair": np.asarray(bag["pair"], np.int32),
+        "bag": np.int64(bag["bag"]),
+        "bag_mask": np.bool_(True),
+    }
+
+
+class AssembleBags(grain.transforms.RandomMap):
+    """Grain transform: bag record -> fixed-shape arrays, with a freshly sampled gold target."""
+
+    def __init__(self, images_source, shape: InstanceShape):
+        self._images = images_source
+        self._shape = shape
+
+    def random_map(self, bag: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        images = self._images.__getitems__([int(i) for i in bag["images"][: self._shape.bag_size]])
+        out = assemble_bag(bag, images, self._shape)
+        out["target"] = np.int32(rng.choice(bag["labels"]))
+        return out
+
+
+def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """Pads a short last batch with empty bags (bag_mask False) up to `batch_size`."""
+    missing = batch_size - len(batch["bag_mask"])
+    if missing <= 0:
+        return batch
+    return {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+
+
+def make_loader(
+    records_dir: str,
+    split: str,
+    shape: InstanceShape,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int,
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    shard_options: grain.sharding.ShardOptions | None = None,
+) -> grain.DataLoader:
+    """A Grain loader of a split's bags.
+
+    Training loaders shuffle, repeat (`num_epochs=None`) and drop the remainder; evaluation
+    loaders read each bag once in order and keep a short last batch (see `pad_batch`). Each JAX
+    process reads its own shard (`grain.sharding.ShardByJaxProcess` unless `shard_options`
+    says otherwise). The iterator's position is `iter(loader).get_state()`.
+    """
+    if worker_count and not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # Grain's workers read absl flags; outside app.run take the defaults.
+    images, bags = open_records(records_dir)
+    if split not in bags:
+        raise ValueError(f"{records_dir}: no bags in split {split!r}; splits built: {sorted(bags)}")
+    source = bags[split]
+    shard_options = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=train)
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=shard_options,
+        shuffle=train,
+        num_epochs=num_epochs if (train or num_epochs) else 1,
+        seed=seed,
+    )
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[AssembleBags(images, shape), grain.transforms.Batch(batch_size, drop_remainder=train)],
+        worker_count=worker_count,
+    )

@@ -1,0 +1,163 @@
+"""Prepare mode: inputs -> corpus -> benchmark -> bags -> TFDS records + statistics.
+
+A build lives in `WORKDIR/records/<fingerprint>/`, where the fingerprint hashes the data config
+and the inputs' names, sizes and modification times: an unchanged build is reused, a changed
+one is redone in a new folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from clever_jax.data import text, world
+from clever_jax.data.bags import build_bags, enumerate_candidates
+from clever_jax.data.benchmark import PAPER_SIZES, SPLITS, Benchmark, build_benchmark
+from clever_jax.data.records import MANIFEST, RECORDS_VERSION, write_records
+from clever_jax.data.vg import VG_FILES, Corpus, ingest
+from clever_jax.data.vocab import Vocab, benchmark_vocab
+
+STATS = "stats.json"
+# Settings of config.data that only the loader uses; changing them does not rebuild records.
+LOADER_ONLY = ("batch_size", "eval_batch_size", "worker_count", "text_len", "num_regions")
+
+VG_HELP = """\
+Visual Genome input missing: {missing}
+Put these files in config.data.vg_dir ({vg_dir}):
+  image_data.json, objects.json, relationships.json   (Visual Genome v1.4 annotations, from
+  the Visual Genome website's download page; unzip them there)
+and the region features in config.data.features_path ({features_path}):
+  a VinVL-style TSV, one line per image: "<image_id>\\t<json>", the json holding
+  {{"objects": [{{"object_id": int (optional), "rect": [x1, y1, x2, y2], "class": str,
+  "feature": base64 float32 appearance vector}}, ...]}} for the annotated boxes.
+Then run again, e.g. --config.data.vg_dir=/data/vg --config.data.features_path=/data/vg/features.tsv"""
+
+
+def input_paths(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
+    """(Visual Genome folder, features file), generating the world first when it is the source."""
+    data = config.data
+    if data.source == "world":
+        world_dir = data.world_dir or os.path.join(workdir, "world")
+        if not all(os.path.isfile(os.path.join(world_dir, name)) for name in world.WORLD_FILES):
+            logging.info("Generating the %d-image world into %s", data.world.num_images, world_dir)
+            world.generate(data.world, world_dir)
+        return world_dir, os.path.join(world_dir, "features.tsv")
+    if data.source != "vg":
+        raise ValueError(f"config.data.source must be 'world' or 'vg', found {data.source!r}")
+    needed = [os.path.join(data.vg_dir, name) for name in VG_FILES] + [data.features_path]
+    missing = [path for path in needed if not (data.vg_dir and data.features_path and os.path.isfile(path))]
+    if missing:
+        raise FileNotFoundError(
+            VG_HELP.format(
+                missing=", ".join(missing), vg_dir=data.vg_dir or "unset", features_path=data.features_path or "unset"
+            )
+        )
+    return data.vg_dir, data.features_path
+
+
+def fingerprint(config: ml_collections.ConfigDict, files: list[str]) -> str:
+    """Hash of the build-relevant config and the inputs' paths, sizes and mtimes."""
+    data = {k: v for k, v in config.data.to_dict().items() if k not in LOADER_ONLY}
+    inputs = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in files]
+    blob = json.dumps([RECORDS_VERSION, data, config.model.checkpoint_dir, inputs], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def statistics(corpus: Corpus, benchmark: Benchmark, bag_start: np.ndarray, annotated: np.ndarray,
+               available: np.ndarray, vocab: Vocab) -> dict:
+    """Per-split sizes shaped like the paper's benchmark numbers, predicate frequencies, skips."""
+    instances = np.diff(bag_start)
+    bag_of_instance = np.repeat(np.arange(benchmark.num_bags), instances)
+    na_bag = benchmark.labels[benchmark.label_start[:-1]] == 0
+    splits, frequency = {}, {}
+    for s, name in enumerate(SPLITS):
+        facts = benchmark.facts(s)
+        in_split = benchmark.split == s
+        splits[name] = {
+            "facts": len(facts),
+            "entity_pairs": int((in_split & ~na_bag).sum()),
+            "na_pairs": int((in_split & na_bag).sum()),
+            "images": int((benchmark.image_split == s).sum()),
+            "instances": int(instances[in_split].sum()),
+            "candidate_instances": int(available[in_split].sum()),
+            "annotated_instances": int(annotated[in_split[bag_of_instance]].sum()),
+        }
+        counts = np.bincount(facts[:, 1], minlength=vocab.num_relations)[1:]
+        frequency[name] = {p: int(c) for p, c in zip(vocab.predicates, counts, strict=True) if c}
+    return {
+        "corpus": {
+            "images": corpus.num_images,
+            "objects": len(corpus.object_ids),
+            "vocabulary_objects": int((corpus.object_classes >= 0).sum()),
+            "relationships": len(corpus.rel_relations),
+            "feature_dim": corpus.feature_dim,
+        },
+        "splits": splits,
+        "paper": PAPER_SIZES,
+        "dropped_fact_pairs_without_images": benchmark.dropped_pairs,
+        "skipped": corpus.skipped,
+        "predicate_frequency": frequency,
+    }
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Builds (or reuses) the records for `config`; returns the build folder.
+
+    Writes `workdir/stats.json` (a copy of the build's statistics).
+    """
+    vg_dir, features_path = input_paths(config, workdir)
+    model_dir = config.model.checkpoint_dir or text.default_model_dir()
+    inputs = [os.path.join(vg_dir, name) for name in VG_FILES] + [features_path, os.path.join(model_dir, "vocab.txt")]
+    build_dir = os.path.join(workdir, "records", fingerprint(config, inputs))
+    if os.path.isfile(os.path.join(build_dir, STATS)) and os.path.isfile(os.path.join(build_dir, MANIFEST)):
+        logging.info("Reusing the records in %s", build_dir)
+    else:
+        shutil.rmtree(build_dir, ignore_errors=True)  # an interrupted earlier build
+        build(config, vg_dir, features_path, model_dir, build_dir)
+    shutil.copyfile(os.path.join(build_dir, STATS), os.path.join(workdir, STATS))
+    return build_dir
+
+
+def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, model_dir: str, build_dir: str) -> None:
+    """Runs every stage into `build_dir`, writing the statistics file last."""
+    data, vocab, timings = config.data, benchmark_vocab(), {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        timings[stage] = round(time.perf_counter() - clock, 2)
+        logging.info("%s: %.1f s", stage, timings[stage])
+        clock = time.perf_counter()
+
+    corpus = ingest(vg_dir, features_path, vocab, data.feature_dim or None)
+    lap("ingest")
+    num_entities = len(vocab.entities)
+    candidates = enumerate_candidates(corpus, num_entities)
+    triplets = np.stack([
+        corpus.object_classes[corpus.rel_subjects], corpus.rel_relations, corpus.object_classes[corpus.rel_objects]
+    ], axis=1).astype(np.int64)
+    benchmark = build_benchmark(
+        candidates, triplets, corpus.num_images, num_entities, tuple(data.split_ratios), data.na_ratio, data.seed
+    )
+    lap("benchmark")
+    bags = build_bags(
+        corpus, candidates, benchmark.bag_index, benchmark.num_bags, data.bag_size, data.sampler, data.seed
+    )
+    lap("bags")
+    tokenizer = text.load_tokenizer(model_dir)
+    pieces, lengths = text.tokenize_names(tokenizer, corpus.object_names)
+    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id, "num_relations": vocab.num_relations}
+    os.makedirs(build_dir, exist_ok=True)
+    write_records(build_dir, corpus, benchmark, bags, pieces, lengths, meta)
+    lap("records")
+    stats = statistics(corpus, benchmark, bags.start, bags.annotated, bags.available, vocab)
+    stats["timings_s"] = timings
+    with open(os.path.join(build_dir, STATS), "w") as f:
+        json.dump(stats, f, indent=1)

@@ -1,0 +1,370 @@
+"""Ingestion of Visual Genome files (real or generated) and of VinVL-style region features.
+
+Reads `image_data.json`, `objects.json`, `relationships.json` and `features.tsv`, normalises
+names onto the benchmark vocabulary, converts boxes from (x, y, w, h) to (x1, y1, x2, y2),
+matches every object to its feature region and validates every record. Fatal problems
+(malformed files, wrong feature sizes) raise `DataError` naming the file and record; problems a
+real dataset is expected to have (unknown names, degenerate boxes, images without features) are
+counted skips, reported in `Corpus.skipped` and from there in the build statistics.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from clever_jax.data.jsonio import DataError, field, iter_json_list
+from clever_jax.data.vocab import Vocab, clean, singular
+
+VG_FILES = ("image_data.json", "objects.json", "relationships.json")
+GEOMETRY_DIM = 6  # x1/W, y1/H, x2/W, y2/H, w/W, h/H appended to each appearance vector.
+MIN_FEATURE_IOU = 0.5  # A region without object_id matches an object when their IoU is at least this.
+
+
+@dataclasses.dataclass
+class Corpus:
+    """Validated annotations in flat arrays.
+
+    Images are rows 0..I-1; objects are rows 0..O-1 grouped by image: image i owns rows
+    `object_start[i]:object_start[i + 1]`, in the order of objects.json.
+
+    Attributes:
+      image_ids: int64 [I] Visual Genome image ids.
+      image_sizes: int32 [I, 2] width, height in pixels.
+      feature_offsets: int64 [I] byte offset of the image's line in `features_path`.
+      object_start: int64 [I + 1].
+      object_ids: int64 [O] Visual Genome object ids.
+      object_classes: int32 [O] entity id, -1 for names outside the vocabulary.
+      object_names: [O] normalised names, the region tags the text encoder reads.
+      boxes: float32 [O, 4] x1, y1, x2, y2 in pixels.
+      feature_slots: int32 [O] position of the object's region in its features line.
+      rel_subjects, rel_objects: int64 [L] object rows of each annotated relationship.
+      rel_relations: int32 [L] relation ids 1..R.
+      features_path: the region feature file.
+      feature_dim: appearance dimension stored in that file (geometry excluded).
+      skipped: counted skips by reason.
+    """
+
+    image_ids: np.ndarray
+    image_sizes: np.ndarray
+    feature_offsets: np.ndarray
+    object_start: np.ndarray
+    object_ids: np.ndarray
+    object_classes: np.ndarray
+    object_names: list[str]
+    boxes: np.ndarray
+    feature_slots: np.ndarray
+    rel_subjects: np.ndarray
+    rel_objects: np.ndarray
+    rel_relations: np.ndarray
+    features_path: str
+    feature_dim: int
+    skipped: dict[str, int]
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def object_image(self) -> np.ndarray:
+        """int64 [O]: image row of each object."""
+        return np.repeat(np.arange(self.num_images), np.diff(self.object_start))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a [..., 4] and b [..., 4] (x1, y1, x2, y2), broadcasting over leading axes."""
+    ix = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    iy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+def box_geometry(boxes: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """The 6-d geometry of boxes [K, 4] in an image of size (width, height): float32 [K, 6]."""
+    w, h = float(size[0]), float(size[1])
+    scaled = boxes / np.array([w, h, w, h], np.float32)
+    return np.concatenate([scaled, scaled[:, 2:] - scaled[:, :2]], axis=1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Region features (VinVL TSV: "image_id \t {"objects": [{"rect", "class", "feature"}, ...]}").
+
+
+@dataclasses.dataclass
+class _FeatureLine:
+    offset: int
+    object_ids: np.ndarray | None  # int64 [K] when every region carries "object_id"
+    rects: np.ndarray  # float32 [K, 4]
+
+
+def _b64_dim(encoded: str) -> int:
+    """Number of float32 values a base64 string holds, from its length alone."""
+    padding = len(encoded) - len(encoded.rstrip("="))
+    num_bytes = len(encoded) * 3 // 4 - padding
+    return num_bytes // 4 if num_bytes % 4 == 0 else -1
+
+
+def index_features(path: str, feature_dim: int | None) -> tuple[dict[int, _FeatureLine], int]:
+    """Indexes a features file: image id -> line offset and region boxes/ids.
+
+    Checks every region's feature size (from the base64 length, without decoding). Returns the
+    index and the appearance dimension (`feature_dim` if given, else the first region's).
+    """
+    index: dict[int, _FeatureLine] = {}
+    with open(path, "rb") as f:
+        offset = 0
+        for line_no, raw in enumerate(f, start=1):
+            line_offset, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            where = f"{path}: line {line_no}"
+            image_part, sep, payload = raw.partition(b"\t")
+            try:
+                image_id = int(image_part)
+                record = json.loads(payload)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise DataError(f"{where}: expected 'image_id<TAB>json', cannot parse: {e}") from e
+            if not sep:
+                raise DataError(f"{where}: expected 'image_id<TAB>json', found no tab")
+            regions = field(record, "objects", list, f"{where} (image {image_id})")
+            rects, ids = [], []
+            for k, region in enumerate(regions):
+                rwhere = f"{where} (image {image_id}), region {k}"
+                rect = field(region, "rect", list, rwhere)
+                encoded = field(region, "feature", str, rwhere)
+                dim = _b64_dim(encoded)
+                if feature_dim is None and dim > 0:
+                    feature_dim = dim
+                if dim != feature_dim:
+                    raise DataError(
+                        f"{rwhere}: feature has {dim if dim > 0 else 'a non-float32 number of'} "
+                        f"values, expected {feature_dim} float32 values (base64)"
+                    )
+                if len(rect) != 4 or not all(isinstance(v, int | float) for v in rect):
+                    raise DataError(f"{rwhere}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
+                rects.append(rect)
+                ids.append(region.get("object_id"))
+            if image_id in index:
+                raise DataError(f"{where}: image {image_id} appears twice in the features file")
+            has_ids = bool(ids) and all(isinstance(i, int) for i in ids)
+            index[image_id] = _FeatureLine(
+                offset=line_offset,
+                object_ids=np.asarray(ids, np.int64) if has_ids else None,
+                rects=np.asarray(rects, np.float32).reshape(-1, 4),
+            )
+    if feature_dim is None:
+        raise DataError(f"{path}: no region features found")
+    return index, feature_dim
+
+
+def read_region_features(path: str, offset: int, slots: np.ndarray, feature_dim: int) -> np.ndarray:
+    """Decodes the appearance vectors of regions `slots` [K] of the line at `offset`: [K, D]."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        image_part, _, payload = f.readline().partition(b"\t")
+    regions = json.loads(payload)["objects"]
+    out = np.empty((len(slots), feature_dim), np.float32)
+    for row, slot in enumerate(slots):
+        try:
+            out[row] = np.frombuffer(base64.b64decode(regions[slot]["feature"]), "<f4")
+        except (binascii.Error, ValueError) as e:
+            raise DataError(f"{path}: image {int(image_part)}, region {slot}: bad feature: {e}") from e
+    return out
+
+
+def _match_regions(line: _FeatureLine, object_ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """int32 [K]: for each object, its region slot in the features line, or -1."""
+    if line.object_ids is not None:
+        order = np.argsort(line.object_ids, kind="stable")
+        pos = np.searchsorted(line.object_ids, object_ids, sorter=order)
+        pos = np.minimum(pos, len(order) - 1)
+        found = line.object_ids[order[pos]] == object_ids
+        return np.where(found, order[pos], -1).astype(np.int32)
+    if len(line.rects) == 0:
+        return np.full(len(boxes), -1, np.int32)
+    iou = box_iou(boxes[:, None, :], line.rects[None, :, :])
+    best = iou.argmax(axis=1)
+    return np.where(iou.max(axis=1) >= MIN_FEATURE_IOU, best, -1).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Visual Genome JSON.
+
+
+def _object_name(obj: dict, where: str) -> str:
+    names = obj.get("names")
+    if isinstance(names, list) and names and isinstance(names[0], str):
+        return names[0]
+    if isinstance(obj.get("name"), str):
+        return obj["name"]
+    raise DataError(f"{where}: expected 'names' (a list of strings) or 'name', found neither")
+
+
+def _xywh(obj: dict, where: str) -> list[float]:
+    return [float(field(obj, key, int | float, where)) for key in ("x", "y", "w", "h")]
+
+
+def read_image_sizes(path: str) -> dict[int, tuple[int, int]]:
+    """image id -> (width, height) from image_data.json."""
+    sizes = {}
+    for index, record in iter_json_list(path):
+        where = f"{path}: record {index}"
+        image_id = field(record, "image_id", int, where)
+        width, height = field(record, "width", int, where), field(record, "height", int, where)
+        if width <= 0 or height <= 0:
+            raise DataError(f"{where} (image {image_id}): width and height must be positive, found {width}x{height}")
+        if image_id in sizes:
+            raise DataError(f"{where}: image {image_id} appears twice")
+        sizes[image_id] = (width, height)
+    return sizes
+
+
+def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | None = None) -> Corpus:
+    """Reads and validates a Visual Genome directory and its region features.
+
+    Args:
+      vg_dir: folder with image_data.json, objects.json and relationships.json.
+      features_path: VinVL-style TSV of region features (one line per image).
+      vocab: the benchmark vocabulary names are normalised onto.
+      feature_dim: expected appearance dimension, or None to take it from the file.
+    """
+    skipped: collections.Counter[str] = collections.Counter()
+    sizes = read_image_sizes(os.path.join(vg_dir, "image_data.json"))
+    feature_index, feature_dim = index_features(features_path, feature_dim)
+    skipped["features_for_unknown_image"] = len(feature_index.keys() - sizes.keys())
+
+    class_of: dict[str, tuple[int, str]] = {}  # raw name -> (class id, normalised name)
+    known = frozenset(vocab.entities)
+
+    image_ids, image_sizes, offsets, counts = [], [], [], []
+    object_ids, classes, names, boxes, slots = [], [], [], [], []
+    objects_path = os.path.join(vg_dir, "objects.json")
+    seen_images = set()
+    for index, record in iter_json_list(objects_path):
+        where = f"{objects_path}: record {index}"
+        image_id = field(record, "image_id", int, where)
+        where = f"{where} (image {image_id})"
+        objects = field(record, "objects", list, where)
+        if image_id in seen_images:
+            raise DataError(f"{where}: image {image_id} appears twice")
+        seen_images.add(image_id)
+        if image_id not in sizes:
+            skipped["objects_of_unknown_image"] += 1
+            continue
+        if image_id not in feature_index:
+            skipped["image_without_features"] += 1
+            continue
+        width, height = sizes[image_id]
+        ids, xywh, raw_names = [], [], []
+        for k, obj in enumerate(objects):
+            owhere = f"{where}, object {k}"
+            ids.append(field(obj, "object_id", int, owhere))
+            xywh.append(_xywh(obj, owhere))
+            raw_names.append(_object_name(obj, owhere))
+        ids_arr = np.asarray(ids, np.int64)
+        xywh_arr = np.asarray(xywh, np.float32).reshape(-1, 4)
+        xyxy = np.concatenate([xywh_arr[:, :2], xywh_arr[:, :2] + xywh_arr[:, 2:]], axis=1)
+        clipped = np.clip(xyxy, 0, np.array([width, height, width, height], np.float32))
+        degenerate = (xywh_arr[:, 2] <= 0) | (xywh_arr[:, 3] <= 0)
+        outside = ~degenerate & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
+        skipped["object_degenerate_box"] += int(degenerate.sum())
+        skipped["object_box_outside_image"] += int(outside.sum())
+        skipped["object_box_clipped"] += int((~degenerate & ~outside & (clipped != xyxy).any(axis=1)).sum())
+        slot = _match_regions(feature_index[image_id], ids_arr, clipped)
+        skipped["object_without_feature"] += int((~degenerate & ~outside & (slot < 0)).sum())
+        keep = ~degenerate & ~outside & (slot >= 0)
+        for raw in raw_names:
+            if raw not in class_of:
+                name = singular(clean(raw), known)
+                class_of[raw] = (vocab.entity_index.get(name, -1), name)
+        cls = np.array([class_of[raw][0] for raw in raw_names], np.int32).reshape(-1)
+        skipped["object_out_of_vocabulary"] += int((keep & (cls < 0)).sum())
+        if int((keep & (cls >= 0)).sum()) < 2:
+            skipped["image_with_fewer_than_two_vocabulary_objects"] += 1
+            continue
+        kept = np.flatnonzero(keep)
+        image_ids.append(image_id)
+        image_sizes.append((width, height))
+        offsets.append(feature_index[image_id].offset)
+        counts.append(len(kept))
+        object_ids.append(ids_arr[kept])
+        classes.append(cls[kept])
+        names.extend(class_of[raw_names[k]][1] for k in kept)
+        boxes.append(clipped[kept])
+        slots.append(slot[kept])
+    skipped["image_without_objects_record"] = len(sizes.keys() - seen_images)
+    if not image_ids:
+        raise DataError(f"{objects_path}: no image has two or more usable vocabulary objects")
+
+    object_ids_arr = np.concatenate(object_ids)
+    if len(np.unique(object_ids_arr)) != len(object_ids_arr):
+        raise DataError(f"{objects_path}: object ids are not unique across images")
+    object_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    object_image = np.repeat(np.arange(len(counts)), counts)
+    relationships_path = os.path.join(vg_dir, "relationships.json")
+    rel_subjects, rel_objects, rel_relations = _read_relationships(
+        relationships_path, vocab, object_ids_arr, np.concatenate(classes), object_image, skipped
+    )
+    return Corpus(
+        image_ids=np.asarray(image_ids, np.int64),
+        image_sizes=np.asarray(image_sizes, np.int32),
+        feature_offsets=np.asarray(offsets, np.int64),
+        object_start=object_start,
+        object_ids=object_ids_arr,
+        object_classes=np.concatenate(classes),
+        object_names=names,
+        boxes=np.concatenate(boxes),
+        feature_slots=np.concatenate(slots),
+        rel_subjects=rel_subjects,
+        rel_objects=rel_objects,
+        rel_relations=rel_relations,
+        features_path=os.fspath(features_path),
+        feature_dim=feature_dim,
+        skipped={k: v for k, v in sorted(skipped.items()) if v},
+    )
+
+
+def _read_relationships(
+    path: str,
+    vocab: Vocab,
+    object_ids: np.ndarray,
+    object_classes: np.ndarray,
+    object_image: np.ndarray,
+    skipped: collections.Counter,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object rows of subject and object, and relation ids, of the usable relationships."""
+    subject_ids, obj_ids, relations = [], [], []
+    for index, record in iter_json_list(path):
+        where = f"{path}: record {index}"
+        image_id = field(record, "image_id", int, where)
+        for k, rel in enumerate(field(record, "relationships", list, f"{where} (image {image_id})")):
+            rwhere = f"{where} (image {image_id}), relationship {k}"
+            predicate = field(rel, "predicate", str, rwhere)
+            subject_ids.append(field(field(rel, "subject", dict, rwhere), "object_id", int, f"{rwhere} subject"))
+            obj_ids.append(field(field(rel, "object", dict, rwhere), "object_id", int, f"{rwhere} object"))
+            relations.append(vocab.relation_id(predicate))
+    subject_ids_arr, obj_ids_arr = np.asarray(subject_ids, np.int64), np.asarray(obj_ids, np.int64)
+    relations_arr = np.asarray(relations, np.int32)
+    order = np.argsort(object_ids)
+    rows = []
+    for ids in (subject_ids_arr, obj_ids_arr):
+        pos = np.minimum(np.searchsorted(object_ids, ids, sorter=order), max(len(order) - 1, 0))
+        found = object_ids[order[pos]] == ids
+        rows.append(np.where(found, order[pos], -1))
+    subject_rows, object_rows = rows
+    known = relations_arr > 0
+    usable = (subject_rows >= 0) & (object_rows >= 0)
+    usable &= (object_classes[subject_rows] >= 0) & (object_classes[object_rows] >= 0)
+    usable &= (subject_rows != object_rows) & (object_image[subject_rows] == object_image[object_rows])
+    skipped["relationship_unknown_predicate"] += int((~known).sum())
+    skipped["relationship_object_not_usable"] += int((known & ~usable).sum())
+    keep = known & usable
+    return subject_rows[keep], object_rows[keep], relations_arr[keep]

@@ -1,0 +1,103 @@
+"""The benchmark vocabularies and the name normalisation that maps raw names onto them.
+
+Relation index 0 is the special NA ("no relation"); predicate ``i`` of
+``predicates.txt`` is relation ``i + 1``. Entity ``i`` of ``entities.txt`` is class ``i``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.resources
+import re
+
+NA = "NA"
+
+# Irregular plurals seen in Visual Genome names, mapped to the vocabulary's singular form.
+IRREGULAR_PLURALS = {
+    "men": "man",
+    "women": "woman",
+    "people": "person",
+    "persons": "person",
+    "leaves": "leaf",
+    "shelves": "shelf",
+    "glasses": "glass",
+    "pants": "pant",
+    "jeans": "jean",
+    "shorts": "short",
+}
+
+_SPACES = re.compile(r"\s+")
+
+
+def clean(name: str) -> str:
+    """Lower-cases a raw name and collapses runs of white space: ' Standing  On' -> 'standing on'."""
+    return _SPACES.sub(" ", name).strip().lower()
+
+
+def _read_list(filename: str) -> tuple[str, ...]:
+    text = importlib.resources.files("clever_jax.data").joinpath("vocab", filename).read_text()
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(set(names)) != len(names):
+        raise ValueError(f"vocabulary file {filename} has duplicate names")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+    """Entity and predicate vocabularies with name normalisation.
+
+    Attributes:
+      entities: entity names; class id = position.
+      predicates: predicate names; relation id = position + 1 (0 is NA).
+    """
+
+    entities: tuple[str, ...]
+    predicates: tuple[str, ...]
+
+    @functools.cached_property
+    def entity_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.entities)}
+
+    @functools.cached_property
+    def relation_index(self) -> dict[str, int]:
+        return {name: i + 1 for i, name in enumerate(self.predicates)}
+
+    @property
+    def relations(self) -> tuple[str, ...]:
+        """All relation names, NA first: length R + 1."""
+        return (NA, *self.predicates)
+
+    @property
+    def num_relations(self) -> int:
+        """Number of relations including NA (R + 1)."""
+        return len(self.predicates) + 1
+
+    def entity_id(self, raw: str) -> int:
+        """Class id of a raw object name, or -1 when it is not in the vocabulary.
+
+        Handles case, stray spaces and plural forms ('Umbrellas ' -> 'umbrella').
+        """
+        return self.entity_index.get(singular(clean(raw), self.entity_index), -1)
+
+    def relation_id(self, raw: str) -> int:
+        """Relation id (1..R) of a raw predicate, or -1 when it is not in the vocabulary."""
+        return self.relation_index.get(clean(raw), -1)
+
+
+def singular(name: str, known: dict[str, int] | frozenset[str]) -> str:
+    """The singular of a cleaned name when that singular is a known name, else the name itself."""
+    if name in known:
+        return name
+    if name in IRREGULAR_PLURALS:
+        return IRREGULAR_PLURALS[name]
+    for suffix, replacement in (("ves", "f"), ("es", ""), ("s", "")):
+        if name.endswith(suffix) and name[: -len(suffix)] + replacement in known:
+            return name[: -len(suffix)] + replacement
+    return name
+
+
+@functools.cache
+def benchmark_vocab() -> Vocab:
+    """The paper's 100 entities and 100 predicates, shipped as package data."""
+    return Vocab(_read_list("entities.txt"), _read_list("predicates.txt"))

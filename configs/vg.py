@@ -1,0 +1,24 @@
+"""The paper's benchmark on real Visual Genome files and VinVL-style region features.
+
+  python -m clever_jax.main --config=configs/vg.py --workdir=runs/vg \
+      --config.data.vg_dir=/data/vg --config.data.features_path=/data/vg/features.tsv
+"""
+
+import ml_collections
+
+from configs import demo
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = demo.get_config()
+    data = config.data
+    data.source = "vg"
+    data.vg_dir = ""  # image_data.json, objects.json, relationships.json.
+    data.features_path = ""  # VinVL-style TSV of region features.
+    data.feature_dim = 2048
+    data.bag_size = 50  # The paper's bag size.
+    data.text_len = 70  # [CLS] tags [SEP], as in the published code.
+    data.num_regions = 50
+    data.batch_size = 60  # Bags per batch, as in the paper.
+    data.eval_batch_size = 60
+    return config

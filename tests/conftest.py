@@ -1,0 +1,82 @@
+"""Shared test helpers: a tiny hand-written Visual Genome folder and config builders."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import numpy as np
+import pytest
+
+FEATURE_DIM = 4
+
+
+def feature_b64(values) -> str:
+    return base64.b64encode(np.asarray(values, "<f4").tobytes()).decode()
+
+
+def write_vg(root, images: list[dict], feature_dim: int = FEATURE_DIM, seed: int = 0) -> tuple[str, str]:
+    """Writes image_data.json, objects.json, relationships.json and features.tsv.
+
+    Each image: {"id", "size": (w, h), "objects": [(object_id, name, (x, y, w, h))],
+    "relations": [(subject_id, predicate, object_id)], "features": bool (default True)}.
+    A region's feature is [object_id, 0, 0, ...] so tests can see which region landed where.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    image_data, objects, relationships, lines = [], [], [], []
+    for image in images:
+        width, height = image.get("size", (100, 100))
+        image_data.append({"image_id": image["id"], "url": "", "width": width, "height": height})
+        objs = [
+            {"object_id": oid, "x": box[0], "y": box[1], "w": box[2], "h": box[3], "names": [name], "synsets": []}
+            for oid, name, box in image["objects"]
+        ]
+        objects.append({"image_id": image["id"], "objects": objs})
+        by_id = {o["object_id"]: o for o in objs}
+        rels = [
+            {
+                "relationship_id": 1000 * image["id"] + k,
+                "predicate": predicate,
+                "synsets": [],
+                "subject": {**by_id[s], "name": by_id[s]["names"][0]},
+                "object": {**by_id[o], "name": by_id[o]["names"][0]},
+            }
+            for k, (s, predicate, o) in enumerate(image.get("relations", []))
+        ]
+        relationships.append({"image_id": image["id"], "relationships": rels})
+        if image.get("features", True):
+            regions = []
+            for oid, name, (x, y, w, h) in image["objects"]:
+                values = np.concatenate([[oid], rng.normal(size=feature_dim - 1)])
+                regions.append({"object_id": oid, "rect": [x, y, x + w, y + h], "class": name, "conf": 1.0,
+                                "feature": feature_b64(values)})
+            lines.append(f"{image['id']}\t{json.dumps({'image_h': height, 'image_w': width, 'objects': regions})}")
+    for name, content in (("image_data.json", image_data), ("objects.json", objects),
+                          ("relationships.json", relationships)):
+        with open(os.path.join(root, name), "w") as f:
+            json.dump(content, f)
+    features_path = os.path.join(root, "features.tsv")
+    with open(features_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return str(root), features_path
+
+
+@pytest.fixture
+def small_vg(tmp_path):
+    """Four images: valid objects, name variants, a degenerate box, an unknown name, one image
+    without features and one with a single vocabulary object."""
+    images = [
+        {"id": 1, "size": (200, 100), "objects": [
+            (11, "Man", (10, 10, 50, 80)), (12, "umbrellas ", (20, 0, 60, 30)), (13, "sky", (0, 0, 200, 20)),
+            (14, "dog", (150, 50, 40, 40))],
+         "relations": [(11, "Holding", 12), (14, "near", 11), (11, "under", 13)]},
+        {"id": 2, "size": (100, 100), "objects": [
+            (21, "men", (0, 0, 30, 30)), (22, "umbrella", (50, 50, 0, 20)), (23, "dog", (40, 40, 50, 50)),
+            (24, "Dogs", (90, 90, 30, 30)), (25, "blorp", (5, 5, 5, 5))],
+         "relations": [(21, "near", 23), (21, "zapping", 23)]},
+        {"id": 3, "objects": [(31, "man", (0, 0, 10, 10)), (32, "dog", (5, 5, 10, 10))], "features": False},
+        {"id": 4, "objects": [(41, "man", (0, 0, 10, 10)), (42, "tree-ish", (5, 5, 10, 10))]},
+    ]
+    return write_vg(tmp_path / "vg", images)

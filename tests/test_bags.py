@@ -1,0 +1,148 @@
+"""Candidate enumeration, bag ranking and benchmark splits, checked against direct loops."""
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import write_vg
+
+from clever_jax.data import bags as bags_lib
+from clever_jax.data import benchmark as benchmark_lib
+from clever_jax.data import vg
+from clever_jax.data.vocab import benchmark_vocab
+
+VOCAB = benchmark_vocab()
+E = len(VOCAB.entities)
+
+
+NAMES = ("man", "dog", "umbrella", "tree", "car", "sky")
+
+
+def random_vg(root, num_images=60, seed=0, names=NAMES):
+    """Random images over a few entities (and an out-of-vocabulary name) with random relations."""
+    rng = np.random.default_rng(seed)
+    images, oid = [], 1
+    for image_id in range(1, num_images + 1):
+        objects = []
+        for _ in range(rng.integers(2, 8)):
+            x, y = rng.integers(0, 80, 2)
+            w, h = rng.integers(5, 40, 2)
+            objects.append((oid, names[rng.integers(len(names))], (int(x), int(y), int(w), int(h))))
+            oid += 1
+        relations = []
+        for _ in range(rng.integers(0, 4)):
+            a, b = rng.choice(len(objects), 2, replace=False)
+            relations.append((objects[a][0], ["on", "near", "holding", "has"][rng.integers(4)], objects[b][0]))
+        images.append({"id": image_id, "objects": objects, "relations": relations})
+    return vg.ingest(*write_vg(root, images), VOCAB)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return random_vg(tmp_path)
+
+
+def test_candidates_are_all_ordered_pairs_of_distinct_vocabulary_objects(corpus):
+    candidates = bags_lib.enumerate_candidates(corpus, E)
+    expected = []
+    for image in range(corpus.num_images):
+        rows = range(corpus.object_start[image], corpus.object_start[image + 1])
+        for s, o in itertools.permutations(rows, 2):
+            if corpus.object_classes[s] >= 0 and corpus.object_classes[o] >= 0:
+                expected.append((s, o, image, corpus.object_classes[s] * E + corpus.object_classes[o]))
+    got = list(zip(candidates.subjects, candidates.objects, candidates.images, candidates.pair_codes, strict=True))
+    assert sorted(got) == sorted(expected)
+
+
+def _reference_bags(corpus, candidates, bag_index, bag_size):
+    """Loop version of the overlap ranking: IoU > 0 first by IoU descending, then by distance."""
+    ranked = {}
+    for c in range(len(bag_index)):
+        if bag_index[c] < 0:
+            continue
+        a, b = corpus.boxes[candidates.subjects[c]], corpus.boxes[candidates.objects[c]]
+        iou = float(vg.box_iou(a, b))
+        distance = float(np.hypot(*((a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2)))
+        key = (0, -iou, 0.0) if iou > 0 else (1, 0.0, distance)
+        ranked.setdefault(int(bag_index[c]), []).append((key, c))
+    return {bag: [c for _, c in sorted(items)[:bag_size]] for bag, items in ranked.items()}
+
+
+def test_overlap_ranking_matches_a_direct_sort(corpus):
+    candidates = bags_lib.enumerate_candidates(corpus, E)
+    codes, bag_index = np.unique(candidates.pair_codes, return_inverse=True)
+    bags = bags_lib.build_bags(corpus, candidates, bag_index, len(codes), 3, "overlap", 0)
+    reference = _reference_bags(corpus, candidates, bag_index, 3)
+    for bag in range(len(codes)):
+        lo, hi = bags.start[bag], bags.start[bag + 1]
+        want = reference[bag]
+        assert bags.subjects[lo:hi].tolist() == candidates.subjects[want].tolist()
+        assert bags.objects[lo:hi].tolist() == candidates.objects[want].tolist()
+        assert bags.available[bag] == np.sum(bag_index == bag)
+    # The annotated flag says whether a relationship record links subject -> object.
+    linked = set(zip(corpus.rel_subjects.tolist(), corpus.rel_objects.tolist(), strict=True))
+    flags = [(s, o) in linked for s, o in zip(bags.subjects.tolist(), bags.objects.tolist(), strict=True)]
+    assert bags.annotated.tolist() == flags and any(flags)
+
+
+def test_random_sampler_keeps_a_seeded_subset(corpus):
+    candidates = bags_lib.enumerate_candidates(corpus, E)
+    codes, bag_index = np.unique(candidates.pair_codes, return_inverse=True)
+    one = bags_lib.build_bags(corpus, candidates, bag_index, len(codes), 2, "random", 1)
+    same = bags_lib.build_bags(corpus, candidates, bag_index, len(codes), 2, "random", 1)
+    other = bags_lib.build_bags(corpus, candidates, bag_index, len(codes), 2, "random", 2)
+    np.testing.assert_array_equal(one.subjects, same.subjects)
+    assert not np.array_equal(one.subjects, other.subjects)
+    for bag in range(len(codes)):
+        lo, hi = one.start[bag], one.start[bag + 1]
+        assert hi - lo == min(2, np.sum(bag_index == bag))
+        pool = set(zip(candidates.subjects[bag_index == bag].tolist(), candidates.objects[bag_index == bag].tolist(),
+                       strict=True))
+        assert set(zip(one.subjects[lo:hi].tolist(), one.objects[lo:hi].tolist(), strict=True)) <= pool
+    with pytest.raises(ValueError, match="unknown bag sampler"):
+        bags_lib.build_bags(corpus, candidates, bag_index, len(codes), 2, "clip", 0)
+
+
+def _benchmark(corpus, na_ratio=1.0, seed=0):
+    candidates = bags_lib.enumerate_candidates(corpus, E)
+    triplets = np.stack([corpus.object_classes[corpus.rel_subjects], corpus.rel_relations,
+                         corpus.object_classes[corpus.rel_objects]], axis=1).astype(np.int64)
+    return candidates, triplets, benchmark_lib.build_benchmark(
+        candidates, triplets, corpus.num_images, E, (0.6, 0.2, 0.2), na_ratio, seed)
+
+
+def test_splits_are_disjoint_by_pair_and_by_image(tmp_path):
+    corpus = random_vg(tmp_path, num_images=150)
+    candidates, triplets, bench = _benchmark(corpus)
+    pair_codes = bench.pairs[:, 0] * E + bench.pairs[:, 1]
+    assert len(np.unique(pair_codes)) == bench.num_bags  # each pair is one bag, in one split
+    assert set(np.unique(bench.split)) == {0, 1, 2}
+    member = bench.bag_index >= 0
+    # Every instance comes from an image of its bag's split, and no image serves two splits.
+    np.testing.assert_array_equal(bench.image_split[candidates.images[member]], bench.split[bench.bag_index[member]])
+    # A bag's labels are exactly the KB facts of its pair; NA bags are pairs without facts.
+    facts = {tuple(t) for t in np.unique(triplets, axis=0).tolist()}
+    for bag in range(bench.num_bags):
+        s, o = bench.pairs[bag].tolist()
+        labels = bench.labels[bench.label_start[bag]:bench.label_start[bag + 1]].tolist()
+        want = sorted(r for (fs, r, fo) in facts if (fs, fo) == (s, o))
+        assert labels == (want or [0])
+    total_facts = sum(len(bench.facts(s)) for s in range(3))
+    assert total_facts == len(facts) - sum(1 for (s, r, o) in facts if (s * E + o) not in set(pair_codes.tolist()))
+    # Same seed, same benchmark.
+    _, _, again = _benchmark(corpus)
+    np.testing.assert_array_equal(again.pairs, bench.pairs)
+
+
+def test_na_ratio_bounds_the_na_bags(tmp_path):
+    corpus = random_vg(tmp_path, num_images=150, names=NAMES + ("bus", "hat", "cup", "book", "lamp", "bird"))
+    for ratio in (0.0, 0.5):
+        _, _, bench = _benchmark(corpus, na_ratio=ratio)
+        na = bench.labels[bench.label_start[:-1]] == 0
+        for split in range(3):
+            positives = np.sum((bench.split == split) & ~na)
+            assert np.sum((bench.split == split) & na) <= round(ratio * positives)
+        if ratio == 0.0:
+            assert not na.any()
+    _, _, bench = _benchmark(corpus, na_ratio=0.5)
+    assert (bench.labels[bench.label_start[:-1]] == 0).any()
