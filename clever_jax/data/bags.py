@@ -20,9 +20,9 @@ class Candidates:
     """Every ordered pair of distinct vocabulary objects that share an image.
 
     Attributes:
-      subjects, objects: int64 [C] object rows.
-      images: int64 [C] image rows.
-      pair_codes: int64 [C] subject class * num_entities + object class.
+      subjects, objects: int32 [C] object rows.
+      images: int32 [C] image rows.
+      pair_codes: int32 [C] subject class * num_entities + object class.
     """
 
     subjects: np.ndarray
@@ -36,29 +36,30 @@ class Candidates:
 
 def enumerate_candidates(corpus: Corpus, num_entities: int) -> Candidates:
     """All instances of all entity pairs in the corpus, image by image, in object order."""
-    vocab_rows = np.flatnonzero(corpus.object_classes >= 0)
-    images = corpus.object_image[vocab_rows]
-    per_image = np.bincount(images, minlength=corpus.num_images)
-    first = np.concatenate([[0], np.cumsum(per_image)[:-1]])  # position in vocab_rows of each image's first
+    vocab_rows = np.flatnonzero(corpus.object_classes >= 0).astype(np.int32)
+    images = corpus.object_image[vocab_rows].astype(np.int32)
+    per_image = np.bincount(images, minlength=corpus.num_images).astype(np.int32)
+    first = np.cumsum(per_image, dtype=np.int64) - per_image  # position in vocab_rows of each image's first
     partners = per_image[images]  # how many objects each vocabulary object pairs with (itself included)
-    subject_pos = np.repeat(np.arange(len(vocab_rows)), partners)
-    run_start = np.repeat(np.cumsum(partners) - partners, partners)
-    object_pos = first[images][subject_pos] + (np.arange(len(subject_pos)) - run_start)
+    subject_pos = np.repeat(np.arange(len(vocab_rows), dtype=np.int32), partners)
+    object_pos = np.repeat(first[images] - (np.cumsum(partners, dtype=np.int64) - partners), partners)
+    object_pos += np.arange(len(subject_pos))  # first of the image + rank within the subject's run
     distinct = subject_pos != object_pos
     subjects, objects = vocab_rows[subject_pos[distinct]], vocab_rows[object_pos[distinct]]
-    classes = corpus.object_classes.astype(np.int64)
+    classes = corpus.object_classes
     return Candidates(
         subjects=subjects,
         objects=objects,
         images=images[subject_pos[distinct]],
-        pair_codes=classes[subjects] * num_entities + classes[objects],
+        pair_codes=classes[subjects] * np.int32(num_entities) + classes[objects],
     )
 
 
 def annotated(corpus: Corpus, subjects: np.ndarray, objects: np.ndarray) -> np.ndarray:
     """bool [C]: whether some relationship record relates subject -> object."""
     num_objects = len(corpus.object_ids)
-    return np.isin(subjects * num_objects + objects, corpus.rel_subjects * num_objects + corpus.rel_objects)
+    linked = corpus.rel_subjects * num_objects + corpus.rel_objects
+    return np.isin(subjects.astype(np.int64) * num_objects + objects, linked)
 
 
 @dataclasses.dataclass

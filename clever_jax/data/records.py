@@ -147,6 +147,7 @@ def write_records(
     A manifest of file sizes and `meta` (e.g. special token ids) is written last; `open_records`
     checks it to catch truncated files.
     """
+    tfds.disable_progress_bar()
     image_rows = np.unique(bags.images)
     record_of_image = np.full(corpus.num_images, -1, np.int64)
     record_of_image[image_rows] = np.arange(len(image_rows))
