@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.feature_dim = 0  # Expected appearance size of the features file; 0 = take it from the file.
     data.split_ratios = (0.71, 0.07, 0.22)  # Entity pairs per split, as in the paper (6443/678/1964).
     data.na_ratio = 1.0  # NA bags per positive bag in each split.
+    data.min_fact_count = 1  # Relationships needed for a triplet to be a fact (1: every distinct triplet).
     data.bag_size = 16  # N instances per bag.
     data.sampler = "overlap"  # "overlap" (IoU, then centre distance) or "random".
     data.seed = 0  # Splits, NA pairs and random bag sampling.

@@ -103,12 +103,12 @@ def test_random_sampler_keeps_a_seeded_subset(corpus):
         bags_lib.build_bags(corpus, candidates, bag_index, len(codes), 2, "clip", 0)
 
 
-def _benchmark(corpus, na_ratio=1.0, seed=0):
+def _benchmark(corpus, na_ratio=1.0, seed=0, min_fact_count=1):
     candidates = bags_lib.enumerate_candidates(corpus, E)
     triplets = np.stack([corpus.object_classes[corpus.rel_subjects], corpus.rel_relations,
                          corpus.object_classes[corpus.rel_objects]], axis=1).astype(np.int64)
     return candidates, triplets, benchmark_lib.build_benchmark(
-        candidates, triplets, corpus.num_images, E, (0.6, 0.2, 0.2), na_ratio, seed)
+        candidates, triplets, corpus.num_images, E, (0.6, 0.2, 0.2), na_ratio, seed, min_fact_count)
 
 
 def test_splits_are_disjoint_by_pair_and_by_image(tmp_path):
@@ -146,3 +146,12 @@ def test_na_ratio_bounds_the_na_bags(tmp_path):
             assert not na.any()
     _, _, bench = _benchmark(corpus, na_ratio=0.5)
     assert (bench.labels[bench.label_start[:-1]] == 0).any()
+
+
+def test_min_fact_count_keeps_triplets_stated_often_enough(tmp_path):
+    corpus = random_vg(tmp_path, num_images=150)
+    _, triplets, bench = _benchmark(corpus, min_fact_count=3)
+    unique, counts = np.unique(triplets, axis=0, return_counts=True)
+    frequent = {tuple(t) for t in unique[counts >= 3].tolist()}
+    kept = {tuple(t) for s in range(3) for t in bench.facts(s).tolist()}
+    assert kept and kept <= frequent and len(frequent) < len(unique)

@@ -39,11 +39,15 @@ def enumerate_candidates(corpus: Corpus, num_entities: int) -> Candidates:
     vocab_rows = np.flatnonzero(corpus.object_classes >= 0).astype(np.int32)
     images = corpus.object_image[vocab_rows].astype(np.int32)
     per_image = np.bincount(images, minlength=corpus.num_images).astype(np.int32)
-    first = np.cumsum(per_image, dtype=np.int64) - per_image  # position in vocab_rows of each image's first
     partners = per_image[images]  # how many objects each vocabulary object pairs with (itself included)
+    total = int(partners.sum(dtype=np.int64))
+    if total >= 2**31:
+        raise ValueError(f"{total} candidate instances: more than int32 indices address; split the corpus")
+    first = np.cumsum(per_image, dtype=np.int32) - per_image  # position in vocab_rows of each image's first
     subject_pos = np.repeat(np.arange(len(vocab_rows), dtype=np.int32), partners)
-    object_pos = np.repeat(first[images] - (np.cumsum(partners, dtype=np.int64) - partners), partners)
-    object_pos += np.arange(len(subject_pos))  # first of the image + rank within the subject's run
+    # Each subject's run pairs it with its image's objects: first of the image + rank in the run.
+    object_pos = np.repeat(first[images] - (np.cumsum(partners, dtype=np.int32) - partners), partners)
+    object_pos += np.arange(total, dtype=np.int32)
     distinct = subject_pos != object_pos
     subjects, objects = vocab_rows[subject_pos[distinct]], vocab_rows[object_pos[distinct]]
     classes = corpus.object_classes
@@ -81,6 +85,20 @@ class Bags:
     available: np.ndarray
 
 
+def _overlap_key(boxes: np.ndarray, subjects: np.ndarray, objects: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    """float32 [C] sort key: -IoU for overlapping boxes (best first), else the centre distance.
+
+    Computed in chunks so that the box temporaries stay small at Visual Genome scale.
+    """
+    key = np.empty(len(subjects), np.float32)
+    for lo in range(0, len(subjects), chunk):
+        a, b = boxes[subjects[lo:lo + chunk]], boxes[objects[lo:lo + chunk]]
+        iou = box_iou(a, b)
+        gap = (a[:, :2] + a[:, 2:]) / 2 - (b[:, :2] + b[:, 2:]) / 2
+        key[lo:lo + chunk] = np.where(iou > 0, -iou, np.hypot(gap[:, 0], gap[:, 1]))
+    return key
+
+
 def build_bags(
     corpus: Corpus,
     candidates: Candidates,
@@ -95,7 +113,7 @@ def build_bags(
     Args:
       corpus: the ingested annotations.
       candidates: instances to choose from.
-      bag_index: int64 [C] bag of each candidate, -1 for candidates of no bag.
+      bag_index: int [C] bag of each candidate, -1 for candidates of no bag.
       num_bags: P.
       bag_size: N, instances kept per bag.
       sampler: "overlap": overlapping boxes first by IoU (descending), then the others by
@@ -107,14 +125,11 @@ def build_bags(
     member = bag_index >= 0
     candidates, bag_index = candidates.select(member), bag_index[member]
     if sampler == "overlap":
-        a, b = corpus.boxes[candidates.subjects], corpus.boxes[candidates.objects]
-        iou = box_iou(a, b)
-        centre_gap = (a[:, :2] + a[:, 2:]) / 2 - (b[:, :2] + b[:, 2:]) / 2
-        distance = np.hypot(centre_gap[:, 0], centre_gap[:, 1])
-        order = np.lexsort((distance, -iou, iou <= 0, bag_index))
+        key = _overlap_key(corpus.boxes, candidates.subjects, candidates.objects)
     else:
-        random_key = np.random.default_rng(seed).random(len(bag_index))
-        order = np.lexsort((random_key, bag_index))
+        key = np.random.default_rng(seed).random(len(bag_index), dtype=np.float32)
+    order = np.lexsort((key, bag_index))
+    del key
     bag_sorted = bag_index[order]
     available = np.bincount(bag_sorted, minlength=num_bags)
     group_start = np.concatenate([[0], np.cumsum(available)[:-1]])

@@ -29,11 +29,11 @@ class Benchmark:
 
     Attributes:
       pairs: int64 [P, 2] subject and object class of each bag (positive bags, then NA bags).
-      split: int64 [P] index into SPLITS.
+      split: int32 [P] index into SPLITS.
       label_start: int64 [P + 1]: bag p's relation ids are labels[label_start[p]:label_start[p+1]].
       labels: int64 relation ids (1..R), or the single id 0 for an NA bag.
-      image_split: int64 [I] split of every image row, -1 for images no bag uses.
-      bag_index: int64 [C] bag of each candidate instance, -1 when the candidate is in no bag.
+      image_split: int32 [I] split of every image row, -1 for images no bag uses.
+      bag_index: int32 [C] bag of each candidate instance, -1 when the candidate is in no bag.
       dropped_pairs: fact pairs dropped because no image of their split shows them.
     """
 
@@ -73,6 +73,7 @@ def build_benchmark(
     split_ratios: tuple[float, float, float],
     na_ratio: float,
     seed: int,
+    min_fact_count: int = 1,
 ) -> Benchmark:
     """Splits fact pairs and images, picks NA pairs and assigns every candidate to a bag.
 
@@ -85,13 +86,16 @@ def build_benchmark(
       split_ratios: fractions of fact pairs for train, val and test.
       na_ratio: NA bags per positive bag, in each split.
       seed: randomness of the splits and of the NA pairs picked.
+      min_fact_count: a triplet becomes a fact when at least this many relationships state it
+        (1: every distinct triplet, as in the paper).
     """
     rng = np.random.default_rng(seed)
     ratios = np.asarray(split_ratios, np.float64) / np.sum(split_ratios)
-    facts = np.unique(fact_triplets, axis=0)
+    facts, counts = np.unique(fact_triplets, axis=0, return_counts=True)
+    facts = facts[counts >= min_fact_count]
     codes = facts[:, 0] * num_entities + facts[:, 2]
     fact_pairs = np.unique(codes)
-    pair_split = np.full(num_entities * num_entities, -1, np.int64)
+    pair_split = np.full(num_entities * num_entities, -1, np.int32)
     permuted = rng.permutation(fact_pairs)
     bounds = np.round(np.cumsum(ratios) * len(permuted)).astype(np.int64)
     pair_split[permuted] = np.searchsorted(bounds, np.arange(len(permuted)), side="right")
@@ -105,7 +109,7 @@ def build_benchmark(
     has_pairs = np.zeros(num_images, bool)
     has_pairs[candidates.images] = True
     allowed = np.where(shows.any(axis=1, keepdims=True), shows, True)
-    image_split = np.where(has_pairs, _choose_split(rng, allowed, ratios), -1)
+    image_split = np.where(has_pairs, _choose_split(rng, allowed, ratios), -1).astype(np.int32)
 
     # NA pairs: co-occurring pairs with no fact, each given a split at random.
     na_codes = np.setdiff1d(np.unique(candidates.pair_codes), fact_pairs)
@@ -123,7 +127,7 @@ def build_benchmark(
     na_kept_codes = np.sort(np.concatenate(na_kept)).astype(np.int64)
 
     bag_codes = np.concatenate([positive_codes, na_kept_codes])
-    bag_of_code = np.full(num_entities * num_entities, -1, np.int64)
+    bag_of_code = np.full(num_entities * num_entities, -1, np.int32)
     bag_of_code[bag_codes] = np.arange(len(bag_codes))
     bag_index = np.where(in_split, bag_of_code[candidates.pair_codes], -1)
 

@@ -144,7 +144,8 @@ def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, mo
         corpus.object_classes[corpus.rel_subjects], corpus.rel_relations, corpus.object_classes[corpus.rel_objects]
     ], axis=1).astype(np.int64)
     benchmark = build_benchmark(
-        candidates, triplets, corpus.num_images, num_entities, tuple(data.split_ratios), data.na_ratio, data.seed
+        candidates, triplets, corpus.num_images, num_entities, tuple(data.split_ratios), data.na_ratio, data.seed,
+        data.min_fact_count,
     )
     lap("benchmark")
     bags = build_bags(
