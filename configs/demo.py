@@ -33,4 +33,35 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = model = ml_collections.ConfigDict()
     model.checkpoint_dir = ""  # BERT folder (config.json, vocab.txt, model.safetensors); "" = packaged MiniLM.
+    model.pretrained = True  # Start the encoder from that checkpoint's weights.
+    model.num_layers = 2  # Keep the first k encoder layers; 0 = all.
+    model.region_layer_norm = True
+    model.head = "clever"  # Training head: avg, one, att, clever.
+    model.eval_head = ""  # Evaluation head ("" = the training head; "max" for max pooling).
+    model.temperature = 11.0  # tau of the contrastive attention (the published script's value).
+    model.bag_dropout = 0.2
+    model.dtype = "float32"  # Compute dtype.
+    model.remat = False  # Rematerialise encoder layers (saves memory, costs compute).
+
+    config.train = train = ml_collections.ConfigDict()
+    train.lr = 2e-4
+    train.weight_decay = 0.01
+    train.grad_clip = 1.0
+    train.freeze_word_embeddings = True
+    train.warmup_steps = 50  # Linear warm-up from lr/10 to lr.
+    train.loss = "sampled"  # "sampled" gold relation (the paper) or "all_gold".
+    train.max_epochs = 4
+    train.eval_every_steps = 0  # 0 = once per epoch.
+    train.mauc_weight = 1.0  # Validation score = AUC + w * mAUC.
+    train.patience = 2
+    train.cooldown = 1
+    train.decay = 0.1
+    train.max_decays = 3  # Stop after the third decay.
+    train.log_every = 10
+    train.init_from = ""  # Workdir of another run whose best checkpoint initialises this one.
+
+    config.extract = extract = ml_collections.ConfigDict()
+    extract.split = "test"
+    extract.top_k = 0  # Triplets written, best first; 0 = every (pair, relation) of the split.
+    extract.num_evidence = 3  # Evidence instances per triplet.
     return config

@@ -21,4 +21,19 @@ def get_config() -> ml_collections.ConfigDict:
     data.num_regions = 50
     data.batch_size = 60  # Bags per batch, as in the paper.
     data.eval_batch_size = 60
+
+    model = config.model
+    model.checkpoint_dir = ""  # A VinVL-base checkpoint folder (config.json + weights); required for the paper.
+    model.num_layers = 0  # All layers (BERT-base: 12).
+    model.region_layer_norm = True
+    model.head = "clever"
+    model.temperature = 11.0
+
+    train = config.train
+    train.lr = 7e-5  # Paper appendix (script grid 4e-5..6e-5).
+    train.weight_decay = 0.01
+    train.warmup_steps = 1000
+    train.max_epochs = 18
+    train.eval_every_steps = 0
+    train.log_every = 50
     return config

@@ -1,0 +1,76 @@
+"""Knowledge extraction: a ranked triplet list where every triplet names its evidence images."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from clever_jax.data.vocab import Vocab
+
+
+def ranked_triplets(scores: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bag rows and relation ids (1..R) of the best candidates: scores [P, R+1] -> two [K] arrays."""
+    flat = -scores[:, 1:].ravel()
+    order = np.argsort(flat, kind="stable")
+    if top_k:
+        order = order[:top_k]
+    rows, columns = np.divmod(order, scores.shape[1] - 1)
+    return rows, columns + 1
+
+
+def write_triplets(
+    path: str,
+    outputs,
+    images_source,
+    vocab: Vocab,
+    top_k: int = 0,
+    num_evidence: int = 3,
+) -> int:
+    """Writes `path` (JSON lines, best first); returns the number of triplets written.
+
+    Each line: subject, relation, object, score, known (a fact of the split's knowledge base),
+    and evidence: up to `num_evidence` instances with image_id, subject_box and object_box
+    (x1, y1, x2, y2 pixels), weight (the head's attention or normalised instance probability)
+    and annotated (whether the image's annotations relate the two boxes).
+
+    Args:
+      outputs: a train.SplitOutputs evaluated with keep_evidence=True.
+      images_source: the image records (random access).
+    """
+    rows, relations = ranked_triplets(outputs.scores, top_k)
+    weights = outputs.evidence[rows, relations].astype(np.float32)  # [K, N]
+    weights = np.where(outputs.instance_mask[rows], weights, -1.0)
+    best = np.argsort(-weights, axis=1, kind="stable")[:, :num_evidence]  # [K, E]
+    best_weight = np.take_along_axis(weights, best, axis=1)
+    image_index = outputs.images[rows[:, None], best]
+    needed = np.unique(image_index[best_weight >= 0])
+    records = dict(zip(needed.tolist(), images_source.__getitems__(needed.tolist()), strict=True))
+    subject_slot, object_slot = outputs.subjects[rows[:, None], best], outputs.objects[rows[:, None], best]
+    annotated = outputs.annotated[rows[:, None], best]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        for k, (row, relation) in enumerate(zip(rows.tolist(), relations.tolist(), strict=True)):
+            evidence = []
+            for e in range(best.shape[1]):
+                if best_weight[k, e] < 0:
+                    break
+                record = records[int(image_index[k, e])]
+                evidence.append({
+                    "image_id": int(record["image_id"]),
+                    "subject_box": [round(float(x), 1) for x in record["boxes"][subject_slot[k, e]]],
+                    "object_box": [round(float(x), 1) for x in record["boxes"][object_slot[k, e]]],
+                    "weight": round(float(best_weight[k, e]), 4),
+                    "annotated": bool(annotated[k, e]),
+                })
+            subject, obj = outputs.pairs[row]
+            f.write(json.dumps({
+                "subject": vocab.entities[subject],
+                "relation": vocab.relations[relation],
+                "object": vocab.entities[obj],
+                "score": round(float(outputs.scores[row, relation]), 6),
+                "known": bool(outputs.labels[row, relation]),
+                "evidence": evidence,
+            }) + "\n")
+    return len(rows)

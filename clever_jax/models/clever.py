@@ -1,0 +1,77 @@
+"""The CLEVER model: instance encoder + shared relation classifier + a bag head."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clever_jax.models import heads
+from clever_jax.models.encoder import EncoderConfig, InstanceEncoder
+
+ENCODER_INPUTS = ("text_ids", "text_mask", "regions", "region_mask", "subject_span", "object_span")
+
+
+class Clever(nn.Module):
+    """Scores the relations of bags of instances.
+
+    Batch keys (see clever_jax.data.pipeline): text_ids/text_mask [B, N, Lt], regions [B, N, Lr, F],
+    region_mask [B, N, Lr], subject_span/object_span [B, N, 2], instance_mask [B, N].
+
+    Attributes:
+      encoder: the instance encoder's configuration (hidden size H).
+      num_relations: R + 1.
+      head: training head, one of heads.TRAIN_HEADS.
+      eval_head: evaluation head, one of heads.EVAL_HEADS.
+      temperature: tau of the contrastive attention.
+      bag_dropout: dropout on bag representations (training only).
+    """
+
+    encoder: EncoderConfig
+    num_relations: int
+    head: str = "clever"
+    eval_head: str = "clever"
+    temperature: float = 1.0
+    bag_dropout: float = 0.2
+
+    def setup(self) -> None:
+        self.instance_encoder = InstanceEncoder(self.encoder)
+        self.classifier = heads.RelationClassifier(8 * self.encoder.hidden_size, self.num_relations,
+                                                   dtype=self.encoder.dtype)
+        self.dropout = nn.Dropout(self.bag_dropout)
+
+    def encode(self, batch: dict, *, train: bool) -> jax.Array:
+        """Pair representations v [B, N, 4H]."""
+        return self.instance_encoder(*(batch[k] for k in ENCODER_INPUTS), deterministic=not train)
+
+    def train_logits(self, batch: dict, target: jax.Array) -> jax.Array:
+        """Bag logits [B, R+1] for the cross-entropy with target [B] (dropout on)."""
+        v = self.encode(batch, train=True)
+        return heads.train_logits(
+            self.head, self.classifier, v, batch["instance_mask"], target,
+            lambda x: self.dropout(x, deterministic=False), self.temperature,
+        )
+
+    def __call__(self, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """Evaluation: scores [B, R+1] and evidence weights [B, R+1, N]."""
+        v = self.encode(batch, train=False)
+        return heads.eval_scores(self.eval_head, self.classifier, v, batch["instance_mask"], self.temperature)
+
+
+def bag_loss(logits: jax.Array, labels: jax.Array, target: jax.Array, bag_mask: jax.Array, mode: str) -> jax.Array:
+    """Mean cross-entropy over real bags.
+
+    Args:
+      logits: [B, R+1] (float32). labels: [B, R+1] multi-hot. target: [B] sampled gold relation.
+      bag_mask: [B] False for padding bags.
+      mode: "sampled" (the paper: the sampled gold relation) or "all_gold" (mean over the bag's gold
+        relations; for heads whose bag representation depends on the target it is the sampled one).
+    """
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    if mode == "sampled":
+        per_bag = -jnp.take_along_axis(log_probs, target[:, None], axis=1)[:, 0]
+    elif mode == "all_gold":
+        per_bag = -(log_probs * labels).sum(axis=1) / jnp.maximum(labels.sum(axis=1), 1)
+    else:
+        raise ValueError(f"unknown loss {mode!r}; expected 'sampled' or 'all_gold'")
+    return (per_bag * bag_mask).sum() / jnp.maximum(bag_mask.sum(), 1)

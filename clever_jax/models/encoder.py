@@ -1,0 +1,276 @@
+"""The instance encoder: a BERT over an instance's tag word pieces followed by its region features.
+
+One instance is `[CLS] tags [SEP]` (Lt word pieces, position + token-type-0 embeddings) followed by
+Lr region features (a linear map, no position or segment embedding); a standard post-LN BERT
+encoder runs over the joint sequence under one attention mask. The pair representation
+v [4H] = [region 0 (subject), mean over the subject's tag pieces, region 1 (object), mean over the
+object's tag pieces] (DESIGN.md section 3).
+
+Parameter tree (checkpoint import in clever_jax/weights.py relies on these names):
+
+  embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, embeddings/layer_norm
+  region_embedding/{kernel,bias}, region_layer_norm (only with config.region_layer_norm)
+  encoder/layer_{i}/attention/{query,key,value,output}/{kernel,bias}, encoder/layer_{i}/attention_layer_norm,
+  encoder/layer_{i}/{intermediate,output}/{kernel,bias}, encoder/layer_{i}/output_layer_norm
+
+Leading dimensions of every input are free ([B, N] for bags); params are float32, the compute
+dtype is config.dtype, the attention softmax and LayerNorm statistics are float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """Sizes and options of the BERT instance encoder.
+
+    Attributes:
+      vocab_size, hidden_size (H), num_layers, num_heads, intermediate_size, max_position_embeddings,
+      type_vocab_size, layer_norm_eps, hidden_dropout, attention_dropout: as in a BERT config.json.
+      region_dim: F, size of one region feature (appearance + 6 box geometry values).
+      region_layer_norm: LayerNorm after the region projection (Oscar's `use_img_layernorm`).
+      initializer_range: stddev of the normal initialiser of kernels and embeddings.
+      dtype: compute dtype (params are always float32); a name such as "bfloat16" is accepted.
+      remat: recompute each layer's activations in the backward pass (nn.remat).
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    region_dim: int = 2054
+    region_layer_norm: bool = False
+    initializer_range: float = 0.02
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+
+    @classmethod
+    def from_hf(cls, hf_config: Mapping[str, Any], region_dim: int, num_layers: int | None = None,
+                **overrides: Any) -> EncoderConfig:
+        """The configuration of a HuggingFace BERT config.json (a dict).
+
+        Args:
+          hf_config: the parsed config.json of a BERT (or Oscar/VinVL) checkpoint.
+          region_dim: F, size of the region features of the data.
+          num_layers: keep only the first `num_layers` layers (default: all of them).
+          **overrides: any other EncoderConfig field (dtype, remat, region_layer_norm, dropouts...).
+            region_layer_norm defaults to the checkpoint's `use_img_layernorm` (False if absent).
+        """
+        model_type = hf_config.get("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(f"model_type {model_type!r} is not supported; expected a BERT checkpoint")
+        if hf_config.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"hidden_act {hf_config['hidden_act']!r} is not supported; expected 'gelu' (exact erf)")
+        if hf_config.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type {hf_config['position_embedding_type']!r} is not supported")
+        available = int(hf_config["num_hidden_layers"])
+        num_layers = available if num_layers is None else int(num_layers)
+        if not 1 <= num_layers <= available:
+            raise ValueError(f"num_layers={num_layers}: the checkpoint has {available} layers")
+        fields = {
+            "vocab_size": int(hf_config["vocab_size"]),
+            "hidden_size": int(hf_config["hidden_size"]),
+            "num_layers": num_layers,
+            "num_heads": int(hf_config["num_attention_heads"]),
+            "intermediate_size": int(hf_config["intermediate_size"]),
+            "max_position_embeddings": int(hf_config["max_position_embeddings"]),
+            "type_vocab_size": int(hf_config.get("type_vocab_size", 2)),
+            "layer_norm_eps": float(hf_config.get("layer_norm_eps", 1e-12)),
+            "hidden_dropout": float(hf_config.get("hidden_dropout_prob", 0.1)),
+            "attention_dropout": float(hf_config.get("attention_probs_dropout_prob", 0.1)),
+            "initializer_range": float(hf_config.get("initializer_range", 0.02)),
+            "region_dim": int(region_dim),
+            "region_layer_norm": bool(hf_config.get("use_img_layernorm", False)),
+        }
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown EncoderConfig fields: {sorted(unknown)}")
+        return cls(**{**fields, **overrides})
+
+
+def _dense(config: EncoderConfig, features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, dtype=config.dtype, kernel_init=nn.initializers.normal(config.initializer_range),
+                    name=name)
+
+
+def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=config.dtype, use_fast_variance=False, name=name)
+
+
+def attention_bias(mask: jax.Array) -> jax.Array:
+    """Additive float32 attention bias [..., 1, 1, L] from a key mask bool [..., L] (True = attend)."""
+    return jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[..., None, None, :]
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token-type-0 embeddings, LayerNorm, dropout: ids int [..., L] -> [..., L, H]."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, ids: jax.Array, *, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        length = ids.shape[-1]
+        if length > cfg.max_position_embeddings:
+            raise ValueError(f"text length {length} > max_position_embeddings {cfg.max_position_embeddings}")
+        init = nn.initializers.normal(cfg.initializer_range)
+        embed = lambda num, name: nn.Embed(num, cfg.hidden_size, dtype=cfg.dtype, embedding_init=init, name=name)  # noqa: E731
+        x = embed(cfg.vocab_size, "word_embeddings")(ids)
+        x = x + embed(cfg.max_position_embeddings, "position_embeddings")(jnp.arange(length))
+        x = x + embed(cfg.type_vocab_size, "token_type_embeddings")(jnp.zeros((), jnp.int32))
+        x = _layer_norm(cfg, "layer_norm")(x)
+        return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: x [..., L, H], bias float32 [..., 1, 1, L] -> [..., L, H]."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        head_dim = cfg.hidden_size // cfg.num_heads
+        split = lambda t: t.reshape(*t.shape[:-1], cfg.num_heads, head_dim)  # noqa: E731
+        q = split(_dense(cfg, cfg.hidden_size, "query")(x))  # [..., L, heads, D]
+        k = split(_dense(cfg, cfg.hidden_size, "key")(x))
+        v = split(_dense(cfg, cfg.hidden_size, "value")(x))
+        scores = jnp.einsum("...qhd,...khd->...hqk", q, k) * head_dim**-0.5
+        probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(cfg.dtype)
+        probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+        context = jnp.einsum("...hqk,...khd->...qhd", probs, v)
+        context = context.reshape(*context.shape[:-2], cfg.hidden_size)
+        return _dense(cfg, cfg.hidden_size, "output")(context)
+
+
+class BertLayer(nn.Module):
+    """One post-LN BERT layer: x [..., L, H], bias float32 [..., 1, 1, L] -> [..., L, H].
+
+    `deterministic` is positional so that nn.remat can treat it as static (argument 3).
+    """
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        dropout = nn.Dropout(cfg.hidden_dropout)
+        h = SelfAttention(cfg, name="attention")(x, bias, deterministic=deterministic)
+        x = _layer_norm(cfg, "attention_layer_norm")(x + dropout(h, deterministic=deterministic))
+        h = nn.gelu(_dense(cfg, cfg.intermediate_size, "intermediate")(x), approximate=False)
+        h = _dense(cfg, cfg.hidden_size, "output")(h)
+        return _layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
+
+
+class BertStack(nn.Module):
+    """config.num_layers BERT layers: x [..., L, H], mask bool [..., L] (True = real) -> [..., L, H]."""
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
+        layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.config.remat else BertLayer
+        bias = attention_bias(mask)
+        for i in range(self.config.num_layers):
+            x = layer_cls(self.config, name=f"layer_{i}")(x, bias, deterministic)
+        return x
+
+
+class BertTextModel(nn.Module):
+    """Text-only BERT: ids int [..., L], mask bool [..., L] -> last hidden states [..., L, H].
+
+    Same parameter names as InstanceEncoder minus the region projection, so the same imported
+    checkpoint fits both.
+    """
+
+    config: EncoderConfig
+
+    @nn.compact
+    def __call__(self, text_ids: jax.Array, text_mask: jax.Array, *, deterministic: bool) -> jax.Array:
+        x = BertEmbeddings(self.config, name="embeddings")(text_ids, deterministic=deterministic)
+        return BertStack(self.config, name="encoder")(x, text_mask, deterministic=deterministic)
+
+
+def span_mean(hidden: jax.Array, span: jax.Array) -> jax.Array:
+    """Mean of hidden [..., L, H] over positions [start, end) of span int [..., 2]; 0 if empty. -> [..., H]."""
+    positions = jnp.arange(hidden.shape[-2])
+    inside = (positions >= span[..., :1]) & (positions < span[..., 1:])  # [..., L]
+    total = jnp.einsum("...lh,...l->...h", hidden.astype(jnp.float32), inside.astype(jnp.float32))
+    count = jnp.maximum(inside.sum(axis=-1, keepdims=True), 1).astype(jnp.float32)
+    return (total / count).astype(hidden.dtype)
+
+
+def pair_representation(hidden: jax.Array, text_len: int, subject_span: jax.Array,
+                        object_span: jax.Array) -> jax.Array:
+    """v [..., 4H] from the joint hidden states [..., Lt+Lr, H] (regions start at text_len).
+
+    v = [hidden of region 0 (subject), mean over subject_span, hidden of region 1 (object),
+    mean over object_span]; spans index the text part.
+    """
+    if hidden.shape[-2] < text_len + 2:
+        raise ValueError(f"{hidden.shape[-2] - text_len} regions; the subject and object regions need 2")
+    text = hidden[..., :text_len, :]
+    return jnp.concatenate([
+        hidden[..., text_len, :], span_mean(text, subject_span),
+        hidden[..., text_len + 1, :], span_mean(text, object_span),
+    ], axis=-1)
+
+
+class InstanceEncoder(nn.Module):
+    """Pair representations of instances (tags + regions through one BERT).
+
+    Inputs (leading dims `...` free, typically [B, N]):
+      text_ids int [..., Lt], text_mask bool [..., Lt]: `[CLS] tags [SEP]` word pieces, 0-padded.
+      regions float [..., Lr, F], region_mask bool [..., Lr]: region 0 = subject, region 1 = object.
+      subject_span, object_span int [..., 2]: [start, end) of the subject's / object's tag pieces.
+    Output: v [..., 4H] in config.dtype.
+    """
+
+    config: EncoderConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.embeddings = BertEmbeddings(cfg)
+        self.region_embedding = _dense(cfg, cfg.hidden_size, "region_embedding")
+        if cfg.region_layer_norm:
+            self.region_layer_norm = _layer_norm(cfg, "region_layer_norm")
+        self.region_dropout = nn.Dropout(cfg.hidden_dropout)
+        self.encoder = BertStack(cfg)
+
+    def encode(self, text_ids: jax.Array, text_mask: jax.Array, regions: jax.Array, region_mask: jax.Array, *,
+               deterministic: bool) -> jax.Array:
+        """Final hidden states of the joint sequence [..., Lt+Lr, H] (text first, then regions)."""
+        if regions.shape[-1] != self.config.region_dim:
+            raise ValueError(f"regions have {regions.shape[-1]} features; config.region_dim={self.config.region_dim}")
+        text = self.embeddings(text_ids, deterministic=deterministic)
+        r = self.region_embedding(regions)
+        if self.config.region_layer_norm:
+            r = self.region_layer_norm(r)
+        r = self.region_dropout(r, deterministic=deterministic)
+        x = jnp.concatenate([text, r.astype(text.dtype)], axis=-2)
+        mask = jnp.concatenate([text_mask, region_mask], axis=-1).astype(bool)
+        return self.encoder(x, mask, deterministic=deterministic)
+
+    def __call__(self, text_ids: jax.Array, text_mask: jax.Array, regions: jax.Array, region_mask: jax.Array,
+                 subject_span: jax.Array, object_span: jax.Array, *, deterministic: bool) -> jax.Array:
+        hidden = self.encode(text_ids, text_mask, regions, region_mask, deterministic=deterministic)
+        return pair_representation(hidden, text_ids.shape[-1], subject_span, object_span)

@@ -1,0 +1,134 @@
+"""Bag heads: how a bag of instance representations becomes relation scores.
+
+All heads share one classifier (`RelationClassifier`: 4H -> 8H -> ReLU -> R + 1). Shapes: B bags,
+N instances, D = 4H pair features, R + 1 relations (0 is NA).
+
+  avg     bag = mean of v                       train: CE(classifier(bag))   eval: softmax
+  one     bag = the instance most confident in the gold relation (train); eval: per relation,
+          max over instances of the instance probability
+  att     selective attention with the gold relation as query (train); eval: for each relation
+          r, attention by logits[:, r], B_r = sum_j a_j^r v_j, score_r = classifier(B_r)[r]
+  clever  contrastive attention: the att eval path in training too, a_j^r = softmax_j(logits_j[r] / tau),
+          s_r = classifier(B_r)[r], loss = CE over s (InfoNCE over relations)
+  max     (eval only) per relation, max over instances of the instance probability
+
+Computing s_r needs only the classifier's hidden layer per relation and one column of its output
+layer (`RelationClassifier.diagonal`): the R x R logits matrix is never formed.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+TRAIN_HEADS = ("avg", "one", "att", "clever")
+EVAL_HEADS = (*TRAIN_HEADS, "max")
+_NEG = -1e30
+
+
+class RelationClassifier(nn.Module):
+    """The shared MLP: [..., D] -> [..., R + 1]."""
+
+    hidden_size: int
+    num_relations: int
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self) -> None:
+        self.hidden = nn.Dense(self.hidden_size, dtype=self.dtype, name="hidden")
+        init = nn.initializers.lecun_normal()
+        self.out_kernel = self.param("out_kernel", init, (self.hidden_size, self.num_relations))
+        self.out_bias = self.param("out_bias", nn.initializers.zeros, (self.num_relations,))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Logits of every relation: [..., D] -> [..., R + 1]."""
+        h = nn.relu(self.hidden(x))
+        return (h @ self.out_kernel.astype(h.dtype)).astype(jnp.float32) + self.out_bias
+
+    def diagonal(self, per_relation: jax.Array) -> jax.Array:
+        """Logit of relation r for representation r: [..., R + 1, D] -> [..., R + 1]."""
+        h = nn.relu(self.hidden(per_relation))
+        s = jnp.einsum("...rk,kr->...r", h, self.out_kernel.astype(h.dtype))
+        return s.astype(jnp.float32) + self.out_bias
+
+
+def masked_softmax(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
+    """Softmax over `axis` with masked-out entries at zero weight (float32)."""
+    x = jnp.where(mask, x.astype(jnp.float32), _NEG)
+    return jax.nn.softmax(x, axis=axis) * mask
+
+
+def relation_attention(logits: jax.Array, mask: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """Per-relation attention over instances: logits [B, N, R+1], mask [B, N] -> [B, R+1, N]."""
+    return masked_softmax(jnp.swapaxes(logits, 1, 2) / temperature, mask[:, None, :], axis=-1)
+
+
+def per_relation_bags(attention: jax.Array, v: jax.Array) -> jax.Array:
+    """B_r = sum_j a_j^r v_j: attention [B, R+1, N], v [B, N, D] -> [B, R+1, D]."""
+    return jnp.einsum("brn,bnd->brd", attention.astype(v.dtype), v)
+
+
+def mean_bag(v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of the valid instances: v [B, N, D], mask [B, N] -> [B, D]."""
+    weights = mask / jnp.maximum(mask.sum(axis=1, keepdims=True), 1)
+    return jnp.einsum("bn,bnd->bd", weights.astype(v.dtype), v)
+
+
+def train_logits(
+    head: str,
+    classifier: RelationClassifier,
+    v: jax.Array,
+    mask: jax.Array,
+    target: jax.Array,
+    dropout,
+    temperature: float,
+) -> jax.Array:
+    """Bag logits [B, R+1] whose cross-entropy with `target` [B] is the training loss.
+
+    Args:
+      head: one of TRAIN_HEADS.
+      classifier: the shared classifier (bound).
+      v: [B, N, D] instance representations. mask: bool [B, N].
+      target: int [B] the gold relation the bag is trained on.
+      dropout: callable applied to bag representations.
+      temperature: tau of the contrastive attention.
+    """
+    if head == "avg":
+        return classifier(dropout(mean_bag(v, mask)))
+    if head == "clever":
+        attention = relation_attention(classifier(v), mask, temperature)
+        return classifier.diagonal(dropout(per_relation_bags(attention, v)))
+    logits = classifier(v)  # [B, N, R+1]
+    if head == "one":
+        gold_prob = jnp.take_along_axis(jax.nn.softmax(logits), target[:, None, None], axis=2)[..., 0]  # [B, N]
+        best = jnp.argmax(jnp.where(mask, gold_prob, -1.0), axis=1)
+        return classifier(dropout(jnp.take_along_axis(v, best[:, None, None], axis=1)[:, 0]))
+    if head == "att":
+        gold_logit = jnp.take_along_axis(logits, target[:, None, None], axis=2)[..., 0]  # [B, N]
+        attention = masked_softmax(gold_logit, mask, axis=1)
+        return classifier(dropout(jnp.einsum("bn,bnd->bd", attention.astype(v.dtype), v)))
+    raise ValueError(f"unknown training head {head!r}; expected one of {TRAIN_HEADS}")
+
+
+def eval_scores(
+    head: str, classifier: RelationClassifier, v: jax.Array, mask: jax.Array, temperature: float
+) -> tuple[jax.Array, jax.Array]:
+    """Relation scores of each bag and the instance weights behind them.
+
+    Returns:
+      scores: [B, R+1] (probabilities: softmax over relations, or per-relation maxima for
+        one/max).
+      evidence: [B, R+1, N] how much each instance supports each relation (attention for
+        att/clever; the instance's probability, normalised over the bag, otherwise).
+    """
+    logits = classifier(v)  # [B, N, R+1]
+    if head in ("att", "clever"):
+        attention = relation_attention(logits, mask, temperature if head == "clever" else 1.0)
+        return jax.nn.softmax(classifier.diagonal(per_relation_bags(attention, v))), attention
+    instance_prob = jnp.swapaxes(jax.nn.softmax(logits), 1, 2) * mask[:, None, :]  # [B, R+1, N]
+    evidence = instance_prob / jnp.maximum(instance_prob.sum(axis=-1, keepdims=True), 1e-12)
+    if head == "avg":
+        return jax.nn.softmax(classifier(mean_bag(v, mask))), evidence
+    if head in ("one", "max"):
+        return instance_prob.max(axis=-1), evidence
+    raise ValueError(f"unknown evaluation head {head!r}; expected one of {EVAL_HEADS}")

@@ -1,0 +1,408 @@
+"""Training: state, pure train and eval steps, the loop, plateau decay and checkpoints.
+
+One jitted step per batch. The learning rate is warm-up(step) x plateau scale, where the scale
+drops x`decay` each time the validation score (AUC + w * mAUC) stops improving for more than
+`patience` evaluations (then `cooldown` evaluations pass before counting again); training stops
+after `max_decays` decays or `max_epochs` epochs. Checkpoints: WORKDIR/checkpoints/latest (for
+resuming: parameters, optimiser, schedule, step and input-pipeline position) and
+WORKDIR/checkpoints/best (the best validation score so far).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from clever_jax import evaluate, weights
+from clever_jax.data import pipeline
+from clever_jax.data.records import read_manifest
+from clever_jax.models.clever import Clever, bag_loss
+from clever_jax.models.encoder import EncoderConfig
+
+FROZEN = "frozen"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a train step changes. lr_scale is the plateau decay factor (host-controlled)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    lr_scale: jax.Array
+
+
+@dataclasses.dataclass
+class Plateau:
+    """Reduce-on-plateau bookkeeping, updated on the host after each validation."""
+
+    best: float = -np.inf
+    bad_evals: int = 0
+    cooldown_left: int = 0
+    decays: int = 0
+
+    def update(self, score: float, patience: int, cooldown: int) -> tuple[bool, bool]:
+        """Records a validation score; returns (improved, decay now)."""
+        improved = score > self.best
+        if improved:
+            self.best, self.bad_evals = score, 0
+        elif self.cooldown_left > 0:
+            self.cooldown_left -= 1
+        else:
+            self.bad_evals += 1
+        if self.bad_evals > patience:
+            self.decays, self.bad_evals, self.cooldown_left = self.decays + 1, 0, cooldown
+            return improved, True
+        return improved, False
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and optimiser.
+
+
+def checkpoint_dir(config: ml_collections.ConfigDict) -> str:
+    """The pretrained BERT folder: config.model.checkpoint_dir, or the packaged MiniLM."""
+    return config.model.checkpoint_dir or weights.default_checkpoint_dir()
+
+
+def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> EncoderConfig:
+    """The encoder's configuration from the checkpoint folder's config.json and config.model."""
+    with open(os.path.join(checkpoint_dir(config), "config.json")) as f:
+        hf_config = json.load(f)
+    return EncoderConfig.from_hf(
+        hf_config,
+        region_dim=region_dim,
+        num_layers=config.model.num_layers or None,
+        region_layer_norm=config.model.region_layer_norm,
+        dtype=jnp.dtype(config.model.dtype),
+        remat=config.model.remat,
+    )
+
+
+def create_model(config: ml_collections.ConfigDict, records_dir: str) -> Clever:
+    manifest = read_manifest(records_dir)
+    model = config.model
+    return Clever(
+        encoder=encoder_config(config, manifest["region_dim"]),
+        num_relations=manifest["num_relations"],
+        head=model.head,
+        eval_head=model.eval_head or model.head,
+        temperature=model.temperature,
+        bag_dropout=model.bag_dropout,
+    )
+
+
+def init_params(model: Clever, config: ml_collections.ConfigDict, batch: dict, seed: int) -> Any:
+    """Fresh parameters, with the pretrained BERT weights merged in when config.model.pretrained."""
+    params = jax.jit(model.init)(jax.random.key(seed), batch)["params"]
+    if config.model.pretrained:
+        pretrained, report = weights.load_pretrained(checkpoint_dir(config), model.encoder)
+        params = flax.core.unfreeze(params)
+        params["instance_encoder"] = weights.merge_pretrained(params["instance_encoder"], pretrained)
+        logging.info("Pretrained weights from %s: %d tensors loaded, %d unused (other layers, pooler), kept initial "
+                     "values for %s", report.source, len(report.loaded), len(report.ignored),
+                     ", ".join(report.not_in_checkpoint) or "nothing")
+    return params
+
+
+def _label(path: tuple, leaf: Any) -> str:
+    names = [getattr(k, "key", str(k)) for k in path]
+    if "word_embeddings" in names:
+        return FROZEN
+    return "no_decay" if names[-1] in ("bias", "scale", "out_bias") else "decay"
+
+
+def make_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
+    """Clip 1.0 -> AdamW (no weight decay on biases and LayerNorm) ; word embeddings frozen."""
+    t = config.train
+    labels = jax.tree_util.tree_map_with_path(_label, params)
+    if not t.freeze_word_embeddings:
+        labels = jax.tree.map(lambda label: "decay" if label == FROZEN else label, labels)
+
+    def adamw(weight_decay: float):
+        return optax.inject_hyperparams(optax.adamw)(learning_rate=t.lr, weight_decay=weight_decay)
+
+    return optax.chain(
+        optax.clip_by_global_norm(t.grad_clip),
+        optax.multi_transform(
+            {"decay": adamw(t.weight_decay), "no_decay": adamw(0.0), FROZEN: optax.set_to_zero()}, labels
+        ),
+    )
+
+
+def warmup_lr(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    """Linear warm-up from lr/10 to lr over warmup_steps, then constant (before plateau decay)."""
+    t = config.train
+    fraction = jnp.minimum(step / max(t.warmup_steps, 1), 1.0)
+    return t.lr * (0.1 + 0.9 * fraction)
+
+
+def _set_lr(opt_state: Any, lr: jax.Array) -> Any:
+    """Writes the learning rate into every injected-hyperparameter state."""
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, optax.InjectHyperparamsState):
+            return node._replace(hyperparams={**node.hyperparams, "learning_rate": lr})
+        return node
+
+    return jax.tree.map(visit, opt_state, is_leaf=lambda n: isinstance(n, optax.InjectHyperparamsState))
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps (pure functions; jitted by the loop).
+
+
+def train_step(
+    state: TrainState, batch: dict, *, model: Clever, tx: optax.GradientTransformation,
+    config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict]:
+    """One optimiser step on one batch. A non-finite loss or gradient leaves the state unchanged."""
+    rng = jax.random.fold_in(jax.random.key(config.seed, impl="rbg"), state.step)
+
+    def loss_fn(params):
+        logits = model.apply({"params": params}, batch, batch["target"], method=Clever.train_logits,
+                             rngs={"dropout": rng})
+        return bag_loss(logits, batch["labels"], batch["target"], batch["bag_mask"], config.train.loss)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    grad_norm = optax.global_norm(grads)
+    lr = warmup_lr(config, state.step) * state.lr_scale
+    updates, opt_state = tx.update(grads, _set_lr(state.opt_state, lr), state.params)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                     lr_scale=state.lr_scale)
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+    return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
+
+
+def eval_step(params: Any, batch: dict, *, model: Clever) -> tuple[jax.Array, jax.Array]:
+    """Scores [B, R+1] and evidence [B, R+1, N] of a batch."""
+    return model.apply({"params": params}, batch)
+
+
+@dataclasses.dataclass
+class SplitOutputs:
+    """Everything an evaluation pass produces for one split (P bags, N instances).
+
+    scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] (only the
+    kept relations when `keep_evidence`), images/subjects/objects/annotated/instance_mask [P, N].
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    pairs: np.ndarray
+    bags: np.ndarray
+    evidence: np.ndarray | None
+    images: np.ndarray
+    subjects: np.ndarray
+    objects: np.ndarray
+    annotated: np.ndarray
+    instance_mask: np.ndarray
+
+
+def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool = False) -> SplitOutputs:
+    """Scores every bag of a loader's split (one pass)."""
+    keys = ("labels", "pair", "bag", "images", "subjects", "objects", "annotated", "instance_mask")
+    collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence")}
+    for batch in loader:
+        batch = pipeline.pad_batch(batch, batch_size)
+        scores, evidence = jax.device_get(step_fn(params, batch))
+        real = batch["bag_mask"]
+        collected["scores"].append(scores[real])
+        if keep_evidence:
+            collected["evidence"].append(evidence[real].astype(np.float16))
+        for k in keys:
+            collected[k].append(batch[k][real])
+    out = {k: np.concatenate(v) if v else None for k, v in collected.items()}
+    return SplitOutputs(scores=out["scores"], labels=out["labels"] > 0, pairs=out["pair"], bags=out["bag"],
+                        evidence=out["evidence"], images=out["images"], subjects=out["subjects"],
+                        objects=out["objects"], annotated=out["annotated"], instance_mask=out["instance_mask"])
+
+
+def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str, float]:
+    """Held-out metrics over the non-NA relations, plus Spearman against graded truth if given."""
+    metrics = evaluate.held_out_metrics(outputs.scores[:, 1:], outputs.labels[:, 1:])
+    if grades is not None:
+        metrics["spearman"] = evaluate.commonsense_correlation(outputs.scores[:, 1:], outputs.pairs, grades)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+class Trainer:
+    """Builds loaders, model, optimiser and checkpoint managers for one run."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, records_dir: str):
+        self.config, self.workdir, self.records_dir = config, workdir, records_dir
+        self.shape = pipeline.instance_shape(config.data, records_dir)
+        self.model = create_model(config, records_dir)
+        self.eval_step = jax.jit(functools.partial(eval_step, model=self.model))
+        self.grades = load_grades(config, workdir)
+
+    def loader(self, split: str, *, train: bool):
+        data = self.config.data
+        return pipeline.make_loader(
+            self.records_dir, split, self.shape, data.batch_size if train else data.eval_batch_size,
+            train=train, seed=self.config.seed, worker_count=data.worker_count,
+        )
+
+    def example_batch(self) -> dict:
+        return pipeline.pad_batch(next(iter(self.loader("val", train=False))), self.config.data.eval_batch_size)
+
+    def evaluate(self, params: Any, split: str, keep_evidence: bool = False) -> tuple[dict, SplitOutputs]:
+        outputs = run_eval(params, self.eval_step, self.loader(split, train=False), self.config.data.eval_batch_size,
+                           keep_evidence)
+        return split_metrics(outputs, self.grades), outputs
+
+    def train(self) -> dict:
+        """Trains until the plateau schedule or max_epochs stops it; returns the best validation metrics."""
+        config, t = self.config, self.config.train
+        params = self._initial_params()
+        tx = make_optimizer(config, params)
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                           lr_scale=jnp.ones((), jnp.float32))
+        step_fn = jax.jit(functools.partial(train_step, model=self.model, tx=tx, config=config), donate_argnums=0)
+        checkpoints = Checkpoints(self.workdir)
+        iterator = iter(self.loader("train", train=True))
+        plateau, history = Plateau(), []
+        restored = checkpoints.restore_latest(state)
+        if restored is not None:
+            state, meta = restored
+            iterator.set_state(meta["data"].encode())
+            plateau, history = Plateau(**meta["plateau"]), meta["history"]
+            logging.info("Resumed from step %d", int(state.step))
+        num_bags = len(pipeline.open_records(self.records_dir)[1]["train"])
+        steps_per_epoch = max(num_bags // config.data.batch_size, 1)
+        total_steps = t.max_epochs * steps_per_epoch
+        eval_every = t.eval_every_steps or steps_per_epoch
+        clock, window = time.perf_counter(), []
+
+        def save(kind: str, metrics: dict | None = None) -> None:
+            meta = {"data": iterator.get_state().decode(), "plateau": dataclasses.asdict(plateau), "history": history}
+            checkpoints.save(kind, state, meta, metrics)
+
+        try:
+            while int(state.step) < total_steps and plateau.decays < t.max_decays:
+                state, metrics = step_fn(state, next(iterator))
+                step = int(state.step)
+                window.append(metrics)
+                if not bool(metrics["finite"]):
+                    save("latest")
+                    raise FloatingPointError(
+                        f"non-finite loss {float(metrics['loss'])} or gradient norm {float(metrics['grad_norm'])} "
+                        f"at step {step}; the last finite state is saved in {checkpoints.root}/latest. Lower "
+                        "config.train.lr or check the input data."
+                    )
+                if step % t.log_every == 0:
+                    elapsed, clock = time.perf_counter() - clock, time.perf_counter()
+                    rate = len(window) * config.data.batch_size / elapsed
+                    eta = (total_steps - step) * config.data.batch_size / rate
+                    logging.info("step %d/%d loss %.4f lr %.2e grad_norm %.2f %.1f bags/s ETA %.0f s", step,
+                                 total_steps, np.mean([float(m["loss"]) for m in window]), float(metrics["lr"]),
+                                 float(metrics["grad_norm"]), rate, eta)
+                    window = []
+                if step % eval_every == 0 or step == total_steps:
+                    val, _ = self.evaluate(state.params, "val")
+                    score = val["auc"] + t.mauc_weight * val["mauc"]
+                    improved, decay = plateau.update(score, t.patience, t.cooldown)
+                    history.append({"step": step, "score": score, **val})
+                    logging.info("step %d validation score %.2f (best %.2f) %s", step, score, plateau.best,
+                                 " ".join(f"{k}={v:.2f}" for k, v in val.items()))
+                    if improved:
+                        save("best", val)
+                    if decay:
+                        state = state.replace(lr_scale=state.lr_scale * t.decay)
+                        logging.info("learning rate scale -> %.0e (decay %d)", float(state.lr_scale), plateau.decays)
+                    save("latest")
+                    clock = time.perf_counter()
+        except KeyboardInterrupt:
+            save("latest")
+            logging.warning("Interrupted at step %d; saved %s/latest, run again to resume", int(state.step),
+                            checkpoints.root)
+            raise
+        checkpoints.wait()
+        with open(os.path.join(self.workdir, "history.json"), "w") as f:
+            json.dump(history, f, indent=1)
+        return max(history, key=lambda h: h["score"]) if history else {}
+
+    def example_params(self) -> Any:
+        """The parameters' shapes and dtypes (for restoring a checkpoint)."""
+        batch = self.example_batch()
+        return jax.eval_shape(lambda: self.model.init(jax.random.key(0), batch)["params"])
+
+    def _initial_params(self) -> Any:
+        params = init_params(self.model, self.config, self.example_batch(), self.config.seed)
+        if self.config.train.init_from:
+            params = Checkpoints(self.config.train.init_from).restore_params("best", params)
+            logging.info("Initialised from %s", self.config.train.init_from)
+        return params
+
+
+def load_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
+    """Graded truth of the generated world (commonsense.json), None for real data."""
+    if config.data.source != "world":
+        return None
+    from clever_jax.data.vocab import benchmark_vocab
+
+    world_dir = config.data.world_dir or os.path.join(workdir, "world")
+    return evaluate.load_grades(os.path.join(world_dir, "commonsense.json"), benchmark_vocab())
+
+
+class Checkpoints:
+    """Orbax managers for WORKDIR/checkpoints/{latest,best}: train state + JSON metadata."""
+
+    def __init__(self, workdir: str):
+        self.root = os.path.join(os.path.abspath(workdir), "checkpoints")
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        self.managers = {
+            kind: ocp.CheckpointManager(os.path.join(self.root, kind), options=options) for kind in ("latest", "best")
+        }
+
+    def save(self, kind: str, state: TrainState, meta: dict, metrics: dict | None = None) -> None:
+        manager = self.managers[kind]
+        step = int(state.step)
+        if manager.latest_step() == step:
+            return
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
+                                                   meta=ocp.args.JsonSave({**meta, "metrics": metrics})))
+
+    def wait(self) -> None:
+        for manager in self.managers.values():
+            manager.wait_until_finished()
+
+    def restore_latest(self, target: TrainState) -> tuple[TrainState, dict] | None:
+        manager = self.managers["latest"]
+        step = manager.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+        state_args = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args)
+        restored = manager.restore(step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
+        return restored["state"], restored["meta"]
+
+    def restore_params(self, kind: str, target_params: Any) -> Any:
+        """Only the parameters of a checkpoint (e.g. to start CLEVER from a trained AVG model)."""
+        manager = self.managers[kind]
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {os.path.join(self.root, kind)}")
+        item = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, target_params)}
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+        return restored["state"]["params"]

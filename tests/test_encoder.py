@@ -1,0 +1,348 @@
+"""Instance encoder: parity with transformers' BertModel, checkpoint import, pair pooling, dropout, remat."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from clever_jax import weights
+from clever_jax.models.encoder import BertTextModel, EncoderConfig, InstanceEncoder, span_mean
+
+TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
+                     max_position_embeddings=32, region_dim=6)
+
+
+def make_batch(config: EncoderConfig = TINY, shape=(2, 3), lt: int = 8, lr: int = 5, seed: int = 0) -> dict:
+    """Random instances with padded text and regions; instance [0, 0] has an empty object span."""
+    rng = np.random.default_rng(seed)
+    text_len = rng.integers(4, lt + 1, size=shape)
+    text_mask = np.arange(lt) < text_len[..., None]
+    region_count = rng.integers(2, lr + 1, size=shape)
+    region_mask = np.arange(lr) < region_count[..., None]
+    text_ids = np.where(text_mask, rng.integers(1, config.vocab_size, size=(*shape, lt)), 0).astype(np.int32)
+    regions = rng.normal(size=(*shape, lr, config.region_dim)).astype(np.float32) * region_mask[..., None]
+    subject_start = np.ones(shape, np.int32)
+    subject_end = np.minimum(subject_start + rng.integers(1, 3, size=shape), text_len - 1)
+    object_end = np.maximum(subject_end, text_len - 1)
+    object_span = np.stack([subject_end, object_end], -1).astype(np.int32)
+    object_span[(0,) * len(shape)] = [2, 2]  # Empty (truncated tag).
+    return {
+        "text_ids": text_ids, "text_mask": text_mask, "regions": regions, "region_mask": region_mask,
+        "subject_span": np.stack([subject_start, subject_end], -1).astype(np.int32), "object_span": object_span,
+    }
+
+
+INPUTS = ("text_ids", "text_mask", "regions", "region_mask", "subject_span", "object_span")
+
+
+@functools.partial(jax.jit, static_argnames=("config", "deterministic", "method"))
+def _apply(config, params, inputs, rng, *, deterministic, method):
+    return InstanceEncoder(config).apply({"params": params}, *inputs, deterministic=deterministic,
+                                         rngs=None if rng is None else {"dropout": rng}, method=method)
+
+
+def encode(config, params, batch, *, deterministic=True, rng=None, method=None):
+    """InstanceEncoder(config) applied to a batch dict (jitted); method=InstanceEncoder.encode: hidden states."""
+    inputs = tuple(batch[k] for k in (INPUTS if method is None else INPUTS[:4]))
+    return _apply(config, params, inputs, rng, deterministic=deterministic, method=method)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _init(config, inputs, rng):
+    return InstanceEncoder(config).init(rng, *inputs, deterministic=True)["params"]
+
+
+def init_params(config=TINY, seed=0):
+    batch = make_batch(config)
+    return _init(config, tuple(batch[k] for k in INPUTS), jax.random.key(seed, impl="rbg"))
+
+
+# ---------------------------------------------------------------- parity with transformers (PyTorch)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The packaged MiniLM: (checkpoint dir, hf config, state dict, reference outputs of transformers.BertModel)."""
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    path = weights.default_checkpoint_dir()
+    hf_config, state = weights.load_checkpoint_dir(path)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, hf_config["vocab_size"], size=(2, 16)).astype(np.int32)
+    mask = np.ones((2, 16), bool)
+    mask[1, 11:] = False
+    ids[1, 11:] = 0
+    ids[:, 0], ids[0, -1], ids[1, 10] = 101, 102, 102  # [CLS] ... [SEP]
+    model = transformers.BertModel.from_pretrained(path, local_files_only=True).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long),
+                    output_hidden_states=True)
+    hidden = [h.numpy() for h in out.hidden_states]  # Embeddings, then after each layer.
+    return path, hf_config, state, ids, mask, hidden
+
+
+@pytest.mark.parametrize("num_layers", [None, 2])
+def test_parity_with_transformers(minilm, num_layers):
+    path, hf_config, state, ids, mask, hidden = minilm
+    config = EncoderConfig.from_hf(hf_config, region_dim=10, num_layers=num_layers)
+    assert (config.hidden_size, config.num_heads) == (384, 12)
+    params, report = weights.bert_params_from_state_dict(state, config, source=path)
+    assert "pooler.dense.weight" in report.ignored
+    assert report.not_in_checkpoint == ("region_embedding/kernel", "region_embedding/bias")
+    if num_layers == 2:
+        assert "encoder.layer.2.attention.self.query.weight" in report.ignored
+    out = jax.jit(lambda p, i, m: BertTextModel(config).apply({"params": p}, i, m, deterministic=True))(
+        params, ids, mask)
+    expected = hidden[config.num_layers]
+    assert config.num_layers == (6 if num_layers is None else 2)
+    np.testing.assert_array_less(np.abs(np.asarray(out) - expected)[mask].max(), 1e-4)
+
+
+def test_load_pretrained_merges_into_instance_encoder():
+    path = weights.default_checkpoint_dir()
+    hf_config, _ = weights.load_checkpoint_dir(path)
+    config = EncoderConfig.from_hf(hf_config, region_dim=6, num_layers=1)
+    pretrained, report = weights.load_pretrained(path, config)
+    assert report.source.endswith("model.safetensors")
+    init = init_params(config)
+    params = weights.merge_pretrained(init, pretrained)
+    assert jax.tree.structure(params) == jax.tree.structure(init)
+    np.testing.assert_array_equal(params["embeddings"]["word_embeddings"]["embedding"],
+                                  pretrained["embeddings"]["word_embeddings"]["embedding"])
+    np.testing.assert_array_equal(params["region_embedding"]["kernel"], init["region_embedding"]["kernel"])
+    v = encode(config, params, make_batch(config))
+    assert v.shape == (2, 3, 4 * 384) and np.isfinite(np.asarray(v)).all()
+
+
+# ---------------------------------------------------------------- checkpoint import (fake VinVL)
+
+
+def fake_vinvl_state(config: EncoderConfig, extra_layers: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """An Oscar/VinVL-style state dict (`bert.` prefix, old gamma/beta LayerNorm names in the embeddings)."""
+    rng = np.random.default_rng(seed)
+    h, i = config.hidden_size, config.intermediate_size
+    t = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    state = {
+        "bert.embeddings.word_embeddings.weight": t(config.vocab_size, h),
+        "bert.embeddings.position_embeddings.weight": t(config.max_position_embeddings, h),
+        "bert.embeddings.token_type_embeddings.weight": t(config.type_vocab_size, h),
+        "bert.embeddings.LayerNorm.gamma": t(h), "bert.embeddings.LayerNorm.beta": t(h),
+        "bert.img_embedding.weight": t(h, config.region_dim), "bert.img_embedding.bias": t(h),
+        "bert.LayerNorm.weight": t(h), "bert.LayerNorm.bias": t(h),
+        "bert.pooler.dense.weight": t(h, h), "bert.pooler.dense.bias": t(h), "cls.predictions.bias": t(7),
+    }
+    for layer in range(config.num_layers + extra_layers):
+        p = f"bert.encoder.layer.{layer}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            state[p + name + ".weight"], state[p + name + ".bias"] = t(h, h), t(h)
+        state[p + "intermediate.dense.weight"], state[p + "intermediate.dense.bias"] = t(i, h), t(i)
+        state[p + "output.dense.weight"], state[p + "output.dense.bias"] = t(h, i), t(h)
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            state[p + name + ".weight"], state[p + name + ".bias"] = t(h), t(h)
+    return state
+
+
+VINVL = dataclasses.replace(TINY, region_layer_norm=True)
+
+
+def test_vinvl_state_dict_import():
+    state = fake_vinvl_state(VINVL)
+    params, report = weights.bert_params_from_state_dict(state, VINVL, source="fake/pytorch_model.bin")
+    np.testing.assert_array_equal(params["region_embedding"]["kernel"], state["bert.img_embedding.weight"].T)
+    np.testing.assert_array_equal(params["region_embedding"]["bias"], state["bert.img_embedding.bias"])
+    np.testing.assert_array_equal(params["region_layer_norm"]["scale"], state["bert.LayerNorm.weight"])
+    np.testing.assert_array_equal(params["embeddings"]["layer_norm"]["scale"], state["bert.embeddings.LayerNorm.gamma"])
+    np.testing.assert_array_equal(params["embeddings"]["layer_norm"]["bias"], state["bert.embeddings.LayerNorm.beta"])
+    np.testing.assert_array_equal(params["encoder"]["layer_1"]["attention"]["query"]["kernel"],
+                                  state["bert.encoder.layer.1.attention.self.query.weight"].T)
+    np.testing.assert_array_equal(params["encoder"]["layer_0"]["output"]["kernel"],
+                                  state["bert.encoder.layer.0.output.dense.weight"].T)
+    np.testing.assert_array_equal(params["encoder"]["layer_1"]["output_layer_norm"]["bias"],
+                                  state["bert.encoder.layer.1.output.LayerNorm.bias"])
+    assert report.not_in_checkpoint == ()
+    assert {"bert.pooler.dense.weight", "cls.predictions.bias", "bert.encoder.layer.2.output.dense.weight"} <= set(
+        report.ignored)
+    assert set(report.loaded) | set(report.ignored) == set(state)
+    # Every parameter comes from the checkpoint: the merged tree has no init values left.
+    init = init_params(VINVL)
+    merged = weights.merge_pretrained(init, params)
+    assert traverse_util.flatten_dict(params).keys() == traverse_util.flatten_dict(init).keys()
+    assert np.isfinite(np.asarray(encode(VINVL, merged, make_batch(VINVL)))).all()
+
+
+def test_import_errors():
+    state = fake_vinvl_state(VINVL)
+    wrong = dict(state, **{"bert.img_embedding.weight": np.zeros((16, 7), np.float32)})
+    with pytest.raises(ValueError, match=r"bert\.img_embedding\.weight maps 7 region features.*region_dim=6"):
+        weights.bert_params_from_state_dict(wrong, VINVL)
+    missing = {k: v for k, v in state.items() if k != "bert.encoder.layer.1.output.dense.weight"}
+    with pytest.raises(ValueError, match=r"fake/pytorch_model\.bin: missing key 'bert\.encoder\.layer\.1\.output"):
+        weights.bert_params_from_state_dict(missing, VINVL, source="fake/pytorch_model.bin")
+    with pytest.raises(ValueError, match="region_layer_norm is False"):
+        weights.bert_params_from_state_dict(state, TINY)
+    with pytest.raises(ValueError, match="not a BERT checkpoint"):
+        weights.bert_params_from_state_dict({"foo.weight": np.zeros(3)}, TINY)
+    bad_shape = dict(state, **{"bert.encoder.layer.0.intermediate.dense.weight": np.zeros((16, 16), np.float32)})
+    with pytest.raises(ValueError, match=r"intermediate\.dense\.weight has shape \(16, 16\)"):
+        weights.bert_params_from_state_dict(bad_shape, VINVL)
+
+
+def test_plain_bert_keeps_region_init_and_merge_errors():
+    state = {k[len("bert."):]: v for k, v in fake_vinvl_state(TINY, extra_layers=0).items()
+             if k.startswith("bert.") and "img_embedding" not in k and not k.startswith("bert.LayerNorm")}
+    params, report = weights.bert_params_from_state_dict(state, VINVL)
+    assert report.not_in_checkpoint == ("region_embedding/kernel", "region_embedding/bias",
+                                        "region_layer_norm/scale", "region_layer_norm/bias")
+    init = init_params(VINVL)
+    merged = weights.merge_pretrained(init, params)
+    np.testing.assert_array_equal(merged["region_embedding"]["kernel"], init["region_embedding"]["kernel"])
+    np.testing.assert_array_equal(merged["encoder"]["layer_0"]["attention"]["key"]["bias"],
+                                  state["encoder.layer.0.attention.self.key.bias"])
+    with pytest.raises(ValueError, match=r"encoder/layer_0/intermediate/kernel has shape \(3, 3\)"):
+        weights.merge_pretrained(init, {"encoder": {"layer_0": {"intermediate": {"kernel": np.zeros((3, 3))}}}})
+    with pytest.raises(ValueError, match="pooler/kernel is not in the model's params"):
+        weights.merge_pretrained(init, {"pooler": {"kernel": np.zeros((3, 3))}})
+
+
+def test_load_checkpoint_dir_formats(tmp_path):
+    from safetensors.numpy import save_file
+
+    state = fake_vinvl_state(VINVL, extra_layers=0)
+    hf_config = {"model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "intermediate_size": 32, "max_position_embeddings": 32,
+                 "hidden_act": "gelu", "use_img_layernorm": True, "img_feature_dim": 6}
+    (tmp_path / "config.json").write_text(json.dumps(hf_config))
+    with pytest.raises(FileNotFoundError, match="neither model.safetensors nor pytorch_model.bin"):
+        weights.load_checkpoint_dir(str(tmp_path))
+    save_file(state, str(tmp_path / "model.safetensors"))
+    loaded_config, loaded = weights.load_checkpoint_dir(str(tmp_path))
+    assert loaded_config == hf_config and loaded.keys() == state.keys()
+    config = EncoderConfig.from_hf(loaded_config, region_dim=6)
+    assert config == VINVL
+    params, _ = weights.load_pretrained(str(tmp_path), config)
+    np.testing.assert_array_equal(params["region_embedding"]["kernel"], state["bert.img_embedding.weight"].T)
+
+    torch = pytest.importorskip("torch")
+    (tmp_path / "model.safetensors").unlink()
+    torch.save({k: torch.from_numpy(v).half() for k, v in state.items()}, tmp_path / "pytorch_model.bin")
+    _, loaded = weights.load_checkpoint_dir(str(tmp_path))
+    assert loaded["bert.img_embedding.weight"].dtype == np.float32
+    np.testing.assert_allclose(loaded["bert.img_embedding.weight"], state["bert.img_embedding.weight"], rtol=1e-3)
+
+
+def test_from_hf_checks():
+    hf = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "intermediate_size": 32, "max_position_embeddings": 32}
+    assert EncoderConfig.from_hf(hf, region_dim=6, dtype="bfloat16", remat=True).dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="num_layers=3"):
+        EncoderConfig.from_hf(hf, region_dim=6, num_layers=3)
+    with pytest.raises(ValueError, match="hidden_act 'gelu_new'"):
+        EncoderConfig.from_hf({**hf, "hidden_act": "gelu_new"}, region_dim=6)
+    with pytest.raises(TypeError, match="unknown EncoderConfig fields"):
+        EncoderConfig.from_hf(hf, region_dim=6, hidden=3)
+
+
+# ---------------------------------------------------------------- pair pooling and masking
+
+
+def test_pair_pooling():
+    batch = make_batch()
+    params = init_params()
+    h, lt = TINY.hidden_size, batch["text_ids"].shape[-1]
+    hidden = np.asarray(encode(TINY, params, batch, method=InstanceEncoder.encode))
+    v = np.asarray(encode(TINY, params, batch))
+    assert hidden.shape == (2, 3, lt + 5, h) and v.shape == (2, 3, 4 * h)
+    np.testing.assert_allclose(v[..., :h], hidden[..., lt, :], atol=1e-6)
+    np.testing.assert_allclose(v[..., 2 * h:3 * h], hidden[..., lt + 1, :], atol=1e-6)
+    for b, n in np.ndindex(2, 3):
+        for span, part in ((batch["subject_span"], slice(h, 2 * h)), (batch["object_span"], slice(3 * h, 4 * h))):
+            start, end = span[b, n]
+            expected = hidden[b, n, start:end].mean(0) if end > start else np.zeros(h)
+            np.testing.assert_allclose(v[b, n, part], expected, atol=1e-5)
+    assert batch["object_span"][0, 0, 0] == batch["object_span"][0, 0, 1]
+    np.testing.assert_array_equal(v[0, 0, 3 * h:], 0.0)
+    assert np.asarray(span_mean(jnp.ones((2, 4, 3)), jnp.array([[1, 1], [4, 4]]))).tolist() == [[0.0] * 3] * 2
+
+
+def test_padding_does_not_change_outputs():
+    batch = make_batch()
+    params = init_params()
+    apply = jax.jit(lambda b: encode(TINY, params, b))
+    v = np.asarray(apply(batch))
+    rng = np.random.default_rng(1)
+    changed = dict(batch)
+    changed["text_ids"] = np.where(batch["text_mask"], batch["text_ids"], rng.integers(1, 50, batch["text_ids"].shape))
+    changed["regions"] = np.where(batch["region_mask"][..., None], batch["regions"],
+                                  rng.normal(size=batch["regions"].shape) * 100).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(apply(changed)), v)
+    # Longer padding of text and regions: the same representation.
+    longer = dict(batch)
+    longer["text_ids"] = np.pad(batch["text_ids"], ((0, 0), (0, 0), (0, 3)), constant_values=7)
+    longer["text_mask"] = np.pad(batch["text_mask"], ((0, 0), (0, 0), (0, 3)))
+    longer["regions"] = np.pad(batch["regions"], ((0, 0), (0, 0), (0, 2), (0, 0)), constant_values=1.0)
+    longer["region_mask"] = np.pad(batch["region_mask"], ((0, 0), (0, 0), (0, 2)))
+    np.testing.assert_allclose(np.asarray(encode(TINY, params, longer)), v, atol=1e-5)
+    # A padding instance (everything masked) stays finite.
+    empty = {k: x.copy() for k, x in batch.items()}
+    empty["text_mask"][1, 2], empty["region_mask"][1, 2] = False, False
+    assert np.isfinite(np.asarray(apply(empty))).all()
+
+
+def test_any_leading_shape():
+    batch = make_batch(shape=(2, 3))
+    params = init_params()
+    v = np.asarray(encode(TINY, params, batch))
+    flat = {k: x.reshape(6, *x.shape[2:]) for k, x in batch.items()}
+    np.testing.assert_allclose(np.asarray(encode(TINY, params, flat)).reshape(v.shape), v, atol=1e-5)
+
+
+# ---------------------------------------------------------------- dropout, remat, dtype
+
+
+def test_dropout_and_determinism():
+    batch = make_batch()
+    params = init_params()
+    key_a, key_b = jax.random.key(1, impl="rbg"), jax.random.key(2, impl="rbg")
+    det_a = encode(TINY, params, batch, deterministic=True, rng=key_a)
+    det_b = encode(TINY, params, batch, deterministic=True, rng=key_b)
+    np.testing.assert_array_equal(det_a, det_b)
+    drop_a = encode(TINY, params, batch, deterministic=False, rng=key_a)
+    np.testing.assert_array_equal(drop_a, encode(TINY, params, batch, deterministic=False, rng=key_a))
+    drop_b = encode(TINY, params, batch, deterministic=False, rng=key_b)
+    assert np.abs(np.asarray(drop_a) - np.asarray(drop_b)).max() > 1e-3
+    assert np.abs(np.asarray(drop_a) - np.asarray(det_a)).max() > 1e-3
+
+
+def test_remat_same_outputs_and_gradients():
+    batch = make_batch()
+    params = init_params()
+    remat = dataclasses.replace(TINY, remat=True)
+    assert jax.tree.structure(init_params(remat)) == jax.tree.structure(params)
+
+    def loss(p, config):
+        v = encode(config, p, batch, deterministic=False, rng=jax.random.key(3, impl="rbg"))
+        return jnp.sum(v**2), v
+
+    (l0, v0), g0 = jax.jit(jax.value_and_grad(lambda p: loss(p, TINY), has_aux=True))(params)
+    (l1, v1), g1 = jax.jit(jax.value_and_grad(lambda p: loss(p, remat), has_aux=True))(params)
+    np.testing.assert_allclose(v1, v0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g1, g0)
+
+
+def test_bfloat16_compute():
+    batch = make_batch()
+    bf16 = dataclasses.replace(TINY, dtype="bfloat16")
+    params = init_params(bf16)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+    v = encode(bf16, params, batch)
+    assert v.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(v, np.float32), np.asarray(encode(TINY, params, batch)), atol=0.15)
