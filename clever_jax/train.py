@@ -47,7 +47,10 @@ class TrainState:
 
 @dataclasses.dataclass
 class Plateau:
-    """Reduce-on-plateau bookkeeping, updated on the host after each validation."""
+    """Reduce-on-plateau bookkeeping, updated on the host after each validation.
+
+    Same rule as PyTorch's ReduceLROnPlateau (mode max, threshold 0), which the published code uses.
+    """
 
     best: float = -np.inf
     bad_evals: int = 0
@@ -59,10 +62,11 @@ class Plateau:
         improved = score > self.best
         if improved:
             self.best, self.bad_evals = score, 0
-        elif self.cooldown_left > 0:
-            self.cooldown_left -= 1
         else:
             self.bad_evals += 1
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.bad_evals = 0
         if self.bad_evals > patience:
             self.decays, self.bad_evals, self.cooldown_left = self.decays + 1, 0, cooldown
             return improved, True
@@ -197,11 +201,13 @@ def eval_step(params: Any, batch: dict, *, model: Clever) -> tuple[jax.Array, ja
 class SplitOutputs:
     """Everything an evaluation pass produces for one split (P bags, N instances).
 
-    scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] (only the
-    kept relations when `keep_evidence`), images/subjects/objects/annotated/instance_mask [P, N].
+    scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] (when
+    `keep_evidence`, else None), gold_attention [P, N] (the evidence of each bag's gold relations,
+    averaged), images/subjects/objects/annotated/instance_mask [P, N].
     """
 
     scores: np.ndarray
+    gold_attention: np.ndarray
     labels: np.ndarray
     pairs: np.ndarray
     bags: np.ndarray
@@ -216,25 +222,45 @@ class SplitOutputs:
 def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool = False) -> SplitOutputs:
     """Scores every bag of a loader's split (one pass)."""
     keys = ("labels", "pair", "bag", "images", "subjects", "objects", "annotated", "instance_mask")
-    collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence")}
+    collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence", "gold_attention")}
     for batch in loader:
         batch = pipeline.pad_batch(batch, batch_size)
         scores, evidence = jax.device_get(step_fn(params, batch))
         real = batch["bag_mask"]
+        gold = batch["labels"] / np.maximum(batch["labels"].sum(axis=1, keepdims=True), 1)
+        collected["gold_attention"].append(np.einsum("br,brn->bn", gold, evidence)[real])
         collected["scores"].append(scores[real])
         if keep_evidence:
             collected["evidence"].append(evidence[real].astype(np.float16))
         for k in keys:
             collected[k].append(batch[k][real])
     out = {k: np.concatenate(v) if v else None for k, v in collected.items()}
-    return SplitOutputs(scores=out["scores"], labels=out["labels"] > 0, pairs=out["pair"], bags=out["bag"],
-                        evidence=out["evidence"], images=out["images"], subjects=out["subjects"],
-                        objects=out["objects"], annotated=out["annotated"], instance_mask=out["instance_mask"])
+    return SplitOutputs(
+        scores=out["scores"], gold_attention=out["gold_attention"], labels=out["labels"] > 0, pairs=out["pair"],
+        bags=out["bag"], evidence=out["evidence"], images=out["images"], subjects=out["subjects"],
+        objects=out["objects"], annotated=out["annotated"], instance_mask=out["instance_mask"],
+    )
+
+
+def concat_outputs(parts: list[SplitOutputs]) -> SplitOutputs:
+    """Several splits' outputs as one (e.g. to extract from every pair with images)."""
+    fields = [f.name for f in dataclasses.fields(SplitOutputs)]
+    return SplitOutputs(**{
+        name: None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+        for name in fields
+    })
 
 
 def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str, float]:
-    """Held-out metrics over the non-NA relations, plus Spearman against graded truth if given."""
+    """Held-out metrics over the non-NA relations, Spearman against graded truth if given, and the
+    share of the gold relations' attention that lands on instances whose annotations relate the
+    pair (positive bags with such instances; `attention_chance` is what uniform attention gets)."""
     metrics = evaluate.held_out_metrics(outputs.scores[:, 1:], outputs.labels[:, 1:])
+    positive = ~outputs.labels[:, 0]
+    attention = evaluate.attention_on_annotated(outputs.gold_attention[positive], outputs.annotated[positive],
+                                                outputs.instance_mask[positive])
+    metrics["attention_on_annotated"] = 100 * attention["attention_on_annotated"]
+    metrics["attention_chance"] = 100 * attention["chance"]
     if grades is not None:
         metrics["spearman"] = evaluate.commonsense_correlation(outputs.scores[:, 1:], outputs.pairs, grades)
     return {k: float(v) for k, v in metrics.items()}

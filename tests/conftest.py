@@ -63,6 +63,25 @@ def write_vg(root, images: list[dict], feature_dim: int = FEATURE_DIM, seed: int
     return str(root), features_path
 
 
+def random_images(num_images: int, seed: int, names, max_objects: int = 8) -> list[dict]:
+    """Images of random boxes named from `names`, with up to 3 random relations each (for write_vg)."""
+    rng = np.random.default_rng(seed)
+    images, oid = [], 1
+    for image_id in range(1, num_images + 1):
+        objects = []
+        for _ in range(rng.integers(2, max_objects)):
+            x, y = rng.integers(0, 80, 2)
+            w, h = rng.integers(5, 40, 2)
+            objects.append((oid, names[rng.integers(len(names))], (int(x), int(y), int(w), int(h))))
+            oid += 1
+        relations = []
+        for _ in range(rng.integers(0, 4)):
+            a, b = rng.choice(len(objects), 2, replace=False)
+            relations.append((objects[a][0], ["on", "near", "holding", "has"][rng.integers(4)], objects[b][0]))
+        images.append({"id": image_id, "objects": objects, "relations": relations})
+    return images
+
+
 @pytest.fixture
 def small_vg(tmp_path):
     """Four images: valid objects, name variants, a degenerate box, an unknown name, one image

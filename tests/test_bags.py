@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import write_vg
+from conftest import random_images, write_vg
 
 from clever_jax.data import bags as bags_lib
 from clever_jax.data import benchmark as benchmark_lib
@@ -20,21 +20,7 @@ NAMES = ("man", "dog", "umbrella", "tree", "car", "sky")
 
 def random_vg(root, num_images=60, seed=0, names=NAMES):
     """Random images over a few entities (and an out-of-vocabulary name) with random relations."""
-    rng = np.random.default_rng(seed)
-    images, oid = [], 1
-    for image_id in range(1, num_images + 1):
-        objects = []
-        for _ in range(rng.integers(2, 8)):
-            x, y = rng.integers(0, 80, 2)
-            w, h = rng.integers(5, 40, 2)
-            objects.append((oid, names[rng.integers(len(names))], (int(x), int(y), int(w), int(h))))
-            oid += 1
-        relations = []
-        for _ in range(rng.integers(0, 4)):
-            a, b = rng.choice(len(objects), 2, replace=False)
-            relations.append((objects[a][0], ["on", "near", "holding", "has"][rng.integers(4)], objects[b][0]))
-        images.append({"id": image_id, "objects": objects, "relations": relations})
-    return vg.ingest(*write_vg(root, images), VOCAB)
+    return vg.ingest(*write_vg(root, random_images(num_images, seed, names)), VOCAB)
 
 
 @pytest.fixture

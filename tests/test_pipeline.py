@@ -7,27 +7,11 @@ import shutil
 import grain
 import numpy as np
 import pytest
-from conftest import write_vg
+from conftest import random_images, write_vg
 
 from clever_jax.data import pipeline, prepare, records
 from clever_jax.data.jsonio import DataError
 from configs import vg as vg_config
-
-
-def _images(num_images=80, seed=0):
-    rng = np.random.default_rng(seed)
-    names = ["man", "dog", "umbrellas", "tree", "car", "sky", "leaves"]
-    images, oid = [], 1
-    for image_id in range(1, num_images + 1):
-        objects = []
-        for _ in range(rng.integers(2, 9)):
-            x, y = rng.integers(0, 80, 2)
-            w, h = rng.integers(5, 40, 2)
-            objects.append((oid, names[rng.integers(len(names))], (int(x), int(y), int(w), int(h))))
-            oid += 1
-        relations = [(objects[0][0], "near", objects[1][0])] if rng.random() < 0.7 else []
-        images.append({"id": image_id, "objects": objects, "relations": relations})
-    return images
 
 
 def _config(vg_dir, features_path, **data):
@@ -41,7 +25,8 @@ def _config(vg_dir, features_path, **data):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    vg_dir, features_path = write_vg(root / "vg", _images())
+    names = ["man", "dog", "umbrellas", "tree", "car", "sky", "leaves"]
+    vg_dir, features_path = write_vg(root / "vg", random_images(80, 0, names, max_objects=9))
     config = _config(vg_dir, features_path)
     workdir = str(root / "work")
     return config, workdir, prepare.prepare(config, workdir)

@@ -1,0 +1,84 @@
+"""The main job and its modes, callable without the command line (see clever_jax.main)."""
+
+from __future__ import annotations
+
+import json
+import logging as pylogging
+import os
+
+import numpy as np
+from absl import logging
+
+MODES = ("all", "prepare", "train", "eval", "extract", "export")
+
+
+class _QuietLibraries(pylogging.Filter):
+    """Keeps the libraries' INFO chatter (checkpointing, dataset building) out of the progress log."""
+
+    NOISY = ("/orbax/", "/tensorflow_datasets/", "/array_record/", "/grain/")
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        return record.levelno >= pylogging.WARNING or not any(p in record.pathname for p in self.NOISY)
+
+
+def quiet_libraries() -> None:
+    """Hides the libraries' INFO logs; ours (progress, metrics) stay."""
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def run(config, workdir: str, mode: str) -> None:
+    """Runs one mode (see the module docstring)."""
+    from clever_jax.data import prepare
+
+    os.makedirs(workdir, exist_ok=True)
+    records_dir = prepare.prepare(config, workdir)
+    if mode == "prepare":
+        with open(os.path.join(workdir, prepare.STATS)) as f:
+            for name, sizes in json.load(f)["splits"].items():
+                logging.info("%-5s %s", name, " ".join(f"{k}={v}" for k, v in sizes.items()))
+        logging.info("Records in %s, statistics in %s", records_dir, os.path.join(workdir, prepare.STATS))
+        return
+
+    from clever_jax import export, train
+    from clever_jax.data.vocab import benchmark_vocab
+
+    trainer = train.Trainer(config, workdir, records_dir)
+    if mode in ("all", "train"):
+        best = trainer.train()
+        logging.info("Best validation: %s", best)
+        if mode == "train":
+            return
+    if mode == "export":
+        logging.info("Exported to %s", export.export_bundle(config, workdir, records_dir, trainer))
+        return
+    params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
+    results, outputs = {}, {}
+    if mode in ("all", "eval"):
+        from clever_jax import evaluate
+
+        for split in ("val", "test"):
+            results[split], outputs[split] = trainer.evaluate(params, split, keep_evidence=mode == "all")
+        with open(os.path.join(workdir, "metrics.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        test = outputs["test"]
+        np.savez_compressed(os.path.join(workdir, "test_scores.npz"), scores=test.scores, labels=test.labels,
+                            pairs=test.pairs, bags=test.bags)
+        evaluate.precision_recall_plot(
+            {f"{config.model.head} (test)": evaluate.micro_curve(test.scores[:, 1:], test.labels[:, 1:])},
+            os.path.join(workdir, "pr_curve.png"),
+        )
+        logging.info("Test: %s", " ".join(f"{k}={v:.2f}" for k, v in results["test"].items()))
+    if mode in ("all", "extract"):
+        from clever_jax.data.records import open_records
+        from clever_jax.extract import write_triplets
+
+        split = config.extract.split
+        for name in ("train", "val", "test") if split == "all" else (split,):
+            if name not in outputs:
+                _, outputs[name] = trainer.evaluate(params, name, keep_evidence=True)
+        if split == "all":
+            outputs["all"] = train.concat_outputs([outputs["train"], outputs["val"], outputs["test"]])
+        path = os.path.join(workdir, "triplets.jsonl")
+        count = write_triplets(path, outputs[split], open_records(records_dir)[0], benchmark_vocab(),
+                               config.extract.top_k, config.extract.num_evidence)
+        logging.info("Wrote %d triplets to %s", count, path)

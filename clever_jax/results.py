@@ -1,0 +1,93 @@
+"""The paper's Table 1 rows on one benchmark: random, AVG, ONE, ATT and CLEVER.
+
+  python -m clever_jax.results --config=configs/demo.py --workdir=runs/results
+
+Trains one run per head in WORKDIR/<head> (CLEVER starts from the AVG run's best checkpoint, as
+in the paper), evaluates each best checkpoint on test, adds a seeded random-scoring row and writes
+WORKDIR/results.json, WORKDIR/results.md and WORKDIR/pr_curves.png. Finished runs are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from clever_jax import evaluate, job, train
+from clever_jax.data import prepare
+from clever_jax.data.records import open_records, read_manifest
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/results", "Folder for the runs and the table.")
+_HEADS = flags.DEFINE_list("heads", ["avg", "one", "att", "clever"], "Heads to train, in order.")
+_CLEVER_FROM_AVG = flags.DEFINE_bool("clever_from_avg", True, "Initialise CLEVER from the AVG run.")
+
+METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "spearman")
+
+
+def random_row(records_dir: str, grades: np.ndarray | None, seed: int = 0) -> tuple[dict, tuple]:
+    """Metrics of uniformly random scores for the test split, and its precision-recall curve."""
+    _, bags = open_records(records_dir)
+    test = bags["test"]
+    records = test.__getitems__(list(range(len(test))))
+    labels = np.zeros((len(records), read_manifest(records_dir)["num_relations"]), bool)
+    rows = np.repeat(np.arange(len(records)), [len(r["labels"]) for r in records])
+    labels[rows, np.concatenate([r["labels"] for r in records])] = True
+    scores = np.random.default_rng(seed).random(labels[:, 1:].shape)
+    metrics = evaluate.held_out_metrics(scores, labels[:, 1:])
+    if grades is not None:
+        pairs = np.stack([r["pair"] for r in records])
+        metrics["spearman"] = evaluate.commonsense_correlation(scores, pairs, grades)
+    return metrics, evaluate.micro_curve(scores, labels[:, 1:])
+
+
+def table(rows: dict[str, dict]) -> str:
+    header = "| Method | " + " | ".join(m.upper() if m != "spearman" else "Spearman" for m in METRICS) + " |"
+    lines = [header, "|" + "---|" * (len(METRICS) + 1)]
+    for name, metrics in rows.items():
+        cells = [f"{metrics[m]:.3f}" if m == "spearman" else f"{metrics[m]:.2f}" for m in METRICS if m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool) -> dict:
+    """Trains (or reuses) one run per head; returns the table rows (test metrics), random first."""
+    rows, curves = {}, {}
+    for head in heads:
+        run_dir = os.path.join(workdir, head)
+        run_config = config.copy_and_resolve_references()
+        run_config.model.head = head
+        run_config.data.world_dir = config.data.world_dir or os.path.join(workdir, "world")
+        if head == "clever" and clever_from_avg and "avg" in heads:
+            run_config.train.init_from = os.path.join(workdir, "avg")
+        if not os.path.isfile(os.path.join(run_dir, "test_scores.npz")):
+            logging.info("Training %s in %s", head, run_dir)
+            job.run(run_config, run_dir, "all")
+        with open(os.path.join(run_dir, "metrics.json")) as f:
+            rows[head.upper()] = json.load(f)["test"]
+        test = np.load(os.path.join(run_dir, "test_scores.npz"))
+        curves[head.upper()] = evaluate.micro_curve(test["scores"][:, 1:], test["labels"][:, 1:])
+    records_dir = prepare.prepare(run_config, run_dir)
+    random_metrics, curves["Random"] = random_row(records_dir, train.load_grades(run_config, run_dir))
+    rows = {"Random": random_metrics, **rows}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(table(rows) + "\n")
+    evaluate.precision_recall_plot(curves, os.path.join(workdir, "pr_curves.png"))
+    return rows
+
+
+def main_(argv: list[str]) -> None:
+    del argv
+    job.quiet_libraries()
+    rows = run_all(_CONFIG.value, _WORKDIR.value, _HEADS.value, _CLEVER_FROM_AVG.value)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main_)

@@ -1,0 +1,204 @@
+"""Training loop, resume, NaN handling, plateau schedule, initialisation, export and extraction."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clever_jax import export, extract, train
+from clever_jax.data import prepare
+from clever_jax.data.records import open_records
+from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.models.clever import bag_loss
+from configs import demo
+
+
+def tiny_config(**train_overrides):
+    config = demo.get_config()
+    config.data.world.update(num_images=150, feature_dim=8)
+    config.data.update(bag_size=4, text_len=16, num_regions=6, batch_size=8, eval_batch_size=16)
+    config.model.update(num_layers=1, head="clever")
+    config.train.update(max_epochs=2, warmup_steps=5, log_every=5, lr=3e-4)
+    config.train.update(train_overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Records of a tiny world, shared by the tests (each run has its own workdir)."""
+    root = tmp_path_factory.mktemp("train")
+    config = tiny_config()
+    config.data.world_dir = str(root / "world")
+    records_dir = prepare.prepare(config, str(root / "prepared"))
+    return config.data.world_dir, records_dir
+
+
+def trainer_for(world, workdir, **train_overrides):
+    world_dir, records_dir = world
+    config = tiny_config(**train_overrides)
+    config.data.world_dir = world_dir
+    return train.Trainer(config, str(workdir), records_dir)
+
+
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    trainer = trainer_for(world, workdir)
+    best = trainer.train()
+    return trainer, workdir, best
+
+
+def final_params(workdir, trainer):
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=trainer.example_params(), opt_state=None,
+                             lr_scale=jnp.ones(()))
+    params = trainer.example_params()
+    tx = train.make_optimizer(trainer.config, params)
+    state = state.replace(opt_state=jax.eval_shape(tx.init, params))
+    restored, meta = train.Checkpoints(workdir).restore_latest(state)
+    return restored, meta
+
+
+def test_training_learns_and_keeps_latest_and_best(trained):
+    trainer, workdir, best = trained
+    history = json.load(open(os.path.join(workdir, "history.json")))
+    assert len(history) == 2 and best["score"] == max(h["score"] for h in history)
+    assert best["auc"] > 5.0  # random scoring of this split is about the fact rate (~1-2 %)
+    assert os.listdir(os.path.join(workdir, "checkpoints", "latest")) and os.listdir(
+        os.path.join(workdir, "checkpoints", "best"))
+
+
+def test_interrupted_run_resumes_where_it_stopped(trained, world, tmp_path):
+    trainer, workdir, _ = trained
+    first = trainer_for(world, tmp_path, max_epochs=1)
+    first.train()
+    resumed = trainer_for(world, tmp_path, max_epochs=2)
+    resumed.train()
+    want, _ = final_params(workdir, trainer)
+    got, meta = final_params(tmp_path, resumed)
+    assert int(got.step) == int(want.step)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got.params, want.params)
+    assert len(meta["history"]) == 2
+
+
+def test_word_embeddings_are_frozen_and_decay_skips_biases_and_norms(trained):
+    trainer, workdir, _ = trained
+    state, _ = final_params(workdir, trainer)
+    initial = train.init_params(trainer.model, trainer.config, trainer.example_batch(), trainer.config.seed)
+    embeddings = ("instance_encoder", "embeddings", "word_embeddings", "embedding")
+
+    def leaf(tree):
+        for key in embeddings:
+            tree = tree[key]
+        return np.asarray(tree)
+
+    np.testing.assert_array_equal(leaf(state.params), leaf(initial))
+    labels = jax.tree_util.tree_map_with_path(train._label, initial)
+    flat = {"/".join(getattr(k, "key", str(k)) for k in path): v
+            for path, v in jax.tree_util.tree_flatten_with_path(labels)[0]}
+    assert flat["instance_encoder/embeddings/word_embeddings/embedding"] == "frozen"
+    assert flat["instance_encoder/encoder/layer_0/attention/query/kernel"] == "decay"
+    assert flat["instance_encoder/encoder/layer_0/attention/query/bias"] == "no_decay"
+    assert flat["instance_encoder/embeddings/layer_norm/scale"] == "no_decay"
+    assert flat["classifier/out_bias"] == "no_decay" and flat["classifier/out_kernel"] == "decay"
+
+
+def test_warmup_starts_at_a_tenth():
+    config = tiny_config(warmup_steps=100, lr=1e-3)
+    assert float(train.warmup_lr(config, jnp.array(0))) == pytest.approx(1e-4)
+    assert float(train.warmup_lr(config, jnp.array(50))) == pytest.approx(5.5e-4)
+    assert float(train.warmup_lr(config, jnp.array(500))) == pytest.approx(1e-3)
+
+
+def test_plateau_decays_after_patience_with_cooldown():
+    plateau, decays = train.Plateau(), []
+    for score in [1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3]:
+        decays.append(plateau.update(score, patience=2, cooldown=1)[1])
+    # Bad evaluations 3, 4, 5 -> decay at the third (more than patience 2); evaluation 6 is the
+    # cooldown and is not counted; 7, 8, 9 -> decay; 10 improves; 11, 12, 13 -> decay.
+    assert [i + 1 for i, d in enumerate(decays) if d] == [5, 9, 13]
+    assert plateau.decays == 3 and plateau.best == 3
+
+
+def test_non_finite_loss_stops_with_the_last_finite_state_saved(world, tmp_path):
+    trainer = trainer_for(world, tmp_path, lr=1e12, warmup_steps=1, grad_clip=1e12)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step \d+; the last finite state is saved"):
+        trainer.train()
+    state, _ = final_params(tmp_path, trainer)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_initialise_from_another_runs_best_checkpoint(trained, world, tmp_path):
+    _, workdir, _ = trained
+    trainer = trainer_for(world, tmp_path, init_from=str(workdir))
+    params = trainer._initial_params()
+    best = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
+    jax.tree.map(np.testing.assert_array_equal, params, best)
+
+
+def test_bag_loss_modes():
+    logits = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]]))
+    labels = jnp.array([[0, 1, 1], [1, 0, 0]], jnp.float32)
+    target = jnp.array([1, 0])
+    mask = jnp.array([True, False])
+    assert float(bag_loss(logits, labels, target, mask, "sampled")) == pytest.approx(np.log(4))
+    assert float(bag_loss(logits, labels, target, jnp.array([True, True]), "all_gold")) == pytest.approx(
+        (np.log(4) + np.log(5)) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown loss"):
+        bag_loss(logits, labels, target, mask, "mean")
+
+
+def test_export_bundle_reproduces_the_test_metrics(trained, world):
+    trainer, workdir, _ = trained
+    bundle_dir = export.export_bundle(trainer.config, str(workdir), world[1], trainer)
+    bundle = export.load_bundle(bundle_dir)
+    params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
+    want, _ = trainer.evaluate(params, "test")
+    outputs = train.run_eval(None, lambda _, batch: bundle.score(batch), trainer.loader("test", train=False),
+                             trainer.config.data.eval_batch_size)
+    got = train.split_metrics(outputs, trainer.grades)
+    assert got == pytest.approx(want, rel=1e-6)
+    assert bundle.vocab == benchmark_vocab()
+    assert os.path.isfile(os.path.join(bundle_dir, "tokenizer", "vocab.txt"))
+
+
+def test_extraction_ranks_triplets_with_their_evidence(trained, world, tmp_path):
+    trainer, workdir, _ = trained
+    params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
+    _, outputs = trainer.evaluate(params, "test", keep_evidence=True)
+    images, _ = open_records(world[1])
+    path = str(tmp_path / "triplets.jsonl")
+    count = extract.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=2)
+    lines = [json.loads(line) for line in open(path)]
+    assert count == len(lines) == len(outputs.bags) * 100
+    scores = [t["score"] for t in lines]
+    assert scores == sorted(scores, reverse=True)
+    assert sum(t["known"] for t in lines) == int(outputs.labels[:, 1:].sum())
+    record_by_id = {int(images[i]["image_id"]): images[i] for i in range(len(images))}
+    for triplet in lines[:20]:
+        assert 1 <= len(triplet["evidence"]) <= 2
+        weights = [e["weight"] for e in triplet["evidence"]]
+        assert weights == sorted(weights, reverse=True)
+        for evidence in triplet["evidence"]:
+            record = record_by_id[evidence["image_id"]]
+            vocab = benchmark_vocab()
+            boxes = np.round(record["boxes"].astype(float), 1).tolist()
+            assert evidence["subject_box"] in boxes and evidence["object_box"] in boxes
+            subject_row = boxes.index(evidence["subject_box"])
+            assert vocab.entities[record["classes"][subject_row]] == triplet["subject"]
+
+
+def test_results_table_has_a_random_row_near_the_fact_rate(world):
+    from clever_jax import results
+
+    metrics, (precision, recall) = results.random_row(world[1], None, seed=0)
+    _, bags = open_records(world[1])
+    test = bags["test"]
+    facts = sum(int((test[i]["labels"] > 0).sum()) for i in range(len(test)))
+    fact_rate = 100 * facts / (len(test) * 100)
+    assert 0 < metrics["auc"] < 4 * fact_rate and precision[-1] * 100 == pytest.approx(fact_rate)
+    text = results.table({"Random": metrics, "CLEVER": {**metrics, "spearman": 0.5}})
+    assert text.splitlines()[0].startswith("| Method | AUC | F1 | P@2% | MAUC")
+    assert "| CLEVER |" in text and "0.500" in text
