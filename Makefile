@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 	$(PY) -m clever_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q -n 2 --durations=10
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .

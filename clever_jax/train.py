@@ -361,7 +361,8 @@ class Trainer:
             logging.warning("Interrupted at step %d; saved %s/latest, run again to resume", int(state.step),
                             checkpoints.root)
             raise
-        checkpoints.wait()
+        finally:
+            checkpoints.wait()  # Saves are asynchronous: finish them before returning or raising.
         with open(os.path.join(self.workdir, "history.json"), "w") as f:
             json.dump(history, f, indent=1)
         return max(history, key=lambda h: h["score"]) if history else {}
