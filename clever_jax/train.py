@@ -26,7 +26,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from clever_jax import evaluate, weights
+from clever_jax import evaluate, sharding, weights
 from clever_jax.data import pipeline
 from clever_jax.data.records import read_manifest
 from clever_jax.models.clever import Clever, bag_loss
@@ -110,7 +110,11 @@ def create_model(config: ml_collections.ConfigDict, records_dir: str) -> Clever:
 
 
 def init_params(model: Clever, config: ml_collections.ConfigDict, batch: dict, seed: int) -> Any:
-    """Fresh parameters, with the pretrained BERT weights merged in when config.model.pretrained."""
+    """Fresh parameters, with the pretrained BERT weights merged in when config.model.pretrained.
+
+    `batch` gives the input shapes (arrays or jax.ShapeDtypeStruct).
+    """
+    batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), batch)
     params = jax.jit(model.init)(jax.random.key(seed), batch)["params"]
     if config.model.pretrained:
         pretrained, report = weights.load_pretrained(checkpoint_dir(config), model.encoder)
@@ -174,7 +178,7 @@ def train_step(
     config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, dict]:
     """One optimiser step on one batch. A non-finite loss or gradient leaves the state unchanged."""
-    rng = jax.random.fold_in(jax.random.key(config.seed, impl="rbg"), state.step)
+    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)  # threefry: same bits however sharded
 
     def loss_fn(params):
         logits = model.apply({"params": params}, batch, batch["target"], method=Clever.train_logits,
@@ -271,38 +275,77 @@ def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str,
 
 
 class Trainer:
-    """Builds loaders, model, optimiser and checkpoint managers for one run."""
+    """Builds the mesh, loaders, model, optimiser and checkpoint managers for one run.
+
+    Batches are global (config.data.batch_size bags over all processes); each JAX process loads
+    its share and the global arrays are assembled from the process-local parts.
+    """
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, records_dir: str):
         self.config, self.workdir, self.records_dir = config, workdir, records_dir
         self.shape = pipeline.instance_shape(config.data, records_dir)
         self.model = create_model(config, records_dir)
-        self.eval_step = jax.jit(functools.partial(eval_step, model=self.model))
+        self.mesh = sharding.make_mesh(config)
+        self.batch_sharding = sharding.batch_sharding(self.mesh)
+        self.replicated = sharding.replicated(self.mesh)
+        self.param_shardings = sharding.tree_shardings(self._abstract_params(), self.mesh, config.mesh.params)
+        self.eval_step = jax.jit(functools.partial(eval_step, model=self.model),
+                                 in_shardings=(self.param_shardings, self.batch_sharding))
         self.grades = load_grades(config, workdir)
 
-    def loader(self, split: str, *, train: bool):
+    def local_batch_size(self, train: bool) -> int:
         data = self.config.data
+        size = data.batch_size if train else data.eval_batch_size
+        if size % self.mesh.size:
+            raise ValueError(f"batch size {size} must be a multiple of the number of devices ({self.mesh.size})")
+        return size // jax.process_count()
+
+    def loader(self, split: str, *, train: bool):
         return pipeline.make_loader(
-            self.records_dir, split, self.shape, data.batch_size if train else data.eval_batch_size,
-            train=train, seed=self.config.seed, worker_count=data.worker_count,
+            self.records_dir, split, self.shape, self.local_batch_size(train), train=train, seed=self.config.seed,
+            worker_count=self.config.data.worker_count,
         )
 
-    def example_batch(self) -> dict:
-        return pipeline.pad_batch(next(iter(self.loader("val", train=False))), self.config.data.eval_batch_size)
+    def global_batch(self, batch: dict) -> dict:
+        return sharding.global_batch(batch, self.batch_sharding)
 
     def evaluate(self, params: Any, split: str, keep_evidence: bool = False) -> tuple[dict, SplitOutputs]:
-        outputs = run_eval(params, self.eval_step, self.loader(split, train=False), self.config.data.eval_batch_size,
-                           keep_evidence)
+        size = self.local_batch_size(train=False)
+        outputs = run_eval(params, lambda p, b: self.eval_step(p, self.global_batch(b)),
+                           self.loader(split, train=False), size, keep_evidence)
         return split_metrics(outputs, self.grades), outputs
+
+    def example_params(self) -> Any:
+        """The parameters' shapes, dtypes and shardings (for restoring a checkpoint)."""
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            self._abstract_params(), self.param_shardings)
+
+    def initial_state(self, tx: optax.GradientTransformation) -> tuple[TrainState, Any]:
+        """The state at step 0, placed with its shardings, and those shardings."""
+        params = jax.device_put(self._initial_params(), self.param_shardings)
+        opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), self.mesh, self.config.mesh.params)
+        opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+        state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), self.replicated), params=params,
+                           opt_state=opt_state, lr_scale=jax.device_put(jnp.ones((), jnp.float32), self.replicated))
+        shardings = TrainState(step=self.replicated, params=self.param_shardings, opt_state=opt_shardings,
+                               lr_scale=self.replicated)
+        return state, shardings
+
+    def train_step_fn(self, tx: optax.GradientTransformation, state_shardings: Any):
+        """The jitted train step: state and batch in, state and (replicated) metrics out."""
+        return jax.jit(
+            functools.partial(train_step, model=self.model, tx=tx, config=self.config),
+            in_shardings=(state_shardings, self.batch_sharding),
+            out_shardings=(state_shardings, self.replicated),
+            donate_argnums=0,
+        )
 
     def train(self) -> dict:
         """Trains until the plateau schedule or max_epochs stops it; returns the best validation metrics."""
         config, t = self.config, self.config.train
-        params = self._initial_params()
-        tx = make_optimizer(config, params)
-        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                           lr_scale=jnp.ones((), jnp.float32))
-        step_fn = jax.jit(functools.partial(train_step, model=self.model, tx=tx, config=config), donate_argnums=0)
+        tx = make_optimizer(config, self._abstract_params())
+        state, state_shardings = self.initial_state(tx)
+        step_fn = self.train_step_fn(tx, state_shardings)
         checkpoints = Checkpoints(self.workdir)
         iterator = iter(self.loader("train", train=True))
         plateau, history = Plateau(), []
@@ -316,33 +359,37 @@ class Trainer:
         steps_per_epoch = max(num_bags // config.data.batch_size, 1)
         total_steps = t.max_epochs * steps_per_epoch
         eval_every = t.eval_every_steps or steps_per_epoch
-        clock, window = time.perf_counter(), []
+        step, clock, window = int(state.step), time.perf_counter(), []
 
         def save(kind: str, metrics: dict | None = None) -> None:
             meta = {"data": iterator.get_state().decode(), "plateau": dataclasses.asdict(plateau), "history": history}
             checkpoints.save(kind, state, meta, metrics)
 
         try:
-            while int(state.step) < total_steps and plateau.decays < t.max_decays:
-                state, metrics = step_fn(state, next(iterator))
-                step = int(state.step)
+            while step < total_steps and plateau.decays < t.max_decays:
+                # Steps are dispatched asynchronously: the next batch loads while this one computes.
+                state, metrics = step_fn(state, self.global_batch(next(iterator)))
+                step += 1
                 window.append(metrics)
-                if not bool(metrics["finite"]):
+                last = step == total_steps
+                if step % t.log_every and step % eval_every and not last:
+                    continue
+                window = jax.device_get(window)
+                bad = next((m for m in window if not m["finite"]), None)
+                if bad is not None:
                     save("latest")
                     raise FloatingPointError(
-                        f"non-finite loss {float(metrics['loss'])} or gradient norm {float(metrics['grad_norm'])} "
-                        f"at step {step}; the last finite state is saved in {checkpoints.root}/latest. Lower "
-                        "config.train.lr or check the input data."
+                        f"non-finite loss {bad['loss']} or gradient norm {bad['grad_norm']} before step {step}; "
+                        f"those steps were skipped and the last finite state is saved in {checkpoints.root}/latest."
+                        " Lower config.train.lr or check the input data."
                     )
-                if step % t.log_every == 0:
-                    elapsed, clock = time.perf_counter() - clock, time.perf_counter()
-                    rate = len(window) * config.data.batch_size / elapsed
-                    eta = (total_steps - step) * config.data.batch_size / rate
-                    logging.info("step %d/%d loss %.4f lr %.2e grad_norm %.2f %.1f bags/s ETA %.0f s", step,
-                                 total_steps, np.mean([float(m["loss"]) for m in window]), float(metrics["lr"]),
-                                 float(metrics["grad_norm"]), rate, eta)
-                    window = []
-                if step % eval_every == 0 or step == total_steps:
+                elapsed, clock = time.perf_counter() - clock, time.perf_counter()
+                rate = len(window) * config.data.batch_size / elapsed
+                logging.info("step %d/%d loss %.4f lr %.2e grad_norm %.2f %.1f bags/s ETA %.0f s", step, total_steps,
+                             np.mean([m["loss"] for m in window]), window[-1]["lr"], window[-1]["grad_norm"], rate,
+                             (total_steps - step) * config.data.batch_size / rate)
+                window = []
+                if step % eval_every == 0 or last:
                     val, _ = self.evaluate(state.params, "val")
                     score = val["auc"] + t.mauc_weight * val["mauc"]
                     improved, decay = plateau.update(score, t.patience, t.cooldown)
@@ -358,8 +405,7 @@ class Trainer:
                     clock = time.perf_counter()
         except KeyboardInterrupt:
             save("latest")
-            logging.warning("Interrupted at step %d; saved %s/latest, run again to resume", int(state.step),
-                            checkpoints.root)
+            logging.warning("Interrupted at step %d; saved %s/latest, run again to resume", step, checkpoints.root)
             raise
         finally:
             checkpoints.wait()  # Saves are asynchronous: finish them before returning or raising.
@@ -367,17 +413,25 @@ class Trainer:
             json.dump(history, f, indent=1)
         return max(history, key=lambda h: h["score"]) if history else {}
 
-    def example_params(self) -> Any:
-        """The parameters' shapes and dtypes (for restoring a checkpoint)."""
-        batch = self.example_batch()
-        return jax.eval_shape(lambda: self.model.init(jax.random.key(0), batch)["params"])
+    def _abstract_params(self) -> Any:
+        return jax.eval_shape(lambda batch: self.model.init(jax.random.key(0), batch)["params"], self.batch_shapes())
+
+    def batch_shapes(self) -> dict:
+        """Shapes of one evaluation batch (no data read)."""
+        b, s = self.config.data.eval_batch_size, self.shape
+        n, lt, lr = s.bag_size, s.text_len, s.num_regions
+        region_dim = read_manifest(self.records_dir)["region_dim"]
+        shapes = {"text_ids": ((b, n, lt), jnp.int32), "text_mask": ((b, n, lt), jnp.bool_),
+                  "regions": ((b, n, lr, region_dim), jnp.float32), "region_mask": ((b, n, lr), jnp.bool_),
+                  "subject_span": ((b, n, 2), jnp.int32), "object_span": ((b, n, 2), jnp.int32),
+                  "instance_mask": ((b, n), jnp.bool_)}
+        return {k: jax.ShapeDtypeStruct(shape, dtype) for k, (shape, dtype) in shapes.items()}
 
     def _initial_params(self) -> Any:
-        params = init_params(self.model, self.config, self.example_batch(), self.config.seed)
         if self.config.train.init_from:
-            params = Checkpoints(self.config.train.init_from).restore_params("best", params)
-            logging.info("Initialised from %s", self.config.train.init_from)
-        return params
+            logging.info("Initialising from the best checkpoint of %s", self.config.train.init_from)
+            return Checkpoints(self.config.train.init_from).restore_params("best", self.example_params())
+        return init_params(self.model, self.config, self.batch_shapes(), self.config.seed)
 
 
 def load_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:

@@ -60,6 +60,11 @@ def get_config() -> ml_collections.ConfigDict:
     train.log_every = 10
     train.init_from = ""  # Workdir of another run whose best checkpoint initialises this one.
 
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.data = -1  # Devices along the data axis (-1: all that are left).
+    mesh.fsdp = 1  # Devices along the parameter-sharding axis.
+    mesh.params = "replicated"  # "replicated" or "fsdp": parameters and optimiser state split over fsdp.
+
     config.extract = extract = ml_collections.ConfigDict()
     extract.split = "test"  # A split, or "all": every pair of the benchmark.
     extract.top_k = 0  # Triplets written, best first; 0 = every (pair, relation) of the split.
