@@ -77,16 +77,6 @@ from clever_jax.data.vg import GEOMETRY_DIM
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.models.clever import Clever
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
-_OUT = flags.DEFINE_string("out", "", "JSON report path; default runs/bench/<config name>.json.")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed steps (each timed on its own) per step function.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_RECORDS = flags.DEFINE_string("records", "", "A prepared records folder: time real batches instead of synthetic.")
-_PRETRAINED = flags.DEFINE_boolean("pretrained", False, "Load the pretrained encoder weights (timing does not need "
-                                   "them).")
-_PEAK_SIZES = flags.DEFINE_list("peak_sizes", [], "Square matmul sizes for the peak; default by device (CPU: "
-                                "1024,2048,3072; else 2048,4096,8192).")
-
 # Synthetic instances, like the demo world's (60 training batches of runs/demo: 14.1 real word
 # pieces of 32, 11.8 regions of 12, 7.2 instances of 8 per bag; 53% of the tokens are real).
 OBJECTS_PER_INTERACTION = 1.3  # Objects per image ~ 1.3 x interactions + extra (demo 14.9, vg preset 35.2).
@@ -514,13 +504,28 @@ def summary(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a program, so that importing this module
+    next to another command-line module (clever_jax.results, clever_jax.main) defines nothing."""
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+    flags.DEFINE_string("out", "", "JSON report path; default runs/bench/<config name>.json.")
+    flags.DEFINE_integer("repeats", 10, "Timed steps (each timed on its own) per step function.")
+    flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+    flags.DEFINE_string("records", "", "A prepared records folder: time real batches instead of synthetic.")
+    flags.DEFINE_boolean("pretrained", False, "Load the pretrained encoder weights (timing does not need them).")
+    flags.DEFINE_list("peak_sizes", [], "Square matmul sizes for the peak; default by device (CPU: "
+                      "1024,2048,3072; else 2048,4096,8192).")
+    flags.mark_flags_as_required(["config"])
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config_path = config_flags.get_config_filename(flags.FLAGS["config"])
-    out = _OUT.value or os.path.join("runs", "bench", os.path.splitext(os.path.basename(config_path))[0] + ".json")
-    report = run(_CONFIG.value, repeats=_REPEATS.value, warmup=_WARMUP.value, records_dir=_RECORDS.value,
-                 pretrained=_PRETRAINED.value, peak_sizes=[int(n) for n in _PEAK_SIZES.value] or None)
+    args = flags.FLAGS
+    config_path = config_flags.get_config_filename(args["config"])
+    out = args.out or os.path.join("runs", "bench", os.path.splitext(os.path.basename(config_path))[0] + ".json")
+    report = run(args.config, repeats=args.repeats, warmup=args.warmup, records_dir=args.records,
+                 pretrained=args.pretrained, peak_sizes=[int(n) for n in args.peak_sizes] or None)
     report["config"]["file"] = config_path
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
@@ -530,5 +535,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
+    define_flags()
     app.run(main)

@@ -20,11 +20,6 @@ from clever_jax import evaluate, job, train
 from clever_jax.data import prepare
 from clever_jax.data.records import open_records, read_manifest
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/results", "Folder for the runs and the table.")
-_HEADS = flags.DEFINE_list("heads", ["avg", "one", "att", "clever"], "Heads to train, in order.")
-_CLEVER_FROM_AVG = flags.DEFINE_bool("clever_from_avg", True, "Initialise CLEVER from the AVG run.")
-
 METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "spearman")
 
 
@@ -81,13 +76,22 @@ def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool) -> di
     return rows
 
 
-def main_(argv: list[str]) -> None:
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a program (see clever_jax.bench)."""
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=False)
+    flags.DEFINE_string("workdir", "runs/results", "Folder for the runs and the table.")
+    flags.DEFINE_list("heads", ["avg", "one", "att", "clever"], "Heads to train, in order.")
+    flags.DEFINE_bool("clever_from_avg", True, "Initialise CLEVER from the AVG run.")
+    flags.mark_flags_as_required(["config"])
+
+
+def main(argv: list[str]) -> None:
     del argv
     job.quiet_libraries()
-    rows = run_all(_CONFIG.value, _WORKDIR.value, _HEADS.value, _CLEVER_FROM_AVG.value)
-    print(table(rows))
+    args = flags.FLAGS
+    print(table(run_all(args.config, args.workdir, args.heads, args.clever_from_avg)))
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main_)
+    define_flags()
+    app.run(main)
