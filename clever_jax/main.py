@@ -14,6 +14,8 @@ Override any config value on the command line, e.g. `--config.model.head=avg`.
 
 from __future__ import annotations
 
+import signal
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -24,9 +26,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the world, records, 
 _MODE = flags.DEFINE_enum("mode", "all", job.MODES, "What to run.")
 
 
+def _interrupt_on_sigterm(signum: int, frame) -> None:
+    """Preemption (SIGTERM) stops a run like Ctrl-C: training saves its latest state first."""
+    del frame
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     job.quiet_libraries()
     job.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
 
