@@ -15,7 +15,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -27,10 +26,11 @@ from clever_jax.models.encoder import EncoderConfig
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def export_bundle(config: ml_collections.ConfigDict, workdir: str, records_dir: str, trainer) -> str:
-    """Writes WORKDIR/export from the run's best checkpoint; returns the folder."""
+def export_bundle(trainer) -> str:
+    """Writes WORKDIR/export from the best checkpoint of a train.Trainer's run; returns the folder."""
     from clever_jax import train
 
+    config, workdir = trainer.config, trainer.workdir
     params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
     out = os.path.join(os.path.abspath(workdir), "export")
     shutil.rmtree(out, ignore_errors=True)
@@ -38,7 +38,7 @@ def export_bundle(config: ml_collections.ConfigDict, workdir: str, records_dir: 
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.join(out, "params"), params)
     model = trainer.model
-    manifest = read_manifest(records_dir)
+    manifest = read_manifest(trainer.records_dir)
     encoder = {k: (str(jnp.dtype(v)) if k == "dtype" else v) for k, v in dataclasses.asdict(model.encoder).items()}
     description = {
         "encoder": encoder, "num_relations": model.num_relations, "head": model.head, "eval_head": model.eval_head,

@@ -49,7 +49,7 @@ def run(config, workdir: str, mode: str) -> None:
         if mode == "train":
             return
     if mode == "export":
-        logging.info("Exported to %s", export.export_bundle(config, workdir, records_dir, trainer))
+        logging.info("Exported to %s", export.export_bundle(trainer))
         return
     params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
     results, outputs = {}, {}

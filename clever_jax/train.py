@@ -288,7 +288,9 @@ class Trainer:
         self.mesh = sharding.make_mesh(config)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.replicated = sharding.replicated(self.mesh)
-        self.param_shardings = sharding.tree_shardings(self._abstract_params(), self.mesh, config.mesh.params)
+        self.abstract_params = jax.eval_shape(lambda batch: self.model.init(jax.random.key(0), batch)["params"],
+                                              self.batch_shapes())
+        self.param_shardings = sharding.tree_shardings(self.abstract_params, self.mesh, config.mesh.params)
         self.eval_step = jax.jit(functools.partial(eval_step, model=self.model),
                                  in_shardings=(self.param_shardings, self.batch_sharding))
         self.grades = load_grades(config, workdir)
@@ -318,7 +320,7 @@ class Trainer:
     def example_params(self) -> Any:
         """The parameters' shapes, dtypes and shardings (for restoring a checkpoint)."""
         return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            self._abstract_params(), self.param_shardings)
+                            self.abstract_params, self.param_shardings)
 
     def initial_state(self, tx: optax.GradientTransformation) -> tuple[TrainState, Any]:
         """The state at step 0, placed with its shardings, and those shardings."""
@@ -343,7 +345,7 @@ class Trainer:
     def train(self) -> dict:
         """Trains until the plateau schedule or max_epochs stops it; returns the best validation metrics."""
         config, t = self.config, self.config.train
-        tx = make_optimizer(config, self._abstract_params())
+        tx = make_optimizer(config, self.abstract_params)
         state, state_shardings = self.initial_state(tx)
         step_fn = self.train_step_fn(tx, state_shardings)
         checkpoints = Checkpoints(self.workdir)
@@ -413,9 +415,6 @@ class Trainer:
             json.dump(history, f, indent=1)
         return max(history, key=lambda h: h["score"]) if history else {}
 
-    def _abstract_params(self) -> Any:
-        return jax.eval_shape(lambda batch: self.model.init(jax.random.key(0), batch)["params"], self.batch_shapes())
-
     def batch_shapes(self) -> dict:
         """Shapes of one evaluation batch (no data read)."""
         b, s = self.config.data.eval_batch_size, self.shape
@@ -438,10 +437,8 @@ def load_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray |
     """Graded truth of the generated world (commonsense.json), None for real data."""
     if config.data.source != "world":
         return None
-    from clever_jax.data.vocab import benchmark_vocab
-
     world_dir = config.data.world_dir or os.path.join(workdir, "world")
-    return evaluate.load_grades(os.path.join(world_dir, "commonsense.json"), benchmark_vocab())
+    return evaluate.load_grades(os.path.join(world_dir, "commonsense.json"))
 
 
 class Checkpoints:

@@ -153,7 +153,7 @@ def test_bag_loss_modes():
 
 def test_export_bundle_reproduces_the_test_metrics(trained, world):
     trainer, workdir, _ = trained
-    bundle_dir = export.export_bundle(trainer.config, str(workdir), world[1], trainer)
+    bundle_dir = export.export_bundle(trainer)
     bundle = export.load_bundle(bundle_dir)
     params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
     want, _ = trainer.evaluate(params, "test")
