@@ -26,7 +26,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from clever_jax import evaluate, sharding, weights
+from clever_jax import evaluate, precision, sharding, weights
 from clever_jax.data import pipeline
 from clever_jax.data.records import read_manifest
 from clever_jax.models.clever import Clever, bag_loss
@@ -37,12 +37,17 @@ FROZEN = "frozen"
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a train step changes. lr_scale is the plateau decay factor (host-controlled)."""
+    """Everything a train step changes.
+
+    lr_scale is the plateau decay factor (host-controlled); loss_scale the dynamic loss scale of
+    float16 compute (None for float32 and bfloat16).
+    """
 
     step: jax.Array
     params: Any
     opt_state: Any
     lr_scale: jax.Array
+    loss_scale: precision.LossScale | None = None
 
 
 @dataclasses.dataclass
@@ -91,7 +96,7 @@ def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> Encode
         region_dim=region_dim,
         num_layers=config.model.num_layers or None,
         region_layer_norm=config.model.region_layer_norm,
-        dtype=jnp.dtype(config.model.dtype),
+        dtype=jnp.dtype(precision.check_policy(config)),
         remat=config.model.remat,
     )
 
@@ -173,27 +178,77 @@ def _set_lr(opt_state: Any, lr: jax.Array) -> Any:
 # Steps (pure functions; jitted by the loop).
 
 
+def micro_batches(batch: dict, steps: int) -> dict:
+    """Splits a batch [B, ...] into `steps` micro-batches [steps, B / steps, ...].
+
+    Micro-batch i holds bags i, i + steps, i + 2 steps, ...: each device's contiguous block of bags
+    contributes its own share to every micro-batch, so a batch sharded over bags gives micro-batches
+    sharded the same way, without moving data between devices.
+    """
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] // steps, steps, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
+def loss_and_grads(
+    params: Any, batch: dict, rng: jax.Array, scale: jax.Array | float, *, model: Clever,
+    config: ml_collections.ConfigDict,
+) -> tuple[jax.Array, Any]:
+    """Mean loss [] and float32 gradients of a batch, over config.train.grad_accum_steps micro-batches.
+
+    The loss is multiplied by `scale` before differentiation and the gradients divided by it after
+    (dynamic loss scaling; 1.0 without). With k micro-batches the gradient is the mean of the k
+    micro-batch gradients, which is the whole batch's gradient when every micro-batch holds as many
+    real bags (training batches are always full). Micro-batch i draws its dropout from fold_in(rng, i).
+    """
+
+    def scaled_loss(params, micro, key):
+        logits = model.apply({"params": params}, micro, micro["target"], method=Clever.train_logits,
+                             rngs={"dropout": key})
+        loss = bag_loss(logits, micro["labels"], micro["target"], micro["bag_mask"], config.train.loss)
+        return loss * scale, loss
+
+    grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
+    steps = config.train.grad_accum_steps
+    if steps == 1:
+        (_, loss), grads = grad_fn(params, batch, rng)
+    else:
+
+        def accumulate(total, inputs):
+            index, micro = inputs
+            (_, loss), grads = grad_fn(params, micro, jax.random.fold_in(rng, index))
+            return jax.tree.map(jnp.add, total, (loss, grads)), None
+
+        zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        (loss, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(steps), micro_batches(batch, steps)))
+        loss = loss / steps
+        scale = scale * steps
+    return loss, jax.tree.map(lambda g: g / scale, grads)
+
+
 def train_step(
     state: TrainState, batch: dict, *, model: Clever, tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, dict]:
-    """One optimiser step on one batch. A non-finite loss or gradient leaves the state unchanged."""
+    """One optimiser step on one batch.
+
+    A non-finite loss or gradient leaves the parameters and optimiser state unchanged (the step
+    counter still advances with the data); with float16 loss scaling it also halves the scale.
+    """
     rng = jax.random.fold_in(jax.random.key(config.seed), state.step)  # threefry: same bits however sharded
-
-    def loss_fn(params):
-        logits = model.apply({"params": params}, batch, batch["target"], method=Clever.train_logits,
-                             rngs={"dropout": rng})
-        return bag_loss(logits, batch["labels"], batch["target"], batch["bag_mask"], config.train.loss)
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
+    loss, grads = loss_and_grads(state.params, batch, rng, scale, model=model, config=config)
     grad_norm = optax.global_norm(grads)
     lr = warmup_lr(config, state.step) * state.lr_scale
     updates, opt_state = tx.update(grads, _set_lr(state.opt_state, lr), state.params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                     lr_scale=state.lr_scale)
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
+    keep_if_finite = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    new = TrainState(
+        step=state.step + 1,
+        params=keep_if_finite(optax.apply_updates(state.params, updates), state.params),
+        opt_state=keep_if_finite(opt_state, state.opt_state),
+        lr_scale=state.lr_scale,
+        loss_scale=None if state.loss_scale is None else state.loss_scale.update(jnp.isfinite(grad_norm)),
+    )
+    return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite, "loss_scale": scale}
 
 
 def eval_step(params: Any, batch: dict, *, model: Clever) -> tuple[jax.Array, jax.Array]:
@@ -327,14 +382,23 @@ class Trainer:
         params = jax.device_put(self._initial_params(), self.param_shardings)
         opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), self.mesh, self.config.mesh.params)
         opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-        state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), self.replicated), params=params,
-                           opt_state=opt_state, lr_scale=jax.device_put(jnp.ones((), jnp.float32), self.replicated))
+        loss_scale = precision.initial_loss_scale(self.config)
         shardings = TrainState(step=self.replicated, params=self.param_shardings, opt_state=opt_shardings,
-                               lr_scale=self.replicated)
+                               lr_scale=self.replicated,
+                               loss_scale=jax.tree.map(lambda _: self.replicated, loss_scale))
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                           lr_scale=jnp.ones((), jnp.float32), loss_scale=loss_scale)
+        state = jax.device_put(state, shardings)
         return state, shardings
 
     def train_step_fn(self, tx: optax.GradientTransformation, state_shardings: Any):
         """The jitted train step: state and batch in, state and (replicated) metrics out."""
+        batch_size, steps = self.config.data.batch_size, self.config.train.grad_accum_steps
+        if steps < 1 or batch_size % (self.mesh.size * steps):
+            raise ValueError(
+                f"config.data.batch_size={batch_size} must be a multiple of the {self.mesh.size} devices x "
+                f"config.train.grad_accum_steps={steps}: every device takes the same number of bags per micro-batch"
+            )
         return jax.jit(
             functools.partial(train_step, model=self.model, tx=tx, config=self.config),
             in_shardings=(state_shardings, self.batch_sharding),
@@ -362,6 +426,7 @@ class Trainer:
         total_steps = t.max_epochs * steps_per_epoch
         eval_every = t.eval_every_steps or steps_per_epoch
         step, clock, window = int(state.step), time.perf_counter(), []
+        scaling, skipped = state.loss_scale is not None, 0
 
         def save(kind: str, metrics: dict | None = None) -> None:
             meta = {"data": iterator.get_state().decode(), "plateau": dataclasses.asdict(plateau), "history": history}
@@ -377,7 +442,12 @@ class Trainer:
                 if step % t.log_every and step % eval_every and not last:
                     continue
                 window = jax.device_get(window)
-                bad = next((m for m in window if not m["finite"]), None)
+                # With float16 loss scaling an overflowing gradient is expected now and then: the step is
+                # skipped and the scale halved. Anything else non-finite (or overflow at scale 1) stops the run.
+                overflow_ok = lambda m: scaling and m["loss_scale"] > 1  # noqa: E731
+                bad = next((m for m in window if not np.isfinite(m["loss"]) or not (m["finite"] or overflow_ok(m))),
+                           None)
+                skipped += sum(not m["finite"] for m in window)
                 if bad is not None:
                     save("latest")
                     raise FloatingPointError(
@@ -387,9 +457,11 @@ class Trainer:
                     )
                 elapsed, clock = time.perf_counter() - clock, time.perf_counter()
                 rate = len(window) * config.data.batch_size / elapsed
-                logging.info("step %d/%d loss %.4f lr %.2e grad_norm %.2f %.1f bags/s ETA %.0f s", step, total_steps,
+                logging.info("step %d/%d loss %.4f lr %.2e grad_norm %.2f %.1f bags/s ETA %.0f s%s", step, total_steps,
                              np.mean([m["loss"] for m in window]), window[-1]["lr"], window[-1]["grad_norm"], rate,
-                             (total_steps - step) * config.data.batch_size / rate)
+                             (total_steps - step) * config.data.batch_size / rate,
+                             f" loss_scale {window[-1]['loss_scale']:.0f} ({skipped} overflow steps skipped)"
+                             if scaling else "")
                 window = []
                 if step % eval_every == 0 or last:
                     val, _ = self.evaluate(state.params, "val")

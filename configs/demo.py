@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.eval_head = ""  # Evaluation head ("" = the training head; "max" for max pooling).
     model.temperature = 11.0  # tau of the contrastive attention (the published script's value).
     model.bag_dropout = 0.2
-    model.dtype = "float32"  # Compute dtype.
+    model.dtype = "float32"  # Compute: float32, bfloat16 or float16 (clever_jax/precision.py).
     model.remat = False  # Rematerialise encoder layers (saves memory, costs compute).
 
     config.train = train = ml_collections.ConfigDict()
@@ -59,6 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
     train.max_decays = 3  # Stop after the third decay.
     train.log_every = 10
     train.init_from = ""  # Workdir of another run whose best checkpoint initialises this one.
+    train.grad_accum_steps = 1  # Micro-batches per optimiser step (batch_size / this bags each).
+    train.loss_scale_init = 2.0**15  # float16 only: initial dynamic loss scale,
+    train.loss_scale_period = 2000  # doubled after this many finite steps in a row, halved on overflow.
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = -1  # Devices along the data axis (-1: all that are left).
