@@ -6,7 +6,7 @@ WORKDIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench-data results clean bench
+.PHONY: demo test lint bench-data results clean bench install-cuda install-tpu
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
+
+# JAX for NVIDIA GPUs (CUDA 12) or Cloud TPU VMs on top of the install above (see launch/README.md).
+install-cuda install-tpu: install-%: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[$*]"
 
 demo: $(VENV)/.installed
 	$(PY) -m clever_jax.main --config=configs/demo.py --workdir=$(WORKDIR)

@@ -68,6 +68,13 @@ def get_config() -> ml_collections.ConfigDict:
     mesh.fsdp = 1  # Devices along the parameter-sharding axis.
     mesh.params = "replicated"  # "replicated" or "fsdp": parameters and optimiser state split over fsdp.
 
+    config.distributed = distributed = ml_collections.ConfigDict()
+    distributed.enabled = False  # jax.distributed.initialize before anything touches devices.
+    distributed.coordinator_address = ""  # "" = auto-detect (TPU slices, SLURM, ...).
+    distributed.num_processes = 0  # 0 = auto.
+    distributed.process_id = -1  # -1 = auto.
+    distributed.local_device_ids = ""  # "" = all.
+
     config.extract = extract = ml_collections.ConfigDict()
     extract.split = "test"  # A split, or "all": every pair of the benchmark.
     extract.top_k = 0  # Triplets written, best first; 0 = every (pair, relation) of the split.
