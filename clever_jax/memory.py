@@ -1,0 +1,154 @@
+"""Per-device memory of a config's train step, estimated two ways, without running it.
+
+  python -m clever_jax.memory --config=configs/vg_gpu10.py --config.model.checkpoint_dir=configs/bert_base
+
+configs/bert_base holds BERT-base's config.json (sizes only, no weights): the VinVL encoder of
+the paper has these sizes. The device runs `b = batch_size / devices` bags per step, as
+`grad_accum_steps` micro-batches of `m = b / grad_accum_steps` bags of N instances.
+
+Analytic (bytes, P parameters, c = bytes of the compute dtype, L = Lt + Lr tokens, H hidden,
+I FFN size, A attention heads, K layers):
+  state       12 P: float32 parameters and Adam's two moments.
+  gradients   4 P, and 4 P more for the accumulator when grad_accum_steps > 1.
+  casts       c P: the parameters in the compute dtype (float16/bfloat16 only).
+  activations what the backward pass keeps for one micro-batch, per instance and layer:
+              L H (8 c + 2)  layer input, q, k, v, context, attention and FFN LayerNorm inputs,
+                             LayerNorm output (c each), two dropout masks (1 byte each);
+              2 L I c        FFN pre- and post-GELU;
+              A L^2 (4 + 1 + c)  float32 softmax output, its dropout mask, the dropped probs.
+              With model.remat only the layer inputs (L H c per layer) stay, plus one layer's
+              full set during its recomputation. Inputs (regions float32 Lr F) come on top.
+XLA: the train step is compiled for one device's share (b bags, grad_accum_steps micro-batches)
+on this machine's backend and `memory_analysis()` read: arguments + outputs - donated aliases +
+temporaries. On CPU this is XLA:CPU's buffer assignment, whose fusion differs from a GPU's, so
+the two figures bracket rather than predict the GPU number.
+
+Writes a JSON report (default runs/memory/<config name>.json) and prints a table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from clever_jax import bench, precision, train
+from clever_jax.data.vocab import benchmark_vocab
+
+GIB = 2.0**30
+
+
+def devices_of(config: ml_collections.ConfigDict, devices: int) -> int:
+    """Devices the batch is split over: config.mesh sizes, or `devices` where an axis is -1."""
+    sizes = [config.mesh.data, config.mesh.fsdp]
+    if -1 in sizes:
+        if not devices:
+            raise ValueError("config.mesh has an axis of -1 (all devices): give the device count with --devices")
+        return devices
+    return int(np.prod(sizes))
+
+
+def analytic(s: bench.Shapes, num_params: int, micro_bags: int, dtype: str, accumulate: bool, remat: bool
+             ) -> dict[str, float]:
+    """The analytic estimate in bytes, by part (module docstring)."""
+    c = jnp.dtype(dtype).itemsize
+    length, h, i, a, k = s.seq_len, s.hidden, s.intermediate, s.num_heads, s.num_layers
+    per_layer = length * h * (8 * c + 2) + 2 * length * i * c + a * length**2 * (5 + c)
+    layers = k * length * h * c + per_layer if remat else k * per_layer
+    instances = micro_bags * s.bag_size
+    return {
+        "state": 12.0 * num_params,
+        "gradients": 4.0 * num_params * (2 if accumulate else 1),
+        "compute_casts": float(c * num_params) if c < 4 else 0.0,
+        "activations": float(instances * layers),
+        "inputs": float(instances * s.num_regions * s.region_dim * 4),
+    }
+
+
+def abstract_step(config: ml_collections.ConfigDict, device_bags: int) -> tuple[Any, Any, Any, bench.Shapes, int]:
+    """The jitted train step and the abstract state and batch of one device's share."""
+    model, s = bench.build(config, bench.region_dim(config), benchmark_vocab().num_relations)
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                         bench.synthetic_batch(s, device_bags, np.random.default_rng(0), 2.0))
+    params = jax.eval_shape(lambda b: model.init(jax.random.key(0), b)["params"], batch)
+    tx = train.make_optimizer(config, params)
+    state = train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                             opt_state=jax.eval_shape(tx.init, params), lr_scale=jax.ShapeDtypeStruct((), jnp.float32),
+                             loss_scale=jax.eval_shape(lambda: precision.initial_loss_scale(config)))
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config), donate_argnums=0)
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    return step, state, batch, s, num_params
+
+
+def estimate(config: ml_collections.ConfigDict, devices: int = 0) -> dict[str, Any]:
+    """The report: sizes, the analytic parts and XLA's figures, in bytes and GiB."""
+    config = config.copy_and_resolve_references()
+    config.model.pretrained = False
+    n_devices = devices_of(config, devices)
+    steps = config.train.grad_accum_steps
+    device_bags, remainder = divmod(config.data.batch_size, n_devices)
+    if remainder or device_bags % steps:
+        raise ValueError(f"batch_size {config.data.batch_size} does not split into {n_devices} devices x "
+                         f"{steps} micro-batches")
+    step, state, batch, s, num_params = abstract_step(config, device_bags)
+    parts = analytic(s, num_params, device_bags // steps, config.model.dtype, steps > 1, config.model.remat)
+    compiled = step.lower(state, batch).compile()
+    m = compiled.memory_analysis()
+    xla = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
+           "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
+    xla_total = xla["arguments"] + xla["outputs"] - xla["aliased"] + xla["temporaries"]
+    return {
+        "config": {"devices": n_devices, "bags_per_device": device_bags, "grad_accum_steps": steps,
+                   "micro_batch_bags": device_bags // steps, "bag_size": s.bag_size, "tokens": s.seq_len,
+                   "hidden": s.hidden, "layers": s.num_layers, "dtype": config.model.dtype,
+                   "remat": config.model.remat, "parameters": num_params},
+        "analytic_bytes": parts, "analytic_gib": sum(parts.values()) / GIB,
+        "xla_bytes": xla, "xla_gib": xla_total / GIB, "backend": jax.default_backend(),
+    }
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    c = report["config"]
+    lines = [f"{c['devices']} devices x {c['bags_per_device']} bags ({c['grad_accum_steps']} micro-batches of "
+             f"{c['micro_batch_bags']} x {c['bag_size']} instances, {c['tokens']} tokens), {c['layers']} layers "
+             f"H={c['hidden']}, {c['parameters'] / 1e6:.1f} M parameters, {c['dtype']}, remat={c['remat']}"]
+    lines += [f"  analytic {name:<14} {value / GIB:7.2f} GiB" for name, value in report["analytic_bytes"].items()]
+    lines.append(f"  analytic total          {report['analytic_gib']:7.2f} GiB")
+    xla = f"XLA:{report['backend']}"
+    lines += [f"  {xla} {name:<14} {value / GIB:7.2f} GiB" for name, value in report["xla_bytes"].items()]
+    lines.append(f"  {xla} peak (arguments + outputs - aliased + temporaries) {report['xla_gib']:.2f} GiB")
+    return lines
+
+
+def define_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+    flags.DEFINE_integer("devices", 0, "Device count where config.mesh has an axis of -1.")
+    flags.DEFINE_string("out", "", "JSON report; default runs/memory/<config name>.json.")
+    flags.mark_flags_as_required(["config"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    args = flags.FLAGS
+    name = os.path.splitext(os.path.basename(config_flags.get_config_filename(args["config"])))[0]
+    out = args.out or os.path.join("runs", "memory", name + ".json")
+    report = estimate(args.config, args.devices)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1)
+    logging.info("Report in %s", out)
+    print("\n".join(table(report)), flush=True)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

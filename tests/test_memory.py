@@ -1,0 +1,38 @@
+"""The per-device memory estimate of a train step (clever_jax.memory)."""
+
+import pytest
+
+from clever_jax import memory
+from configs import demo
+
+
+def small_config(**train):
+    config = demo.get_config()
+    config.data.world.feature_dim = 8
+    config.data.update(bag_size=4, text_len=8, num_regions=4, batch_size=8)
+    config.model.num_layers = 1
+    config.mesh.data = 2
+    config.train.update(train)
+    return config
+
+
+def test_estimate_splits_the_batch_and_reports_both_figures():
+    one = memory.estimate(small_config())
+    accumulated = memory.estimate(small_config(grad_accum_steps=2))
+    assert one["config"]["bags_per_device"] == 4 and accumulated["config"]["micro_batch_bags"] == 2
+    for report in (one, accumulated):
+        assert report["xla_gib"] > 0 and report["xla_bytes"]["temporaries"] > 0
+    a, b = one["analytic_bytes"], accumulated["analytic_bytes"]
+    assert b["activations"] == pytest.approx(a["activations"] / 2)  # Half the bags per micro-batch.
+    assert b["gradients"] == pytest.approx(2 * a["gradients"])  # The accumulator.
+    assert a["state"] == pytest.approx(12 * one["config"]["parameters"])
+
+
+def test_bad_splits_are_rejected():
+    config = small_config(grad_accum_steps=3)
+    with pytest.raises(ValueError, match="does not split into 2 devices x 3 micro-batches"):
+        memory.estimate(config)
+    config = small_config()
+    config.mesh.data = -1
+    with pytest.raises(ValueError, match="--devices"):
+        memory.estimate(config)
