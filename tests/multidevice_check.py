@@ -68,14 +68,20 @@ def main():
     config = demo.get_config()
     config.train.update(lr=1e-3, warmup_steps=1)
     reference, _, loss = run(config, jax.devices()[:1], "replicated")
+    config.train.grad_accum_steps = 2
+    config.mesh.update(data=1, fsdp=1)
+    accumulated, _, _ = run(config, jax.devices()[:1], "replicated")
     results = {"devices": jax.device_count(), "loss": loss}
-    for name, (data, fsdp, mode) in {"data8": (8, 1, "replicated"), "fsdp": (2, 4, "fsdp")}.items():
+    cases = {"data8": (8, 1, "replicated", 1, reference), "fsdp": (2, 4, "fsdp", 1, reference),
+             "accumulate": (4, 1, "replicated", 2, accumulated)}  # 2 bags per device, 1 per micro-batch.
+    for name, (data, fsdp, mode, steps, expected) in cases.items():
         config.mesh.update(data=data, fsdp=fsdp)
-        params, specs, _ = run(config, jax.devices(), mode)
+        config.train.grad_accum_steps = steps
+        params, specs, _ = run(config, jax.devices()[:data * fsdp], mode)
         # Parameters agree to rtol 1e-5, with atol 1e-6 for entries near zero (the attention key bias gets
         # only rounding-noise gradients, which Adam scales up to ~lr).
-        close = jax.tree.map(lambda a, b: bool(np.allclose(a, b, rtol=1e-5, atol=1e-6)), params, reference)
-        diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, reference)
+        close = jax.tree.map(lambda a, b: bool(np.allclose(a, b, rtol=1e-5, atol=1e-6)), params, expected)
+        diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, expected)
         results[name] = {"allclose": all(jax.tree.leaves(close)), "max_abs_diff": max(jax.tree.leaves(diffs)),
                          "specs": specs}
     print(json.dumps(results))

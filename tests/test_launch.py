@@ -9,9 +9,9 @@ import shlex
 import subprocess
 import sys
 import time
+import tomllib
 
 import pytest
-import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES = ("gcloud", "gsutil", "gcsfuse", "git", "make", "nvidia-smi", "nohup")

@@ -38,6 +38,10 @@ def test_fsdp_step_equals_single_device_and_shards_parameters(multidevice):
     assert "fsdp" not in specs["['classifier']['hidden']['bias']"]
 
 
+def test_accumulated_step_on_four_devices_equals_one_device(multidevice):
+    assert multidevice["accumulate"]["allclose"], multidevice["accumulate"]["max_abs_diff"]
+
+
 def test_mesh_sizes_must_cover_the_devices():
     config = demo.get_config()
     config.mesh.update(data=3, fsdp=1)
