@@ -65,6 +65,13 @@ def get_config() -> ml_collections.ConfigDict:
     mesh.fsdp = 1  # Devices along the parameter-sharding axis.
     mesh.params = "replicated"  # "replicated" or "fsdp": parameters and optimiser state split over fsdp.
 
+    config.distributed = distributed = ml_collections.ConfigDict()
+    distributed.enabled = False  # Multi-host: connect the processes with jax.distributed.initialize.
+    distributed.coordinator_address = ""  # "host:port" of process 0; "" = detect (TPU, Slurm, MPI, env).
+    distributed.num_processes = 0  # 0 = detect.
+    distributed.process_id = -1  # -1 = detect.
+    distributed.local_device_ids = ""  # This process's devices, e.g. "0,1"; "" = all it sees.
+
     config.extract = extract = ml_collections.ConfigDict()
     extract.split = "test"  # A split, or "all": every pair of the benchmark.
     extract.top_k = 0  # Triplets written, best first; 0 = every (pair, relation) of the split.
