@@ -2,11 +2,12 @@
 
   python tests/multihost_check.py ROOT PROCESS_ID NUM_PROCESSES PORT
 
-Every process: prepares the tiny world's records (process 0 first), trains one epoch, resumes for a
-second one (state and per-process input position restored from the checkpoint), restores the
-latest checkpoint, evaluates the test split, exports a bundle and writes
-ROOT/run{NUM_PROCESSES}/result_{PROCESS_ID}.npz. The reference (NUM_PROCESSES=1) feeds the same
-global batches as two processes do: the local batches of shard 0 and shard 1, one after the other.
+Every process: prepares the tiny world's records (process 0 first), trains 2 epochs (4 steps, a
+validation after each), restores the latest checkpoint (the state, and its own input position: it
+reads the next batch), evaluates the one-process run's final parameters on the test split, exports
+a bundle and writes ROOT/run{NUM_PROCESSES}/result_{PROCESS_ID}.npz. The one-process reference
+(run first) feeds the same global batches as two processes do: the local batches of shard 0 and
+shard 1, one after the other.
 """
 
 import json
