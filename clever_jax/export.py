@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from clever_jax import distributed
 from clever_jax.data.records import read_manifest
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 from clever_jax.models.clever import Clever
@@ -27,16 +28,23 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spec
 
 
 def export_bundle(trainer) -> str:
-    """Writes WORKDIR/export from the best checkpoint of a train.Trainer's run; returns the folder."""
+    """Writes WORKDIR/export from the best checkpoint of a train.Trainer's run; returns the folder.
+
+    Every process takes part in saving the parameters; process 0 writes the other files.
+    """
     from clever_jax import train
 
     config, workdir = trainer.config, trainer.workdir
     params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
     out = os.path.join(os.path.abspath(workdir), "export")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    if distributed.is_main_process():
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+    distributed.barrier("export")
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.join(out, "params"), params)
+    if not distributed.is_main_process():
+        return out
     model = trainer.model
     manifest = read_manifest(trainer.records_dir)
     encoder = {k: (str(jnp.dtype(v)) if k == "dtype" else v) for k, v in dataclasses.asdict(model.encoder).items()}

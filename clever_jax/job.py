@@ -9,6 +9,8 @@ import os
 import numpy as np
 from absl import logging
 
+from clever_jax import distributed
+
 MODES = ("all", "prepare", "train", "eval", "extract", "export")
 
 
@@ -26,12 +28,32 @@ def quiet_libraries() -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
-def run(config, workdir: str, mode: str) -> None:
-    """Runs one mode (see the module docstring)."""
+def prepare_records(config, workdir: str) -> str:
+    """Builds (or reuses) the records; returns their folder.
+
+    With several processes, process 0 builds first; the others then reuse its records (a shared
+    workdir) or build the same ones on their own disk.
+    """
     from clever_jax.data import prepare
 
-    os.makedirs(workdir, exist_ok=True)
-    records_dir = prepare.prepare(config, workdir)
+    if distributed.is_main_process():
+        os.makedirs(workdir, exist_ok=True)
+        records_dir = prepare.prepare(config, workdir)
+    distributed.barrier("prepare")
+    if not distributed.is_main_process():
+        os.makedirs(workdir, exist_ok=True)
+        records_dir = prepare.prepare(config, workdir)
+    return records_dir
+
+
+def run(config, workdir: str, mode: str) -> None:
+    """Runs one mode (see the module docstring)."""
+    distributed.initialize(config)  # Before anything touches the devices.
+    if not distributed.is_main_process():
+        logging.set_verbosity(logging.WARNING)  # Process 0 reports progress; the others only problems.
+    from clever_jax.data import prepare
+
+    records_dir = prepare_records(config, workdir)
     if mode == "prepare":
         with open(os.path.join(workdir, prepare.STATS)) as f:
             for name, sizes in json.load(f)["splits"].items():
@@ -51,6 +73,7 @@ def run(config, workdir: str, mode: str) -> None:
     if mode == "export":
         logging.info("Exported to %s", export.export_bundle(trainer))
         return
+    main = distributed.is_main_process()  # Every process evaluates; process 0 writes the files.
     params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
     results, outputs = {}, {}
     if mode in ("all", "eval"):
@@ -58,15 +81,16 @@ def run(config, workdir: str, mode: str) -> None:
 
         for split in ("val", "test"):
             results[split], outputs[split] = trainer.evaluate(params, split, keep_evidence=mode == "all")
-        with open(os.path.join(workdir, "metrics.json"), "w") as f:
-            json.dump(results, f, indent=1)
         test = outputs["test"]
-        np.savez_compressed(os.path.join(workdir, "test_scores.npz"), scores=test.scores, labels=test.labels,
-                            pairs=test.pairs, bags=test.bags)
-        evaluate.precision_recall_plot(
-            {f"{config.model.head} (test)": evaluate.micro_curve(test.scores[:, 1:], test.labels[:, 1:])},
-            os.path.join(workdir, "pr_curve.png"),
-        )
+        if main:
+            with open(os.path.join(workdir, "metrics.json"), "w") as f:
+                json.dump(results, f, indent=1)
+            np.savez_compressed(os.path.join(workdir, "test_scores.npz"), scores=test.scores, labels=test.labels,
+                                pairs=test.pairs, bags=test.bags)
+            evaluate.precision_recall_plot(
+                {f"{config.model.head} (test)": evaluate.micro_curve(test.scores[:, 1:], test.labels[:, 1:])},
+                os.path.join(workdir, "pr_curve.png"),
+            )
         logging.info("Test: %s", " ".join(f"{k}={v:.2f}" for k, v in results["test"].items()))
     if mode in ("all", "extract"):
         from clever_jax.data.records import open_records
@@ -78,7 +102,8 @@ def run(config, workdir: str, mode: str) -> None:
                 _, outputs[name] = trainer.evaluate(params, name, keep_evidence=True)
         if split == "all":
             outputs["all"] = train.concat_outputs([outputs["train"], outputs["val"], outputs["test"]])
-        path = os.path.join(workdir, "triplets.jsonl")
-        count = write_triplets(path, outputs[split], open_records(records_dir)[0], benchmark_vocab(),
-                               config.extract.top_k, config.extract.num_evidence)
-        logging.info("Wrote %d triplets to %s", count, path)
+        if main:
+            path = os.path.join(workdir, "triplets.jsonl")
+            count = write_triplets(path, outputs[split], open_records(records_dir)[0], benchmark_vocab(),
+                                   config.extract.top_k, config.extract.num_evidence)
+            logging.info("Wrote %d triplets to %s", count, path)

@@ -10,6 +10,12 @@ Modes:
   extract: the best checkpoint's ranked triplets of config.extract.split -> triplets.jsonl.
   export: a self-contained inference bundle in DIR/export (see clever_jax.export).
 Override any config value on the command line, e.g. `--config.model.head=avg`.
+
+Multi-host: run the same command on every host (or once per GPU) with
+`--config.distributed.enabled=True` (see clever_jax.distributed); on TPU VMs, Slurm and MPI the
+processes find each other by themselves, elsewhere add `--config.distributed.coordinator_address=HOST:PORT`
+(process 0's), `--config.distributed.num_processes=N` and `--config.distributed.process_id=I`.
+The workdir must be storage every host can read and write (e.g. a GCS bucket mounted, or NFS).
 """
 
 from __future__ import annotations

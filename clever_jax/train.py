@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import time
 from typing import Any
 
 import flax
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,8 +27,9 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
-from clever_jax import evaluate, precision, sharding, weights
+from clever_jax import distributed, evaluate, precision, sharding, weights
 from clever_jax.data import pipeline
 from clever_jax.data.records import read_manifest
 from clever_jax.models.clever import Clever, bag_loss
@@ -258,7 +261,7 @@ def eval_step(params: Any, batch: dict, *, model: Clever) -> tuple[jax.Array, ja
 
 @dataclasses.dataclass
 class SplitOutputs:
-    """Everything an evaluation pass produces for one split (P bags, N instances).
+    """Everything an evaluation pass produces for one split (P bags, N instances), in bag id order.
 
     scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] (when
     `keep_evidence`, else None), gold_attention [P, N] (the evidence of each bag's gold relations,
@@ -278,26 +281,62 @@ class SplitOutputs:
     instance_mask: np.ndarray
 
 
-def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool = False) -> SplitOutputs:
-    """Scores every bag of a loader's split (one pass)."""
-    keys = ("labels", "pair", "bag", "images", "subjects", "objects", "annotated", "instance_mask")
-    collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence", "gold_attention")}
+def _padded_batches(loader, batch_size: int, num_steps: int | None):
+    """The loader's batches padded to `batch_size`, then empty batches (bag_mask False) up to `num_steps`."""
+    count, empty = 0, None
     for batch in loader:
-        batch = pipeline.pad_batch(batch, batch_size)
+        if num_steps is not None and count == num_steps:
+            raise ValueError(f"the loader has more than the {num_steps} batches expected")
+        empty = {k: v[:0] for k, v in batch.items()}
+        count += 1
+        yield pipeline.pad_batch(batch, batch_size)
+    if count < (num_steps or 0) and empty is None:
+        raise ValueError("this process's shard of the split is empty: the split has fewer bags than processes")
+    for _ in range(count, num_steps or 0):
+        yield pipeline.pad_batch(empty, batch_size)
+
+
+def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool = False,
+             num_steps: int | None = None) -> SplitOutputs:
+    """Scores every bag of a loader's split (one pass), over one process or several.
+
+    Args:
+      params: passed to `step_fn`.
+      step_fn: (params, batch) -> (scores [B, R+1], evidence [B, R+1, N]) of a process-local batch of
+        B = `batch_size` bags.
+      loader: this process's batches of the split (its shard when there are several processes).
+      batch_size: B; short batches are padded with empty bags.
+      keep_evidence: keep the evidence of every bag (else only the gold relations' attention).
+      num_steps: steps every process runs (shards can differ by a batch: the short ones are padded
+        with empty batches, so the processes stay in step); None: as many as the loader has.
+
+    Returns:
+      The outputs of every bag of the split, of all processes, on every process, in bag id order
+      (the order of the records), so the same whatever the number of processes.
+    """
+    if num_steps is None and jax.process_count() > 1:
+        raise ValueError("run_eval over several processes needs num_steps (the same on every process)")
+    keys = ("labels", "pair", "bag", "images", "subjects", "objects", "annotated", "instance_mask", "bag_mask")
+    collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence", "gold_attention")}
+    for batch in _padded_batches(loader, batch_size, num_steps):
         scores, evidence = jax.device_get(step_fn(params, batch))
-        real = batch["bag_mask"]
         gold = batch["labels"] / np.maximum(batch["labels"].sum(axis=1, keepdims=True), 1)
-        collected["gold_attention"].append(np.einsum("br,brn->bn", gold, evidence)[real])
-        collected["scores"].append(scores[real])
+        collected["gold_attention"].append(np.einsum("br,brn->bn", gold, evidence))
+        collected["scores"].append(scores)
         if keep_evidence:
-            collected["evidence"].append(evidence[real].astype(np.float16))
+            collected["evidence"].append(evidence.astype(np.float16))
         for k in keys:
-            collected[k].append(batch[k][real])
-    out = {k: np.concatenate(v) if v else None for k, v in collected.items()}
+            collected[k].append(batch[k])
+    local = {k: np.concatenate(v) for k, v in collected.items() if v}
+    out = multihost_utils.process_allgather(local, tiled=True)  # Processes' rows one after the other.
+    order = np.flatnonzero(out["bag_mask"])
+    order = order[np.argsort(out["bag"][order], kind="stable")]
+    out = {k: v[order] for k, v in out.items()}
     return SplitOutputs(
         scores=out["scores"], gold_attention=out["gold_attention"], labels=out["labels"] > 0, pairs=out["pair"],
-        bags=out["bag"], evidence=out["evidence"], images=out["images"], subjects=out["subjects"],
-        objects=out["objects"], annotated=out["annotated"], instance_mask=out["instance_mask"],
+        bags=out["bag"].astype(np.int64), evidence=out.get("evidence"), images=out["images"],
+        subjects=out["subjects"], objects=out["objects"], annotated=out["annotated"],
+        instance_mask=out["instance_mask"],
     )
 
 
@@ -347,10 +386,13 @@ class Trainer:
                                               self.batch_shapes())
         self.param_shardings = sharding.tree_shardings(self.abstract_params, self.mesh, config.mesh.params)
         self.eval_step = jax.jit(functools.partial(eval_step, model=self.model),
-                                 in_shardings=(self.param_shardings, self.batch_sharding))
+                                 in_shardings=(self.param_shardings, self.batch_sharding),
+                                 out_shardings=self.batch_sharding)
         self.grades = load_grades(config, workdir)
+        self.num_bags = {split: len(source) for split, source in pipeline.open_records(records_dir)[1].items()}
 
     def local_batch_size(self, train: bool) -> int:
+        """This process's share of a global batch (config.data.batch_size or eval_batch_size)."""
         data = self.config.data
         size = data.batch_size if train else data.eval_batch_size
         if size % self.mesh.size:
@@ -367,9 +409,18 @@ class Trainer:
         return sharding.global_batch(batch, self.batch_sharding)
 
     def evaluate(self, params: Any, split: str, keep_evidence: bool = False) -> tuple[dict, SplitOutputs]:
-        size = self.local_batch_size(train=False)
-        outputs = run_eval(params, lambda p, b: self.eval_step(p, self.global_batch(b)),
-                           self.loader(split, train=False), size, keep_evidence)
+        """Metrics and outputs of a split; with several processes each scores its shard and all get everything."""
+        size, processes = self.local_batch_size(train=False), jax.process_count()
+        num_bags = self.num_bags[split]
+        if num_bags < processes:
+            raise ValueError(f"split {split!r} has {num_bags} bags, fewer than the {processes} processes")
+        num_steps = math.ceil(math.ceil(num_bags / processes) / size)  # Batches of the largest shard.
+
+        def step_fn(params: Any, batch: dict) -> tuple[jax.Array, jax.Array]:
+            outputs = self.eval_step(params, self.global_batch(batch))
+            return multihost_utils.global_array_to_host_local_array(outputs, self.mesh, self.batch_sharding.spec)
+
+        outputs = run_eval(params, step_fn, self.loader(split, train=False), size, keep_evidence, num_steps)
         return split_metrics(outputs, self.grades), outputs
 
     def example_params(self) -> Any:
@@ -415,10 +466,9 @@ class Trainer:
         checkpoints = Checkpoints(self.workdir)
         iterator = iter(self.loader("train", train=True))
         plateau, history = Plateau(), []
-        restored = checkpoints.restore_latest(state)
+        restored = checkpoints.restore_latest(state, iterator)
         if restored is not None:
             state, meta = restored
-            iterator.set_state(meta["data"].encode())
             plateau, history = Plateau(**meta["plateau"]), meta["history"]
             logging.info("Resumed from step %d", int(state.step))
         num_bags = len(pipeline.open_records(self.records_dir)[1]["train"])
@@ -429,8 +479,8 @@ class Trainer:
         scaling, skipped = state.loss_scale is not None, 0
 
         def save(kind: str, metrics: dict | None = None) -> None:
-            meta = {"data": iterator.get_state().decode(), "plateau": dataclasses.asdict(plateau), "history": history}
-            checkpoints.save(kind, state, meta, metrics)
+            meta = {"plateau": dataclasses.asdict(plateau), "history": history}
+            checkpoints.save(kind, state, meta, metrics, iterator)
 
         try:
             while step < total_steps and plateau.decays < t.max_decays:
@@ -483,8 +533,9 @@ class Trainer:
             raise
         finally:
             checkpoints.wait()  # Saves are asynchronous: finish them before returning or raising.
-        with open(os.path.join(self.workdir, "history.json"), "w") as f:
-            json.dump(history, f, indent=1)
+        if distributed.is_main_process():
+            with open(os.path.join(self.workdir, "history.json"), "w") as f:
+                json.dump(history, f, indent=1)
         return max(history, key=lambda h: h["score"]) if history else {}
 
     def batch_shapes(self) -> dict:
@@ -514,36 +565,52 @@ def load_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray |
 
 
 class Checkpoints:
-    """Orbax managers for WORKDIR/checkpoints/{latest,best}: train state + JSON metadata."""
+    """Orbax managers for WORKDIR/checkpoints/{latest,best}: train state, JSON metadata and input position.
+
+    With several processes every process calls save and restore (orbax coordinates them; the
+    folder must be storage all processes share); the input position is one file per process
+    (Grain's checkpoint handler), so a run resumes with the same number of processes.
+    """
 
     def __init__(self, workdir: str):
         self.root = os.path.join(os.path.abspath(workdir), "checkpoints")
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        self.managers = {
-            kind: ocp.CheckpointManager(os.path.join(self.root, kind), options=options) for kind in ("latest", "best")
-        }
+        self.managers = {}
+        for kind in ("latest", "best"):
+            # Each manager its own barrier names: their asynchronous saves can overlap.
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=kind))
+            self.managers[kind] = ocp.CheckpointManager(os.path.join(self.root, kind), options=options)
 
-    def save(self, kind: str, state: TrainState, meta: dict, metrics: dict | None = None) -> None:
+    def save(self, kind: str, state: TrainState, meta: dict, metrics: dict | None = None, data=None) -> None:
+        """Saves `state`, `meta` + metrics and the position of the `data` iterator (if given) once per step."""
         manager = self.managers[kind]
         step = int(state.step)
         if manager.latest_step() == step:
             return
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
-                                                   meta=ocp.args.JsonSave({**meta, "metrics": metrics})))
+        items = {"state": ocp.args.PyTreeSave(state), "meta": ocp.args.JsonSave({**meta, "metrics": metrics})}
+        if data is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data)
+        manager.save(step, args=ocp.args.Composite(**items))
 
     def wait(self) -> None:
         for manager in self.managers.values():
             manager.wait_until_finished()
 
-    def restore_latest(self, target: TrainState) -> tuple[TrainState, dict] | None:
+    def restore_latest(self, target: TrainState, data=None) -> tuple[TrainState, dict] | None:
+        """The latest state (with `target`'s shapes and shardings) and metadata; moves the `data` iterator
+        (if given) to the saved position. None when there is no checkpoint."""
         manager = self.managers["latest"]
         step = manager.latest_step()
         if step is None:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
-        state_args = ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args)
-        restored = manager.restore(step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
+        items = {"state": ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args),
+                 "meta": ocp.args.JsonRestore()}
+        if data is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data)
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], restored["meta"]
 
     def restore_params(self, kind: str, target_params: Any) -> Any:

@@ -69,11 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
     mesh.params = "replicated"  # "replicated" or "fsdp": parameters and optimiser state split over fsdp.
 
     config.distributed = distributed = ml_collections.ConfigDict()
-    distributed.enabled = False  # jax.distributed.initialize before anything touches devices.
-    distributed.coordinator_address = ""  # "" = auto-detect (TPU slices, SLURM, ...).
-    distributed.num_processes = 0  # 0 = auto.
-    distributed.process_id = -1  # -1 = auto.
-    distributed.local_device_ids = ""  # "" = all.
+    distributed.enabled = False  # Multi-host: connect the processes with jax.distributed.initialize.
+    distributed.coordinator_address = ""  # "host:port" of process 0; "" = detect (TPU, Slurm, MPI, env).
+    distributed.num_processes = 0  # 0 = detect.
+    distributed.process_id = -1  # -1 = detect.
+    distributed.local_device_ids = ""  # This process's devices, e.g. "0,1"; "" = all it sees.
 
     config.extract = extract = ml_collections.ConfigDict()
     extract.split = "test"  # A split, or "all": every pair of the benchmark.

@@ -186,7 +186,9 @@ def make_loader(
     Training loaders shuffle, repeat (`num_epochs=None`) and drop the remainder; evaluation
     loaders read each bag once in order and keep a short last batch (see `pad_batch`). Each JAX
     process reads its own shard (`grain.sharding.ShardByJaxProcess` unless `shard_options`
-    says otherwise). The iterator's position is `iter(loader).get_state()`.
+    says otherwise); an evaluation shard is a contiguous range of the split, the first ones one
+    bag longer when the split does not divide evenly. The iterator's position is
+    `iter(loader).get_state()`.
     """
     if worker_count and not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()  # Grain's workers read absl flags; outside app.run take the defaults.
@@ -195,6 +197,14 @@ def make_loader(
         raise ValueError(f"{records_dir}: no bags in split {split!r}; splits built: {sorted(bags)}")
     source = bags[split]
     shard_options = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=train)
+    if not train and shard_options.shard_count > 1:
+        # grain.DataLoader gives every shard len // shard_count records, losing the remainder: read
+        # this shard's contiguous range (the first len % shard_count shards one record more) instead.
+        index, count = shard_options.shard_index, shard_options.shard_count
+        size, extra = divmod(len(source), count)
+        start = index * size + min(index, extra)
+        source = grain.MapDataset.source(source)[start:start + size + (index < extra)]
+        shard_options = grain.sharding.NoSharding()
     sampler = grain.samplers.IndexSampler(
         num_records=len(source),
         shard_options=shard_options,

@@ -1,0 +1,143 @@
+"""One process of a multi-host run on CPU (see test_multihost.py), or the one-process reference.
+
+  python tests/multihost_check.py ROOT PROCESS_ID NUM_PROCESSES PORT
+
+Every process: prepares the tiny world's records (process 0 first), trains 2 epochs (4 steps, a
+validation after each), restores the latest checkpoint (the state, and its own input position: it
+reads the next batch), evaluates the one-process run's final parameters on the test split, exports
+a bundle and writes ROOT/run{NUM_PROCESSES}/result_{PROCESS_ID}.npz. The one-process reference
+(run first) feeds the same global batches as two processes do: the local batches of shard 0 and
+shard 1, one after the other.
+"""
+
+import json
+import os
+import sys
+import traceback
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clever_jax import distributed, export, job, sharding, train
+from clever_jax.data import pipeline
+from clever_jax.data.vocab import benchmark_vocab
+from configs import demo
+
+SHARDS = 2  # Processes of the multi-process run (the reference imitates their input).
+
+
+def write_tiny_bert(folder: str) -> None:
+    """A BERT folder with a small random encoder (hidden size 32) and the benchmark's words as vocabulary."""
+    if os.path.isfile(os.path.join(folder, "vocab.txt")):
+        return  # Left as it is: the records' fingerprint includes its modification time.
+    words = sorted({w for name in benchmark_vocab().entities for w in name.lower().split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({"model_type": "bert", "vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 1,
+                   "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}, f)
+    with open(os.path.join(folder, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+
+
+def tiny_config(root: str, process_id: int, num_processes: int, port: int):
+    config = demo.get_config()
+    config.data.world.update(num_images=150, feature_dim=8)
+    config.data.world_dir = os.path.join(root, "world")
+    # 18 train bags (2 steps an epoch), 131 val and 321 test bags: the test split's shards (161 and 160
+    # bags) take 21 and 20 local batches of 8, so process 1 adds an empty batch.
+    config.data.update(split_ratios=(0.1, 0.3, 0.6), na_ratio=0.5, bag_size=4, text_len=16, num_regions=6,
+                       batch_size=8, eval_batch_size=16)
+    config.model.update(checkpoint_dir=os.path.join(root, "bert"), pretrained=False, num_layers=1, head="clever")
+    config.train.update(max_epochs=2, warmup_steps=2, log_every=2, lr=1e-3)
+    config.distributed.update(enabled=num_processes > 1, coordinator_address=f"localhost:{port}",
+                              num_processes=num_processes, process_id=process_id)
+    return config
+
+
+class ShardPairs:
+    """Iterator over the global batches of a two-process run: shard 0's local batch, then shard 1's."""
+
+    def __init__(self, loaders):
+        self.iterators = [iter(loader) for loader in loaders]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        parts = [next(it) for it in self.iterators]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def get_state(self) -> bytes:
+        return json.dumps([it.get_state().decode() for it in self.iterators]).encode()
+
+    def set_state(self, state: bytes) -> None:
+        for it, part in zip(self.iterators, json.loads(state), strict=True):
+            it.set_state(part.encode())
+
+    def start_prefetch(self) -> None:  # Called by Grain's checkpoint handler after restoring.
+        pass
+
+
+class ReferenceTrainer(train.Trainer):
+    """One process whose training batches are those of a two-process run."""
+
+    def loader(self, split: str, *, train: bool):
+        if not train:
+            return super().loader(split, train=False)
+        return ShardPairs([
+            pipeline.make_loader(self.records_dir, split, self.shape, self.local_batch_size(True) // SHARDS,
+                                 train=True, seed=self.config.seed,
+                                 shard_options=grain.sharding.ShardOptions(i, SHARDS, drop_remainder=True))
+            for i in range(SHARDS)
+        ])
+
+
+def abstract_state(trainer: train.Trainer) -> train.TrainState:
+    """Shapes, dtypes and shardings of the train state (the restore target)."""
+    params = trainer.example_params()
+    opt_state = jax.eval_shape(train.make_optimizer(trainer.config, params).init, params)
+    opt_shardings = sharding.tree_shardings(opt_state, trainer.mesh, trainer.config.mesh.params)
+    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), opt_state, opt_shardings)
+    return train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32, sharding=trainer.replicated), params=params,
+                            opt_state=opt_state,
+                            lr_scale=jax.ShapeDtypeStruct((), jnp.float32, sharding=trainer.replicated))
+
+
+def main(root: str, process_id: int, num_processes: int, port: int) -> None:
+    config = tiny_config(root, process_id, num_processes, port)
+    distributed.initialize(config)
+    assert jax.process_count() == num_processes and jax.process_index() == process_id
+    if distributed.is_main_process():
+        write_tiny_bert(config.model.checkpoint_dir)
+    records_dir = job.prepare_records(config, os.path.join(root, "prepared"))
+    workdir = os.path.join(root, f"run{num_processes}")
+    trainer = (train.Trainer if num_processes > 1 else ReferenceTrainer)(config, workdir, records_dir)
+    trainer.train()
+
+    checkpoints = train.Checkpoints(workdir)  # Every process restores the state and its own input position.
+    iterator = iter(trainer.loader("train", train=True))
+    state, meta = checkpoints.restore_latest(abstract_state(trainer), iterator)
+    next_bags = next(iterator)["bag"]
+    # The reference run's parameters (saved by one process on 4 devices, restored here on this topology).
+    params = train.Checkpoints(os.path.join(root, "run1")).restore_params("latest", trainer.example_params())
+    metrics, outputs = trainer.evaluate(params, "test", keep_evidence=True)
+    export.export_bundle(trainer)
+    trained = {jax.tree_util.keystr(path): np.asarray(leaf)
+              for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+    np.savez(os.path.join(workdir, f"result_{process_id}.npz"), step=np.asarray(state.step), next_bags=next_bags,
+             scores=outputs.scores,
+             evidence=outputs.evidence, gold_attention=outputs.gold_attention, bags=outputs.bags,
+             labels=outputs.labels, images=outputs.images, test_metrics=json.dumps(metrics),
+             history=json.dumps(meta["history"]), devices=jax.device_count(),
+             **{f"param{k}": v for k, v in trained.items()})
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)  # At once: a normal exit would wait for the other processes at JAX's shutdown barrier.
