@@ -471,8 +471,7 @@ class Trainer:
             state, meta = restored
             plateau, history = Plateau(**meta["plateau"]), meta["history"]
             logging.info("Resumed from step %d", int(state.step))
-        num_bags = len(pipeline.open_records(self.records_dir)[1]["train"])
-        steps_per_epoch = max(num_bags // config.data.batch_size, 1)
+        steps_per_epoch = max(self.num_bags["train"] // config.data.batch_size, 1)
         total_steps = t.max_epochs * steps_per_epoch
         eval_every = t.eval_every_steps or steps_per_epoch
         step, clock, window = int(state.step), time.perf_counter(), []
