@@ -176,6 +176,7 @@ def test_accelerator_installs_add_the_jax_extras(tmp_path):
         extras = tomllib.load(f)["project"]["optional-dependencies"]
     assert (extras["cuda"], extras["tpu"]) == (["jax[cuda12]"], ["jax[tpu]"])
     for target, extra in (("install-cuda", "cuda"), ("install-tpu", "tpu")):
-        dry = subprocess.run(["make", "--no-print-directory", "-n", target, f"VENV={tmp_path}/venv"], cwd=ROOT, capture_output=True, text=True)
+        dry = subprocess.run(["make", "--no-print-directory", "-n", target, f"VENV={tmp_path}/venv"], cwd=ROOT,
+                             capture_output=True, text=True)
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.splitlines()[-1] == f'{tmp_path}/venv/bin/python -m pip install --quiet -e ".[{extra}]"'
