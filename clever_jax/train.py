@@ -93,6 +93,7 @@ def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> Encode
         region_layer_norm=config.model.region_layer_norm,
         dtype=jnp.dtype(config.model.dtype),
         remat=config.model.remat,
+        freeze_word_embeddings=config.train.freeze_word_embeddings,
     )
 
 
