@@ -275,6 +275,33 @@ def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str,
 # The loop.
 
 
+def place_state(params: Any, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                mode: str) -> tuple[TrainState, TrainState]:
+    """The state at step 0 for `params`, placed on `mesh` (parameters and optimiser state replicated
+    or split over fsdp by `mode`: sharding.tree_shardings), and its shardings."""
+    replicated = sharding.replicated(mesh)
+    param_shardings = sharding.tree_shardings(params, mesh, mode)
+    params = jax.device_put(params, param_shardings)
+    opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), mesh, mode)
+    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+    state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
+                       opt_state=opt_state, lr_scale=jax.device_put(jnp.ones((), jnp.float32), replicated))
+    shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings, lr_scale=replicated)
+    return state, shardings
+
+
+def jit_train_step(model: Clever, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                   mesh: jax.sharding.Mesh, state_shardings: TrainState):
+    """train_step jitted for `mesh`: the state (donated) and a batch (bags split over all devices)
+    in, the state and replicated metrics out."""
+    return jax.jit(
+        functools.partial(train_step, model=model, tx=tx, config=config),
+        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
 class Trainer:
     """Builds the mesh, loaders, model, optimiser and checkpoint managers for one run.
 
@@ -325,23 +352,11 @@ class Trainer:
 
     def initial_state(self, tx: optax.GradientTransformation) -> tuple[TrainState, Any]:
         """The state at step 0, placed with its shardings, and those shardings."""
-        params = jax.device_put(self._initial_params(), self.param_shardings)
-        opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), self.mesh, self.config.mesh.params)
-        opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-        state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), self.replicated), params=params,
-                           opt_state=opt_state, lr_scale=jax.device_put(jnp.ones((), jnp.float32), self.replicated))
-        shardings = TrainState(step=self.replicated, params=self.param_shardings, opt_state=opt_shardings,
-                               lr_scale=self.replicated)
-        return state, shardings
+        return place_state(self._initial_params(), tx, self.mesh, self.config.mesh.params)
 
     def train_step_fn(self, tx: optax.GradientTransformation, state_shardings: Any):
         """The jitted train step: state and batch in, state and (replicated) metrics out."""
-        return jax.jit(
-            functools.partial(train_step, model=self.model, tx=tx, config=self.config),
-            in_shardings=(state_shardings, self.batch_sharding),
-            out_shardings=(state_shardings, self.replicated),
-            donate_argnums=0,
-        )
+        return jit_train_step(self.model, tx, self.config, self.mesh, state_shardings)
 
     def train(self) -> dict:
         """Trains until the plateau schedule or max_epochs stops it; returns the best validation metrics."""
