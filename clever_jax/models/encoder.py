@@ -153,7 +153,7 @@ class Dropout(nn.Module):
         threshold = round((1.0 - self.rate) * 2**16)
         size = x.shape[-1]
         words = jax.random.bits(self.make_rng("dropout"), (*x.shape[:-1], (size + 1) // 2), jnp.uint32)
-        halves = jnp.concatenate([words & 0xFFFF, words >> 16], axis=-1)[..., :size]
+        halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(*x.shape[:-1], -1)[..., :size]
         return jnp.where(halves < threshold, x * (2**16 / threshold), 0).astype(x.dtype)
 
 
