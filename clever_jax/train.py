@@ -189,11 +189,16 @@ def train_step(
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     grad_norm = optax.global_norm(grads)
     lr = warmup_lr(config, state.step) * state.lr_scale
-    updates, opt_state = tx.update(grads, _set_lr(state.opt_state, lr), state.params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                     lr_scale=state.lr_scale)
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+
+    def update(state: TrainState) -> TrainState:
+        updates, opt_state = tx.update(grads, _set_lr(state.opt_state, lr), state.params)
+        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state)
+
+    # A branch rather than a select between the new and the old state, which kept the old state alive:
+    # XLA then copied the optimiser state every step instead of updating it in place.
+    new = jax.lax.cond(finite, update, lambda state: state, state)
     return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
 
 
