@@ -6,7 +6,7 @@ WORKDIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench-data results clean bench install-cuda install-tpu
+.PHONY: demo test lint bench-data results clean bench bench-scaling install-cuda install-tpu
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,3 +46,8 @@ results: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m clever_jax.bench --config=configs/demo.py --out=runs/bench/demo.json
+
+# Weak scaling: the train step on 1 device (demo batch) and on 8 forced CPU host devices (8x the batch).
+bench-scaling: $(VENV)/.installed
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m clever_jax.bench --config=configs/demo.py \
+		--weak_scaling=8 --out=runs/bench/demo_scaling.json

@@ -2,10 +2,13 @@
 
   python -m clever_jax.bench --config=configs/demo.py [--config.x=y ...] [--out=PATH] [--repeats=K]
       [--records=DIR] [--pretrained]
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m clever_jax.bench --config=configs/demo.py \
+      --weak_scaling=8     (weak scaling: see `weak_scaling`)
 
 Builds the model and optimiser as `train.Trainer` does, on a batch with the input pipeline's
 exact layout (synthetic by default, or real batches of a prepared records folder with
---records), compiles `train.train_step` (state donated) and `train.eval_step`, warms up, then
+--records), compiles `train.train_step` (state donated) and `train.eval_step` with the shardings
+training uses (train.place_state, train.jit_train_step; a one-device mesh), warms up, then
 times K single steps each (block_until_ready after every step) and reports the median and
 quartiles. Writes a JSON report (default runs/bench/<config name>.json) and prints a summary
 whose last line ends in `mfu=<value>`.
@@ -20,9 +23,11 @@ FFN size I, region size F, pair size D = 4H, classifier hidden C = 8H, R + 1 rel
   attention scores, mix    per layer 2 B N 2 L^2 H (q.k and probs.v)
   FFN                      per layer 2 B N 2 L H I
   classifier (instances)   2 B N (D C + C (R+1))  (all heads but avg in training)
-  head                     clever (and att/clever eval): per-relation bags 2 B (R+1) N D, the
-                           classifier's hidden layer on them 2 B (R+1) D C, its diagonal
-                           2 B (R+1) C; avg: mean 2 B N D + classifier on B bags; att (train):
+  head                     clever (train): per-relation bags 2 B (R+1) N D, the classifier's
+                           hidden layer on them 2 B (R+1) D C, its diagonal 2 B (R+1) C; att/clever
+                           (eval, factorised: models/heads.py): per-relation mixes of the instances'
+                           hidden pre-activations 2 B (R+1) N C, the diagonal 2 B (R+1) C;
+                           avg: mean 2 B N D + classifier on B bags; att (train):
                            weighted sum 2 B N D + classifier on B bags; one (train): classifier
                            on B bags; one/max (eval): nothing more.
 
@@ -40,8 +45,7 @@ the share of real (unpadded) tokens (text + regions of real instances, over B N 
 tokens/s are reported both ways.
 
 Synthetic batches (`synthetic_batch`) follow the demo world's statistics: on the demo config
-they have 53.0% real tokens, the prepared demo records 53.3%. The steps run on one device
-(jax.devices()[0]) without a mesh.
+they have 53.0% real tokens, the prepared demo records 53.3%. The steps run on the first device.
 
 Report (JSON): device, jax_version, flax_version, precision, config (sizes), data (source,
 real/padded tokens and instances per batch, real_token_share), train and eval ({median,p25,p75}_s,
@@ -49,7 +53,8 @@ times_s, compile_s, bags/instances/tokens per second (real_* too), flops_analyti
 xla_over_analytic, flops_parts, flops_per_s, mfu, useful_mfu}), peak (flops_per_s, size, dtype,
 by_size), and at top level peak_flops, flops_analytic, flops_xla (train step),
 flops_{analytic,xla}_eval, bags_per_s, instances_per_s, tokens_per_s, real_tokens_per_s, mfu,
-mfu_eval, useful_mfu, useful_mfu_eval.
+mfu_eval, useful_mfu, useful_mfu_eval. With --weak_scaling=K: the report of `weak_scaling`, and a
+last line ending in `time_ratio=<value>`.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import train
+from clever_jax import precision, sharding, train
 from clever_jax.data import pipeline
 from clever_jax.data.records import read_manifest
 from clever_jax.data.vg import GEOMETRY_DIM
@@ -130,7 +135,9 @@ def _head_flops(head: str, batch_size: int, s: Shapes, *, train: bool) -> float:
     """Matmul FLOPs of a head after the instance classifier (forward)."""
     b, n, d, c, r = batch_size, s.bag_size, 4 * s.hidden, 8 * s.hidden, s.num_relations
     classify_bags = 2 * b * (d * c + c * r)
-    if head == "clever" or (head == "att" and not train):
+    if head in ("att", "clever") and not train:
+        return 2 * b * r * n * c + 2 * b * r * c
+    if head == "clever":
         return 2 * b * r * n * d + 2 * b * r * d * c + 2 * b * r * c
     if head in ("avg", "att"):
         return 2 * b * n * d + classify_bags
@@ -354,8 +361,9 @@ class Compiled:
 
     Attributes:
       shapes: the sizes. config: the resolved config (pretrained as asked).
-      train_step: compiled train.train_step (state donated). eval_step: compiled train.eval_step.
-      state: the initial train state. train_batch, eval_batch: device batches (B and eval B bags).
+      train_step: compiled train.train_step (state donated). eval_step: compiled train.eval_step (or None).
+      state: the initial train state. train_batch, eval_batch: device batches (B and eval B bags; None
+        without the eval step).
       tokens: real / padded token counts of the train batches (`token_counts`).
       source: "synthetic" or the records folder. compile_s: seconds to compile each step.
     """
@@ -366,17 +374,20 @@ class Compiled:
     eval_step: Any
     state: train.TrainState
     train_batch: dict
-    eval_batch: dict
+    eval_batch: dict | None
     tokens: dict[str, float]
     source: str
     compile_s: dict[str, float]
 
 
 def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", pretrained: bool = False,
-                  num_token_batches: int = 20) -> Compiled:
-    """Builds model, optimiser, state and batches as train.Trainer does, and compiles both steps."""
+                  num_token_batches: int = 20, devices: list | None = None, with_eval: bool = True) -> Compiled:
+    """Builds model, optimiser, state and batches as train.Trainer does, and compiles the train step
+    and (`with_eval`) the eval step for a mesh (config.mesh) over `devices` (default: the first device)."""
     config = config.copy_and_resolve_references()
     config.model.pretrained = pretrained
+    mesh = sharding.make_mesh(config, devices or jax.devices()[:1])
+    batch_sharding = sharding.batch_sharding(mesh)
     if records_dir:
         manifest = read_manifest(records_dir)
         model, s = build(config, manifest["region_dim"], manifest["num_relations"])
@@ -388,18 +399,20 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
         objects = default_objects_per_image(config)
         train_batches = [synthetic_batch(s, s.batch_size, rng, objects) for _ in range(num_token_batches)]
         eval_batches = [synthetic_batch(s, s.eval_batch_size, rng, objects)]
-    train_batch, eval_batch = jax.device_put(train_batches[0]), jax.device_put(eval_batches[0])
+    train_batch = sharding.global_batch(train_batches[0], batch_sharding)
+    eval_batch = sharding.global_batch(eval_batches[0], batch_sharding) if with_eval else None
 
-    params = train.init_params(model, config, eval_batch, config.seed)
+    params = jax.device_get(train.init_params(model, config, train_batches[0], config.seed))
     tx = train.make_optimizer(config, params)
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                             lr_scale=jnp.ones((), jnp.float32))
-    train_fn = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config), donate_argnums=0)
-    eval_fn = jax.jit(functools.partial(train.eval_step, model=model))
+    state, state_shardings = train.place_state(params, tx, mesh, config.mesh.params,
+                                               precision.initial_loss_scale(config))
+    train_fn = train.jit_train_step(model, tx, config, mesh, state_shardings)
+    eval_fn = jax.jit(functools.partial(train.eval_step, model=model), in_shardings=(state_shardings.params,
+                                                                                    batch_sharding))
     start = time.perf_counter()
     train_compiled = train_fn.lower(state, train_batch).compile()
     middle = time.perf_counter()
-    eval_compiled = eval_fn.lower(params, eval_batch).compile()
+    eval_compiled = eval_fn.lower(state.params, eval_batch).compile() if with_eval else None
     compile_s = {"train": middle - start, "eval": time.perf_counter() - middle}
     return Compiled(shapes=s, config=config, train_step=train_compiled, eval_step=eval_compiled, state=state,
                     train_batch=train_batch, eval_batch=eval_batch, tokens=token_counts(train_batches),
@@ -421,6 +434,67 @@ def measure(c: Compiled, *, repeats: int = 10, warmup: int = 2, peak_sizes: list
     train_times = time_train(c.train_step, c.state, c.train_batch, warmup, repeats)
     peak = matmul_peak(jnp.dtype(c.config.model.dtype), peak_sizes or default_peak_sizes(jax.devices()[0].platform))
     return make_report(c, step_flops(c.shapes), flops_xla, train_times, eval_times, peak)
+
+
+def weak_scaling(config: ml_collections.ConfigDict, num_devices: int, *, repeats: int = 10, warmup: int = 2,
+                 records_dir: str = "", pretrained: bool = False) -> dict[str, Any]:
+    """Weak scaling of the train step: b = config.data.batch_size bags on one device, then K b bags on
+    a mesh (config.mesh) of the first K = `num_devices` devices, b per device.
+
+    time_ratio = median sharded step / median single-device step. Devices with their own compute
+    (GPUs, TPU chips) would ideally keep it at 1. Forced CPU host devices
+    (XLA_FLAGS=--xla_force_host_platform_device_count=K) share the machine's cores, which the
+    single-device step already keeps busy, so the sharded step does K times the work on the same
+    cores: the ideal ratio is K, and normalised_time_ratio = time_ratio / ideal_time_ratio is 1 when
+    partitioning and collectives cost nothing (above 1: their overhead; below 1: K devices use the
+    cores better than one).
+
+    Returns: devices, platform, cpu_count, per_device_batch, global_batch, single and sharded
+    (`time_train` timings plus bags_per_s and compile_s), time_ratio, ideal_time_ratio,
+    normalised_time_ratio, config (sizes), mesh (axis sizes), params mode.
+    """
+    devices = jax.devices()
+    if num_devices < 2 or len(devices) < num_devices:
+        raise ValueError(f"weak scaling over {num_devices} devices: {len(devices)} {devices[0].platform} devices "
+                         "available (need 2 or more; on CPU set XLA_FLAGS=--xla_force_host_platform_device_count="
+                         f"{max(num_devices, 2)})")
+    per_device = config.data.batch_size
+    single_config = config.copy_and_resolve_references()
+    single_config.mesh.update(data=1, fsdp=1)
+    sharded_config = config.copy_and_resolve_references()
+    sharded_config.data.batch_size = num_devices * per_device
+    runs, shapes, mesh_shape = {}, None, None
+    for name, cfg, k in (("single", single_config, 1), ("sharded", sharded_config, num_devices)):
+        c = compile_steps(cfg, records_dir=records_dir, pretrained=pretrained, num_token_batches=1,
+                          devices=devices[:k], with_eval=False)
+        times = time_train(c.train_step, c.state, c.train_batch, warmup, repeats)
+        runs[name] = {**times, "bags_per_s": cfg.data.batch_size / times["median_s"], "compile_s": c.compile_s["train"]}
+        shapes = shapes or c.shapes
+        mesh_shape = dict(sharding.make_mesh(cfg, devices[:k]).shape)
+    platform_name = devices[0].platform
+    ratio = runs["sharded"]["median_s"] / runs["single"]["median_s"]
+    ideal = float(num_devices) if platform_name == "cpu" else 1.0
+    return {
+        "devices": num_devices, "platform": platform_name, "kind": devices[0].device_kind, "cpu_count": os.cpu_count(),
+        "jax_version": jax.__version__, "per_device_batch": per_device, "global_batch": num_devices * per_device,
+        "config": {**dataclasses.asdict(shapes), "seq_len": shapes.seq_len}, "mesh": mesh_shape,
+        "params": config.mesh.params, "single": runs["single"], "sharded": runs["sharded"], "time_ratio": ratio,
+        "ideal_time_ratio": ideal, "normalised_time_ratio": ratio / ideal,
+    }
+
+
+def scaling_summary(report: dict[str, Any]) -> list[str]:
+    """Human-readable lines of a weak-scaling report; the last one ends in `time_ratio=<value>`."""
+    single, sharded, k = report["single"], report["sharded"], report["devices"]
+    ms = lambda t: f"{1e3 * t['median_s']:.1f} ms (IQR {1e3 * t['p25_s']:.1f}-{1e3 * t['p75_s']:.1f})"  # noqa: E731
+    return [
+        f"weak scaling on {k} {report['platform']} devices ({report['cpu_count']} CPU cores), mesh {report['mesh']}, "
+        f"params {report['params']}, jax {report['jax_version']}",
+        f"single device, {report['per_device_batch']} bags: {ms(single)}, {single['bags_per_s']:.1f} bags/s",
+        f"{k} devices, {report['global_batch']} bags: {ms(sharded)}, {sharded['bags_per_s']:.1f} bags/s",
+        f"ideal ratio {report['ideal_time_ratio']:.0f}; normalised_time_ratio={report['normalised_time_ratio']:.3f}; "
+        f"time_ratio={report['time_ratio']:.3f}",
+    ]
 
 
 def make_report(c: Compiled, flops: dict[str, Any], flops_xla: dict[str, float], train_times: dict,
@@ -515,6 +589,10 @@ def define_flags() -> None:
     flags.DEFINE_boolean("pretrained", False, "Load the pretrained encoder weights (timing does not need them).")
     flags.DEFINE_list("peak_sizes", [], "Square matmul sizes for the peak; default by device (CPU: "
                       "1024,2048,3072; else 2048,4096,8192).")
+    flags.DEFINE_integer("weak_scaling", 0, "K > 1: instead of the benchmark, time the train step on one device "
+                         "(config.data.batch_size bags) and on K devices (K times as many); CPU needs "
+                         "XLA_FLAGS=--xla_force_host_platform_device_count=K. Report default "
+                         "runs/bench/<config name>_scaling.json.")
     flags.mark_flags_as_required(["config"])
 
 
@@ -523,15 +601,22 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
     config_path = config_flags.get_config_filename(args["config"])
-    out = args.out or os.path.join("runs", "bench", os.path.splitext(os.path.basename(config_path))[0] + ".json")
-    report = run(args.config, repeats=args.repeats, warmup=args.warmup, records_dir=args.records,
-                 pretrained=args.pretrained, peak_sizes=[int(n) for n in args.peak_sizes] or None)
+    name = os.path.splitext(os.path.basename(config_path))[0] + ("_scaling" if args.weak_scaling else "")
+    out = args.out or os.path.join("runs", "bench", name + ".json")
+    if args.weak_scaling:
+        report = weak_scaling(args.config, args.weak_scaling, repeats=args.repeats, warmup=args.warmup,
+                              records_dir=args.records, pretrained=args.pretrained)
+        lines = scaling_summary(report)
+    else:
+        report = run(args.config, repeats=args.repeats, warmup=args.warmup, records_dir=args.records,
+                     pretrained=args.pretrained, peak_sizes=[int(n) for n in args.peak_sizes] or None)
+        lines = summary(report)
     report["config"]["file"] = config_path
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(report, f, indent=1)
     logging.info("Report in %s", out)
-    print("\n".join(summary(report)), flush=True)
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

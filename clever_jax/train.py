@@ -101,6 +101,7 @@ def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> Encode
         region_layer_norm=config.model.region_layer_norm,
         dtype=jnp.dtype(precision.check_policy(config)),
         remat=config.model.remat,
+        freeze_word_embeddings=config.train.freeze_word_embeddings,
     )
 
 
@@ -241,14 +242,17 @@ def train_step(
     loss, grads = loss_and_grads(state.params, batch, rng, scale, model=model, config=config)
     grad_norm = optax.global_norm(grads)
     lr = warmup_lr(config, state.step) * state.lr_scale
-    updates, opt_state = tx.update(grads, _set_lr(state.opt_state, lr), state.params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep_if_finite = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
-    new = TrainState(
+
+    def update(state: TrainState) -> TrainState:
+        updates, opt_state = tx.update(grads, _set_lr(state.opt_state, lr), state.params)
+        return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+
+    # A branch rather than a select between the new and the old state, which kept the old state alive:
+    # XLA then copied the optimiser state every step instead of updating it in place.
+    new = jax.lax.cond(finite, update, lambda state: state, state)
+    new = new.replace(
         step=state.step + 1,
-        params=keep_if_finite(optax.apply_updates(state.params, updates), state.params),
-        opt_state=keep_if_finite(opt_state, state.opt_state),
-        lr_scale=state.lr_scale,
         loss_scale=None if state.loss_scale is None else state.loss_scale.update(jnp.isfinite(grad_norm)),
     )
     return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite, "loss_scale": scale}
@@ -368,6 +372,41 @@ def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str,
 # The loop.
 
 
+def place_state(params: Any, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, mode: str,
+                loss_scale: precision.LossScale | None = None) -> tuple[TrainState, TrainState]:
+    """The state at step 0 for `params` (and the float16 `loss_scale`, if any), placed on `mesh`
+    (parameters and optimiser state replicated or split over fsdp by `mode`: sharding.tree_shardings),
+    and its shardings."""
+    replicated = sharding.replicated(mesh)
+    param_shardings = sharding.tree_shardings(params, mesh, mode)
+    params = jax.device_put(params, param_shardings)
+    opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), mesh, mode)
+    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+    shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings, lr_scale=replicated,
+                           loss_scale=jax.tree.map(lambda _: replicated, loss_scale))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                       lr_scale=jnp.ones((), jnp.float32), loss_scale=loss_scale)
+    return jax.device_put(state, shardings), shardings
+
+
+def jit_train_step(model: Clever, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                   mesh: jax.sharding.Mesh, state_shardings: TrainState):
+    """train_step jitted for `mesh`: the state (donated) and a batch (bags split over all devices)
+    in, the state and replicated metrics out."""
+    batch_size, steps = config.data.batch_size, config.train.grad_accum_steps
+    if steps < 1 or batch_size % (mesh.size * steps):
+        raise ValueError(
+            f"config.data.batch_size={batch_size} must be a multiple of the {mesh.size} devices x "
+            f"config.train.grad_accum_steps={steps}: every device takes the same number of bags per micro-batch"
+        )
+    return jax.jit(
+        functools.partial(train_step, model=model, tx=tx, config=config),
+        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
 class Trainer:
     """Builds the mesh, loaders, model, optimiser and checkpoint managers for one run.
 
@@ -430,32 +469,12 @@ class Trainer:
 
     def initial_state(self, tx: optax.GradientTransformation) -> tuple[TrainState, Any]:
         """The state at step 0, placed with its shardings, and those shardings."""
-        params = jax.device_put(self._initial_params(), self.param_shardings)
-        opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), self.mesh, self.config.mesh.params)
-        opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-        loss_scale = precision.initial_loss_scale(self.config)
-        shardings = TrainState(step=self.replicated, params=self.param_shardings, opt_state=opt_shardings,
-                               lr_scale=self.replicated,
-                               loss_scale=jax.tree.map(lambda _: self.replicated, loss_scale))
-        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                           lr_scale=jnp.ones((), jnp.float32), loss_scale=loss_scale)
-        state = jax.device_put(state, shardings)
-        return state, shardings
+        return place_state(self._initial_params(), tx, self.mesh, self.config.mesh.params,
+                           precision.initial_loss_scale(self.config))
 
     def train_step_fn(self, tx: optax.GradientTransformation, state_shardings: Any):
         """The jitted train step: state and batch in, state and (replicated) metrics out."""
-        batch_size, steps = self.config.data.batch_size, self.config.train.grad_accum_steps
-        if steps < 1 or batch_size % (self.mesh.size * steps):
-            raise ValueError(
-                f"config.data.batch_size={batch_size} must be a multiple of the {self.mesh.size} devices x "
-                f"config.train.grad_accum_steps={steps}: every device takes the same number of bags per micro-batch"
-            )
-        return jax.jit(
-            functools.partial(train_step, model=self.model, tx=tx, config=self.config),
-            in_shardings=(state_shardings, self.batch_sharding),
-            out_shardings=(state_shardings, self.replicated),
-            donate_argnums=0,
-        )
+        return jit_train_step(self.model, tx, self.config, self.mesh, state_shardings)
 
     def train(self) -> dict:
         """Trains until the plateau schedule or max_epochs stops it; returns the best validation metrics."""

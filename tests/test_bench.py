@@ -113,3 +113,36 @@ def test_command_line(tmp_path):
     assert mfu > 0 and report["mfu"] == pytest.approx(mfu, abs=1e-3)
     assert report["config"]["num_layers"] == 1 and report["config"]["batch_size"] == 2
     assert report["config"]["file"] == "configs/demo.py"
+
+
+def test_weak_scaling_on_eight_forced_devices(tmp_path):
+    out = tmp_path / "scaling.json"
+    args = [
+        "--config=configs/demo.py", "--config.model.num_layers=1", "--config.data.batch_size=2",
+        "--config.data.bag_size=2", "--config.data.text_len=8", "--config.data.num_regions=4",
+        "--config.data.world.feature_dim=8", "--repeats=2", "--warmup=1", "--weak_scaling=8", f"--out={out}",
+    ]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-m", "clever_jax.bench", *args], cwd=root, capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    report = json.loads(out.read_text())
+    assert float(last.rsplit("time_ratio=", 1)[1]) == pytest.approx(report["time_ratio"], abs=1e-3)
+    assert report["devices"] == 8 and report["mesh"] == {"data": 8, "fsdp": 1} and report["platform"] == "cpu"
+    assert report["per_device_batch"] == 2 and report["global_batch"] == 16
+    for run, bags in (("single", 2), ("sharded", 16)):
+        times = report[run]
+        assert times["p25_s"] <= times["median_s"] <= times["p75_s"] and len(times["times_s"]) == 2
+        assert times["bags_per_s"] == pytest.approx(bags / times["median_s"])
+    assert report["time_ratio"] == pytest.approx(report["sharded"]["median_s"] / report["single"]["median_s"])
+    # Eight forced devices share this machine's cores: ideally eight times the single-device time.
+    assert report["ideal_time_ratio"] == 8
+    assert report["normalised_time_ratio"] == pytest.approx(report["time_ratio"] / 8)
+    assert report["config"]["file"] == "configs/demo.py"
+
+
+def test_weak_scaling_needs_the_devices():
+    with pytest.raises(ValueError, match="xla_force_host_platform_device_count=8"):
+        bench.weak_scaling(tiny_config(), 8)

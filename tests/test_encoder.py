@@ -13,7 +13,7 @@ import pytest
 from flax import traverse_util
 
 from clever_jax import weights
-from clever_jax.models.encoder import BertTextModel, EncoderConfig, InstanceEncoder, span_mean
+from clever_jax.models.encoder import BertTextModel, Dropout, EncoderConfig, InstanceEncoder, span_mean
 
 TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
                      max_position_embeddings=32, region_dim=6)
@@ -319,6 +319,36 @@ def test_dropout_and_determinism():
     drop_b = encode(TINY, params, batch, deterministic=False, rng=key_b)
     assert np.abs(np.asarray(drop_a) - np.asarray(drop_b)).max() > 1e-3
     assert np.abs(np.asarray(drop_a) - np.asarray(det_a)).max() > 1e-3
+
+
+def test_dropout_keeps_at_its_16_bit_rate_and_rescales():
+    keep = round(0.9 * 2**16) / 2**16  # 0.8999939
+    x = jnp.ones((4096, 601))  # An odd last axis: the second half of the last random word is unused.
+    out = np.asarray(Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
+    kept = out != 0
+    assert abs(kept.mean() - keep) < 4 * np.sqrt(keep * (1 - keep) / kept.size)  # 4 sigma = 7.7e-4
+    np.testing.assert_allclose(out[kept], 1 / keep, rtol=1e-6)  # E[output] = input exactly.
+    # Neighbours share a 32-bit random word (one half each) but are independent.
+    assert abs((kept[:, 0:600:2] & kept[:, 1:600:2]).mean() - keep**2) < 2e-3
+    again = Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+    np.testing.assert_array_equal(again, out)
+    assert Dropout(0.1).apply({}, x, deterministic=True) is x
+    with pytest.raises(ValueError, match=r"dropout rate 1.0 is not in \[0, 1\)"):
+        Dropout(1.0).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+
+
+def test_frozen_word_embeddings_get_no_gradient():
+    batch = make_batch()
+    params = init_params()
+
+    def grads(config):
+        return jax.jit(jax.grad(lambda p: jnp.sum(encode(config, p, batch) ** 2)))(params)
+
+    trained, frozen = grads(TINY), grads(dataclasses.replace(TINY, freeze_word_embeddings=True))
+    table = lambda g: np.asarray(g["embeddings"]["word_embeddings"]["embedding"])  # noqa: E731
+    assert np.abs(table(trained)).max() > 0 and not table(frozen).any()
+    del trained["embeddings"]["word_embeddings"], frozen["embeddings"]["word_embeddings"]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), frozen, trained)
 
 
 def test_remat_same_outputs_and_gradients():

@@ -96,7 +96,9 @@ def test_eval_scores_match_the_formula(setup, head):
     assert not np.asarray(evidence)[~np.broadcast_to(mask[:, None, :], evidence.shape)].any()
 
 
-def test_clever_training_and_evaluation_share_one_path(setup):
+def test_clever_training_and_evaluation_give_the_same_scores(setup):
+    """Without dropout, training logits (bags through the hidden layer) and the factorised evaluation
+    (instance pre-activations mixed per relation) are one function."""
     v, mask, target, bound, _ = setup
     logits = heads.train_logits("clever", bound, jnp.asarray(v), jnp.asarray(mask), jnp.asarray(target),
                                 lambda x: x, TAU)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from clever_jax.models import heads
-from clever_jax.models.encoder import EncoderConfig, InstanceEncoder
+from clever_jax.models.encoder import Dropout, EncoderConfig, InstanceEncoder
 
 ENCODER_INPUTS = ("text_ids", "text_mask", "regions", "region_mask", "subject_span", "object_span")
 
@@ -38,7 +38,7 @@ class Clever(nn.Module):
         self.instance_encoder = InstanceEncoder(self.encoder)
         self.classifier = heads.RelationClassifier(8 * self.encoder.hidden_size, self.num_relations,
                                                    dtype=self.encoder.dtype)
-        self.dropout = nn.Dropout(self.bag_dropout)
+        self.dropout = Dropout(self.bag_dropout)
 
     def encode(self, batch: dict, *, train: bool) -> jax.Array:
         """Pair representations v [B, N, 4H]."""

@@ -13,7 +13,11 @@ N instances, D = 4H pair features, R + 1 relations (0 is NA).
   max     (eval only) per relation, max over instances of the instance probability
 
 Computing s_r needs only the classifier's hidden layer per relation and one column of its output
-layer (`RelationClassifier.diagonal`): the R x R logits matrix is never formed.
+layer (`RelationClassifier.diagonal`): the R x R logits matrix is never formed. In evaluation the
+hidden layer is linear up to its ReLU, so W B_r + b = sum_j a_j^r (W v_j + b) where the attention
+sums to 1 (a bag with at least one instance; a padding bag, with none, gets 0 instead of b): the
+per-relation pre-activations mix the instances' pre-activations (N weights each) instead of
+multiplying R + 1 bags of D features by W. Training cannot: bag dropout acts on B_r itself.
 """
 
 from __future__ import annotations
@@ -42,12 +46,20 @@ class RelationClassifier(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Logits of every relation: [..., D] -> [..., R + 1]."""
-        h = nn.relu(self.hidden(x))
+        return self.output(self.hidden(x))
+
+    def output(self, pre: jax.Array) -> jax.Array:
+        """Logits from the hidden layer's pre-activations: [..., C] -> [..., R + 1]."""
+        h = nn.relu(pre)
         return (h @ self.out_kernel.astype(h.dtype)).astype(jnp.float32) + self.out_bias
 
     def diagonal(self, per_relation: jax.Array) -> jax.Array:
         """Logit of relation r for representation r: [..., R + 1, D] -> [..., R + 1]."""
-        h = nn.relu(self.hidden(per_relation))
+        return self.output_diagonal(self.hidden(per_relation))
+
+    def output_diagonal(self, pre: jax.Array) -> jax.Array:
+        """Logit of relation r from pre-activations r: [..., R + 1, C] -> [..., R + 1]."""
+        h = nn.relu(pre)
         s = jnp.einsum("...rk,kr->...r", h, self.out_kernel.astype(h.dtype))
         return s.astype(jnp.float32) + self.out_bias
 
@@ -64,7 +76,7 @@ def relation_attention(logits: jax.Array, mask: jax.Array, temperature: float = 
 
 
 def per_relation_bags(attention: jax.Array, v: jax.Array) -> jax.Array:
-    """B_r = sum_j a_j^r v_j: attention [B, R+1, N], v [B, N, D] -> [B, R+1, D]."""
+    """B_r = sum_j a_j^r v_j: attention [B, R+1, N], v [B, N, D] -> [B, R+1, D] (any feature size D)."""
     return jnp.einsum("brn,bnd->brd", attention.astype(v.dtype), v)
 
 
@@ -121,10 +133,12 @@ def eval_scores(
       evidence: [B, R+1, N] how much each instance supports each relation (attention for
         att/clever; the instance's probability, normalised over the bag, otherwise).
     """
-    logits = classifier(v)  # [B, N, R+1]
+    pre = classifier.hidden(v)  # [B, N, C]
+    logits = classifier.output(pre)  # [B, N, R+1]
     if head in ("att", "clever"):
         attention = relation_attention(logits, mask, temperature if head == "clever" else 1.0)
-        return jax.nn.softmax(classifier.diagonal(per_relation_bags(attention, v))), attention
+        # = classifier.diagonal(per_relation_bags(attention, v)) for bags with an instance (see above).
+        return jax.nn.softmax(classifier.output_diagonal(per_relation_bags(attention, pre))), attention
     instance_prob = jnp.swapaxes(jax.nn.softmax(logits), 1, 2) * mask[:, None, :]  # [B, R+1, N]
     evidence = instance_prob / jnp.maximum(instance_prob.sum(axis=-1, keepdims=True), 1e-12)
     if head == "avg":
