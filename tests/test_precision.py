@@ -79,28 +79,35 @@ def test_policies_give_finite_losses_and_updates_close_to_float32(dtype, loss_rt
 
 
 def test_float16_loss_scale_backs_off_on_overflow_and_recovers():
-    # At 2^20 this model's float16 backward pass overflows (weight gradients sum over B N L tokens).
     _, _, step, state = policy("float16")
-    state = state.replace(loss_scale=state.loss_scale.replace(scale=jnp.float32(2.0**20)))
     batch = fixed_batch()
-    scales, finite = [], []
-    params0 = state.params
-    for _ in range(12):
-        before = state
-        state, metrics = step(state, batch)
-        scales.append(float(metrics["loss_scale"]))
-        finite.append(bool(metrics["finite"]))
-        if not finite[-1]:  # A skipped step: parameters and optimiser state untouched, the scale halved.
-            jax.tree.map(np.testing.assert_array_equal, state.params, before.params)
-            assert float(state.loss_scale.scale) == scales[-1] / 2
+    with_scale = lambda state, scale: state.replace(  # noqa: E731
+        loss_scale=state.loss_scale.replace(scale=jnp.float32(scale), good_steps=jnp.int32(0)))
+
+    def run(state, num_steps):
+        scales, finite = [], []
+        for _ in range(num_steps):
+            before = state
+            state, metrics = step(state, batch)
+            scales.append(float(metrics["loss_scale"]))
+            finite.append(bool(metrics["finite"]))
+            if not finite[-1]:  # A skipped step: parameters and optimiser state untouched, the scale halved.
+                jax.tree.map(np.testing.assert_array_equal, state.params, before.params)
+                assert float(state.loss_scale.scale) == scales[-1] / 2
+        return state, scales, finite
+
+    # Back-off: at 2^20 this model's float16 backward pass overflows (weight gradients sum over B N L tokens);
+    # the scale halves at every overflow down to the first finite step.
+    backed_off, scales, finite = run(with_scale(state, 2.0**20), 10)
     assert not finite[0] and any(finite), (scales, finite)
     first_ok = finite.index(True)
     assert scales[:first_ok + 1] == [2.0**20 / 2**i for i in range(first_ok + 1)]
-    # Recovery: after `period` (3) finite steps in a row the scale doubles.
-    assert finite[first_ok:first_ok + 3] == [True] * 3, (scales, finite)
-    assert scales[first_ok + 3] == 2 * scales[first_ok]
-    assert int(state.step) == 12
-    assert any(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), state.params, params0)))
+    assert int(backed_off.step) == 10
+    assert any(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), backed_off.params, state.params)))
+    # Recovery: from a scale well below the overflow (2^8), three finite steps in a row (the period) double it.
+    recovered, scales, finite = run(with_scale(backed_off, 2.0**8), 4)
+    assert finite == [True] * 4 and scales == [2.0**8] * 3 + [2.0**9], (scales, finite)
+    assert float(recovered.loss_scale.scale) == 2.0**9
 
 
 def test_loss_scale_update_rule():
