@@ -402,7 +402,7 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
     train_batch = sharding.global_batch(train_batches[0], batch_sharding)
     eval_batch = sharding.global_batch(eval_batches[0], batch_sharding) if with_eval else None
 
-    params = jax.device_get(train.init_params(model, config, train_batches[0], config.seed))
+    params = jax.device_get(train.init_params(model, config, train_batch, config.seed))
     tx = train.make_optimizer(config, params)
     state, state_shardings = train.place_state(params, tx, mesh, config.mesh.params,
                                                precision.initial_loss_scale(config))
