@@ -52,6 +52,7 @@ def test_compiled_steps_flops_and_report():
         assert report[step]["real_tokens_per_s"] < report[step]["tokens_per_s"]
     assert report["mfu"] > 0 and report["mfu_eval"] > 0 and 0 < report["useful_mfu"] < report["mfu"]
     assert report["peak_flops"] > 0 and report["precision"] == "float32"
+    assert len(report["peak"]["runs"]) == 2 and report["peak_flops"] == max(report["peak"]["runs"])
     assert report["config"]["region_dim"] == 8 + 6 and report["config"]["num_relations"] == 101
     json.dumps(report)  # Serialisable as is.
 
