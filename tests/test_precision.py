@@ -7,32 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from multidevice_check import R1, F
+from multidevice_check import batch as fixed_batch
 
 from clever_jax import precision, train
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
 from configs import demo
-
-B, N, LT, LR, F, R1 = 8, 3, 8, 4, 10, 5
-
-
-def fixed_batch(seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    target = rng.integers(0, R1, B)
-    labels = np.zeros((B, R1), np.float32)
-    labels[np.arange(B), target] = 1
-    return {
-        "text_ids": rng.integers(1, 1000, (B, N, LT)).astype(np.int32),
-        "text_mask": rng.random((B, N, LT)) < 0.8,
-        "regions": rng.normal(size=(B, N, LR, F)).astype(np.float32),
-        "region_mask": rng.random((B, N, LR)) < 0.8,
-        "subject_span": np.tile(np.array([1, 3], np.int32), (B, N, 1)),
-        "object_span": np.tile(np.array([3, 4], np.int32), (B, N, 1)),
-        "instance_mask": rng.random((B, N)) < 0.9,
-        "labels": labels,
-        "target": target.astype(np.int32),
-        "bag_mask": np.ones(B, bool),
-    }
 
 
 def setup(dtype: str = "float32", dropout: float = 0.1, **train_overrides):
@@ -44,7 +25,7 @@ def setup(dtype: str = "float32", dropout: float = 0.1, **train_overrides):
                             max_position_embeddings=16, region_dim=F, dtype=dtype, hidden_dropout=dropout,
                             attention_dropout=dropout)
     model = Clever(encoder, num_relations=R1, head="clever", eval_head="clever", temperature=2.0, bag_dropout=dropout)
-    params = jax.jit(model.init)(jax.random.key(0), fixed_batch())["params"]
+    params = jax.jit(model.init)(jax.random.key(0), fixed_batch(0))["params"]
     tx = train.make_optimizer(config, params)
     state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                              lr_scale=jnp.ones(()), loss_scale=precision.initial_loss_scale(config))
@@ -61,7 +42,7 @@ def policy(dtype: str):
 @pytest.mark.parametrize("dtype, loss_rtol, grad_rtol, min_cosine",
                          [("bfloat16", 2e-2, 5e-2, 0.95), ("float16", 2e-3, 1e-2, 0.99)])
 def test_policies_give_finite_losses_and_updates_close_to_float32(dtype, loss_rtol, grad_rtol, min_cosine):
-    batch = fixed_batch()
+    batch = fixed_batch(0)
     _, _, step32, state32 = policy("float32")
     _, _, step, state = policy(dtype)
     if dtype == "float16":  # A scale at which this model's float16 gradients do not overflow.
@@ -80,7 +61,7 @@ def test_policies_give_finite_losses_and_updates_close_to_float32(dtype, loss_rt
 
 def test_float16_loss_scale_backs_off_on_overflow_and_recovers():
     _, _, step, state = policy("float16")
-    batch = fixed_batch()
+    batch = fixed_batch(0)
     with_scale = lambda state, scale: state.replace(  # noqa: E731
         loss_scale=state.loss_scale.replace(scale=jnp.float32(scale), good_steps=jnp.int32(0)))
 
@@ -130,7 +111,7 @@ def test_unknown_policy_is_rejected():
 
 
 def test_gradient_accumulation_equals_the_whole_batch_step():
-    batch = fixed_batch()
+    batch = fixed_batch(0)
     _, _, step1, state1 = setup(dropout=0.0)
     _, _, step4, state4 = setup(dropout=0.0, grad_accum_steps=4)
     for _ in range(2):
