@@ -19,6 +19,7 @@ from absl import logging
 
 _barriers = itertools.count()  # Every process passes the same barriers in the same order.
 
+
 def initialize(config: ml_collections.ConfigDict) -> None:
     """Connects this process to the others when config.distributed.enabled (once per process).
 

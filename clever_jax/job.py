@@ -36,14 +36,14 @@ def prepare_records(config, workdir: str) -> str:
     """
     from clever_jax.data import prepare
 
-    if distributed.is_main_process():
+    def build() -> str:
         os.makedirs(workdir, exist_ok=True)
-        records_dir = prepare.prepare(config, workdir)
+        return prepare.prepare(config, workdir)
+
+    main = distributed.is_main_process()
+    records_dir = build() if main else ""
     distributed.barrier("prepare")
-    if not distributed.is_main_process():
-        os.makedirs(workdir, exist_ok=True)
-        records_dir = prepare.prepare(config, workdir)
-    return records_dir
+    return records_dir if main else build()
 
 
 def run(config, workdir: str, mode: str) -> None:

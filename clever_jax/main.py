@@ -15,7 +15,8 @@ Multi-host: run the same command on every host (or once per GPU) with
 `--config.distributed.enabled=True` (see clever_jax.distributed); on TPU VMs, Slurm and MPI the
 processes find each other by themselves, elsewhere add `--config.distributed.coordinator_address=HOST:PORT`
 (process 0's), `--config.distributed.num_processes=N` and `--config.distributed.process_id=I`.
-The workdir must be storage every host can read and write (e.g. a GCS bucket mounted, or NFS).
+WORKDIR/checkpoints must be storage every host shares (NFS, a mounted bucket); the records can
+be built on each host's own disk.
 """
 
 from __future__ import annotations

@@ -472,16 +472,12 @@ class Trainer:
         return place_state(self._initial_params(), tx, self.mesh, self.config.mesh.params,
                            precision.initial_loss_scale(self.config))
 
-    def train_step_fn(self, tx: optax.GradientTransformation, state_shardings: Any):
-        """The jitted train step: state and batch in, state and (replicated) metrics out."""
-        return jit_train_step(self.model, tx, self.config, self.mesh, state_shardings)
-
     def train(self) -> dict:
         """Trains until the plateau schedule or max_epochs stops it; returns the best validation metrics."""
         config, t = self.config, self.config.train
         tx = make_optimizer(config, self.abstract_params)
         state, state_shardings = self.initial_state(tx)
-        step_fn = self.train_step_fn(tx, state_shardings)
+        step_fn = jit_train_step(self.model, tx, config, self.mesh, state_shardings)
         checkpoints = Checkpoints(self.workdir)
         iterator = iter(self.loader("train", train=True))
         plateau, history = Plateau(), []
@@ -495,6 +491,9 @@ class Trainer:
         eval_every = t.eval_every_steps or steps_per_epoch
         step, clock, window = int(state.step), time.perf_counter(), []
         scaling, skipped = state.loss_scale is not None, 0
+        # With float16 loss scaling an overflowing gradient is expected now and then: the step is skipped
+        # and the scale halved. Anything else non-finite (or an overflow at scale 1) stops the run.
+        stops = lambda m: not np.isfinite(m["loss"]) or not (m["finite"] or (scaling and m["loss_scale"] > 1))  # noqa: E731
 
         def save(kind: str, metrics: dict | None = None) -> None:
             meta = {"plateau": dataclasses.asdict(plateau), "history": history}
@@ -510,11 +509,7 @@ class Trainer:
                 if step % t.log_every and step % eval_every and not last:
                     continue
                 window = jax.device_get(window)
-                # With float16 loss scaling an overflowing gradient is expected now and then: the step is
-                # skipped and the scale halved. Anything else non-finite (or overflow at scale 1) stops the run.
-                overflow_ok = lambda m: scaling and m["loss_scale"] > 1  # noqa: E731
-                bad = next((m for m in window if not np.isfinite(m["loss"]) or not (m["finite"] or overflow_ok(m))),
-                           None)
+                bad = next((m for m in window if stops(m)), None)
                 skipped += sum(not m["finite"] for m in window)
                 if bad is not None:
                     save("latest")
