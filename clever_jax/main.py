@@ -33,16 +33,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the world, records, 
 _MODE = flags.DEFINE_enum("mode", "all", job.MODES, "What to run.")
 
 
-def _interrupt_on_sigterm(signum: int, frame) -> None:
-    """Preemption (SIGTERM) stops a run like Ctrl-C: training saves its latest state first."""
-    del frame
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    from clever_jax.train import STOP
+
+    for signum in (signal.SIGTERM, signal.SIGINT):  # Preemption and Ctrl-C: training saves its latest state first.
+        signal.signal(signum, STOP.handle)
     job.quiet_libraries()
     job.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
 

@@ -38,6 +38,34 @@ from clever_jax.models.encoder import EncoderConfig
 FROZEN = "frozen"
 
 
+class StopSignal:
+    """Turns a stop signal (SIGTERM on preemption, Ctrl-C) into a KeyboardInterrupt at a safe point.
+
+    The train step donates the state: an exception raised while a step is dispatched would leave
+    the loop holding deleted arrays. While the loop runs, `handle` only records the signal and the
+    loop raises KeyboardInterrupt between steps (saving the latest state first); elsewhere it
+    raises at once.
+    """
+
+    def __init__(self):
+        self.in_loop = False
+        self.received: int | None = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        del frame
+        if not self.in_loop:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.received = signum
+
+    def check(self) -> None:
+        if self.received is not None:
+            signum, self.received = self.received, None
+            raise KeyboardInterrupt(f"signal {signum}")
+
+
+STOP = StopSignal()  # main.py installs STOP.handle for SIGTERM and SIGINT.
+
+
 @flax.struct.dataclass
 class TrainState:
     """Everything a train step changes.
@@ -499,11 +527,13 @@ class Trainer:
             meta = {"plateau": dataclasses.asdict(plateau), "history": history}
             checkpoints.save(kind, state, meta, metrics, iterator)
 
+        STOP.in_loop = True
         try:
             while step < total_steps and plateau.decays < t.max_decays:
                 # Steps are dispatched asynchronously: the next batch loads while this one computes.
                 state, metrics = step_fn(state, self.global_batch(next(iterator)))
                 step += 1
+                STOP.check()
                 window.append(metrics)
                 last = step == total_steps
                 if step % t.log_every and step % eval_every and not last:
@@ -540,11 +570,13 @@ class Trainer:
                         logging.info("learning rate scale -> %.0e (decay %d)", float(state.lr_scale), plateau.decays)
                     save("latest")
                     clock = time.perf_counter()
+            STOP.check()  # A signal during the last evaluation.
         except KeyboardInterrupt:
             save("latest")
             logging.warning("Interrupted at step %d; saved %s/latest, run again to resume", step, checkpoints.root)
             raise
         finally:
+            STOP.in_loop = False
             checkpoints.wait()  # Saves are asynchronous: finish them before returning or raising.
         if distributed.is_main_process():
             with open(os.path.join(self.workdir, "history.json"), "w") as f:

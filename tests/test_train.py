@@ -203,3 +203,14 @@ def test_results_table_has_a_random_row_near_the_fact_rate(world):
     text = results.table({"Random": metrics, "CLEVER": {**metrics, "spearman": 0.5}})
     assert text.splitlines()[0].startswith("| Method | AUC | F1 | P@2% | MAUC")
     assert "| CLEVER |" in text and "0.500" in text
+
+
+def test_stop_signal_waits_for_a_step_boundary_inside_the_loop():
+    stop = train.StopSignal()
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        stop.handle(15, None)  # Outside the loop: at once.
+    stop.in_loop = True
+    stop.handle(15, None)  # Inside: recorded, raised by the loop's next check.
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        stop.check()
+    stop.check()  # Once only.
