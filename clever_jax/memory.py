@@ -21,7 +21,8 @@ I FFN size, A attention heads, K layers):
 XLA: the train step is compiled for one device's share (b bags, grad_accum_steps micro-batches)
 on this machine's backend and `memory_analysis()` read: arguments + outputs - donated aliases +
 temporaries. On CPU this is XLA:CPU's buffer assignment, whose fusion differs from a GPU's, so
-the two figures bracket rather than predict the GPU number.
+the two figures bracket rather than predict the GPU number. XLA:CPU also undoes model.remat: it
+drops the optimisation barriers that keep the recomputation apart before it runs CSE (README).
 
 Writes a JSON report (default runs/memory/<config name>.json) and prints a table.
 """

@@ -195,10 +195,11 @@ class SelfAttention(nn.Module):
         cfg = self.config
         head_dim = cfg.hidden_size // cfg.num_heads
         split = lambda t: t.reshape(*t.shape[:-1], cfg.num_heads, head_dim)  # noqa: E731
-        q = split(_dense(cfg, cfg.hidden_size, "query")(x))  # [..., L, heads, D]
+        # The 1/sqrt(D) scale goes on q [..., L, H] rather than on the scores [..., heads, L, L].
+        q = split(_dense(cfg, cfg.hidden_size, "query")(x) * head_dim**-0.5)  # [..., L, heads, D]
         k = split(_dense(cfg, cfg.hidden_size, "key")(x))
         v = split(_dense(cfg, cfg.hidden_size, "value")(x))
-        scores = jnp.einsum("...qhd,...khd->...hqk", q, k) * head_dim**-0.5
+        scores = jnp.einsum("...qhd,...khd->...hqk", q, k)
         probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(cfg.dtype)
         probs = Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
         context = jnp.einsum("...hqk,...khd->...qhd", probs, v)
