@@ -17,6 +17,10 @@ processes find each other by themselves, elsewhere add `--config.distributed.coo
 (process 0's), `--config.distributed.num_processes=N` and `--config.distributed.process_id=I`.
 WORKDIR/checkpoints must be storage every host shares (NFS, a mounted bucket); the records can
 be built on each host's own disk.
+
+Stopping: SIGTERM (preemption) or Ctrl-C stops training after the current step with the latest
+state saved; in a multi-host run a signal to any one process stops every process after the same
+step (see train.StopSignal). The same command resumes.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from clever_jax.train import STOP
 
-    for signum in (signal.SIGTERM, signal.SIGINT):  # Preemption and Ctrl-C: training saves its latest state first.
+    # Preemption and Ctrl-C: training saves its latest state first. Installed before job.run starts
+    # jax.distributed, whose preemption service then takes SIGTERM over (see StopSignal).
+    for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, STOP.handle)
     job.quiet_libraries()
     job.run(_CONFIG.value, _WORKDIR.value, _MODE.value)

@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import signal
 import time
 from typing import Any
 
@@ -39,26 +40,49 @@ FROZEN = "frozen"
 
 
 class StopSignal:
-    """Turns a stop signal (SIGTERM on preemption, Ctrl-C) into a KeyboardInterrupt at a safe point.
+    """Stops the train loop after a step when a stop signal arrives: SIGTERM (preemption) or SIGINT (Ctrl-C).
 
     The train step donates the state: an exception raised while a step is dispatched would leave
-    the loop holding deleted arrays. While the loop runs, `handle` only records the signal and the
-    loop raises KeyboardInterrupt between steps (saving the latest state first); elsewhere it
-    raises at once.
+    the loop holding deleted arrays. While the loop runs, `handle` only records the signal and
+    `check` (called by the loop after each step) raises KeyboardInterrupt; the loop then saves the
+    latest state and re-raises. Outside the loop `handle` raises at once.
+
+    Multi-host: every process must stop after the same step, since saving is collective (a process
+    that stopped alone would wait in the save for the others, which wait for it in the next step).
+    jax.distributed.initialize starts JAX's preemption service, whose SIGTERM handler replaces ours
+    (main.py installs ours before): it tells the coordination service, which sets the sync point to
+    the step boundary after the furthest any process has reached, and `check` asks whether this
+    boundary is it (multihost_utils.reached_preemption_sync_point: a lock and a comparison on the
+    host, no collective, no wait on the devices). `handle` passes SIGINT on to the service as
+    SIGTERM. So a signal to any one process stops every process after the same step, about a second
+    later (the service polls for SIGTERM once a second) plus a step; all save the same latest step
+    and raise the same KeyboardInterrupt. Boundaries are numbered over the process's life, not by
+    train step, so a SIGTERM before the loop (start-up, restoring) stops it after its first step.
+    Outside the loop, SIGINT stops only its own process (the others fail when the coordination
+    service misses its heartbeats); SIGTERM is held until the next train loop, if there is one.
     """
 
     def __init__(self):
         self.in_loop = False
         self.received: int | None = None
+        self.boundaries = 0  # Multi-host: step boundaries checked by this process (the preemption sync id).
 
     def handle(self, signum: int, frame: Any) -> None:
         del frame
         if not self.in_loop:
             raise KeyboardInterrupt(f"signal {signum}")
-        self.received = signum
+        if jax.process_count() > 1 and signum != signal.SIGTERM:
+            signal.raise_signal(signal.SIGTERM)  # To JAX's preemption service, which tells every process.
+        else:
+            self.received = signum
 
     def check(self) -> None:
-        if self.received is not None:
+        """Raises KeyboardInterrupt if the loop must stop at this step boundary."""
+        if jax.process_count() > 1:
+            self.boundaries += 1
+            if multihost_utils.reached_preemption_sync_point(self.boundaries):
+                raise KeyboardInterrupt("a stop signal reached one of the processes: all stop at this step")
+        elif self.received is not None:
             signum, self.received = self.received, None
             raise KeyboardInterrupt(f"signal {signum}")
 
@@ -609,12 +633,25 @@ def load_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray |
     return evaluate.load_grades(os.path.join(world_dir, "commonsense.json"))
 
 
+class _CheckpointManager(ocp.CheckpointManager):
+    """Orbax's manager, without its own look at JAX's preemption sync point.
+
+    Orbax asks for it (to decide and log saves) with checkpoint steps, also from a background thread
+    on process 0; each ask moves the process's sync id, which then no longer matches the train loop's
+    (StopSignal.check) and the processes could stop at different steps. The loop decides when to save.
+    """
+
+    def reached_preemption(self, step: int) -> bool:
+        del step
+        return False
+
+
 class Checkpoints:
     """Orbax managers for WORKDIR/checkpoints/{latest,best}: train state, JSON metadata and input position.
 
-    With several processes every process calls save and restore (orbax coordinates them; the
-    folder must be storage all processes share); the input position is one file per process
-    (Grain's checkpoint handler), so a run resumes with the same number of processes.
+    With several processes every process calls save and restore, at the same step (orbax
+    coordinates them; the folder must be storage all processes share); the input position is one
+    file per process (Grain's checkpoint handler), so a run resumes with the same number of processes.
     """
 
     def __init__(self, workdir: str):
@@ -625,7 +662,7 @@ class Checkpoints:
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=1, create=True,
                 multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=kind))
-            self.managers[kind] = ocp.CheckpointManager(os.path.join(self.root, kind), options=options)
+            self.managers[kind] = _CheckpointManager(os.path.join(self.root, kind), options=options)
 
     def save(self, kind: str, state: TrainState, meta: dict, metrics: dict | None = None, data=None) -> None:
         """Saves `state`, `meta` + metrics and the position of the `data` iterator (if given) once per step."""

@@ -7,12 +7,15 @@ validation after each), restores the latest checkpoint (the state, and its own i
 reads the next batch), evaluates the one-process run's final parameters on the test split, exports
 a bundle and writes ROOT/run{NUM_PROCESSES}/result_{PROCESS_ID}.npz. The one-process reference
 (run first) feeds the same global batches as two processes do: the local batches of shard 0 and
-shard 1, one after the other.
+shard 1, one after the other. The two processes' training is stopped by a SIGTERM that only process
+1 receives (after step 3; see SignalAt) and then resumed, so it must still end like the reference's.
 """
 
 import json
 import os
+import signal
 import sys
+import time
 import traceback
 
 import grain
@@ -95,6 +98,36 @@ class ReferenceTrainer(train.Trainer):
         ])
 
 
+class SignalAt(train.StopSignal):
+    """The train loop's stop signal, with process 1 sending itself SIGTERM at step boundary `at`.
+
+    There every process then waits until all have joined JAX's preemption sync (each has told the
+    coordination service how far it got), which fixes the sync point at boundary `at` on all of them.
+    In a real run the point is one or two boundaries later, depending on how far the processes got
+    within the second the service takes to notice the signal; waiting here only makes the test's
+    stop step certain, and so that it comes before the end of training.
+    """
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.stopped_at = at, None
+
+    def check(self) -> None:
+        if self.boundaries + 1 == self.at:
+            if jax.process_index() == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            client, deadline = jax._src.distributed.global_state.client, time.time() + 60
+            while len(client.key_value_dir_get("PREEMPTION_CURRENT_COUNTER/")) < jax.process_count():
+                if time.time() > deadline:
+                    raise TimeoutError("JAX's preemption sync did not start within 60 s of the SIGTERM")
+                time.sleep(0.01)
+        try:
+            super().check()
+        except KeyboardInterrupt:
+            self.stopped_at = self.boundaries
+            raise
+
+
 def abstract_state(trainer: train.Trainer) -> train.TrainState:
     """Shapes, dtypes and shardings of the train state (the restore target)."""
     params = trainer.example_params()
@@ -108,6 +141,11 @@ def abstract_state(trainer: train.Trainer) -> train.TrainState:
 
 def main(root: str, process_id: int, num_processes: int, port: int) -> None:
     config = tiny_config(root, process_id, num_processes, port)
+    if num_processes > 1:
+        train.STOP = SignalAt(3)
+    stop = train.STOP
+    for signum in (signal.SIGTERM, signal.SIGINT):  # As main.py: before jax.distributed.initialize.
+        signal.signal(signum, stop.handle)
     distributed.initialize(config)
     assert jax.process_count() == num_processes and jax.process_index() == process_id
     if distributed.is_main_process():
@@ -115,7 +153,17 @@ def main(root: str, process_id: int, num_processes: int, port: int) -> None:
     records_dir = job.prepare_records(config, os.path.join(root, "prepared"))
     workdir = os.path.join(root, f"run{num_processes}")
     trainer = (train.Trainer if num_processes > 1 else ReferenceTrainer)(config, workdir, records_dir)
-    trainer.train()
+    stopped = {}
+    if num_processes > 1:
+        try:
+            trainer.train()
+        except KeyboardInterrupt:
+            checkpoints = train.Checkpoints(workdir)
+            state, meta = checkpoints.restore_latest(abstract_state(trainer))
+            stopped = {"stopped_at": stop.stopped_at, "stopped_step": state.step,
+                       "stopped_checkpoint": checkpoints.managers["latest"].latest_step(),
+                       "stopped_history": json.dumps(meta["history"])}
+    trainer.train()  # Two processes: resumes from the stop.
 
     checkpoints = train.Checkpoints(workdir)  # Every process restores the state and its own input position.
     iterator = iter(trainer.loader("train", train=True))
@@ -131,8 +179,8 @@ def main(root: str, process_id: int, num_processes: int, port: int) -> None:
              scores=outputs.scores,
              evidence=outputs.evidence, gold_attention=outputs.gold_attention, bags=outputs.bags,
              labels=outputs.labels, images=outputs.images, test_metrics=json.dumps(metrics),
-             history=json.dumps(meta["history"]), devices=jax.device_count(),
-             **{f"param{k}": v for k, v in trained.items()})
+             history=json.dumps(meta["history"]), devices=jax.device_count(), boundaries=stop.boundaries,
+             **stopped, **{f"param{k}": v for k, v in trained.items()})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Two JAX processes on one machine (CPU collectives over loopback) against one process.
 
 tests/multihost_check.py runs once as one process on 4 CPU devices (the reference) and once as two
-processes on 2 CPU devices each (coordinator on localhost); each writes what it ended with.
+processes on 2 CPU devices each (coordinator on localhost); each writes what it ended with. The two
+processes' training is stopped by a SIGTERM to process 1 only, then resumed.
 """
 
 import json
@@ -76,6 +77,17 @@ def test_two_processes_train_like_one(runs):
     assert [h["step"] for h in history] == [h["step"] for h in want] == [2, 4]
     for got, expected in zip(history, want, strict=True):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_a_sigterm_to_one_process_stops_both_after_the_same_step_and_they_resume_from_it(runs):
+    _, processes, _ = runs
+    for result in processes:  # Both got here: neither waited for the other at a different step.
+        assert int(result["stopped_at"]) == 3  # JAX's preemption sync point, the same on both.
+        assert int(result["stopped_checkpoint"]) == int(result["stopped_step"]) == 3
+        assert [h["step"] for h in json.loads(str(result["stopped_history"]))] == [2]
+        # Resumed at step 3: 3 boundaries until the stop, then step 4's and the check after the loop
+        # (restarting from step 0 would have checked 5 more). It ends like the reference (above).
+        assert int(result["boundaries"]) == 5
 
 
 def test_each_process_restores_its_own_input_position(runs):

@@ -2,11 +2,13 @@
 
 import json
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import multihost_utils
 
 from clever_jax import export, extract, train
 from clever_jax.data import prepare
@@ -214,3 +216,20 @@ def test_stop_signal_waits_for_a_step_boundary_inside_the_loop():
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
         stop.check()
     stop.check()  # Once only.
+
+
+def test_stop_signal_over_several_processes_stops_at_jax_preemption_sync_point(monkeypatch):
+    # Two processes: JAX's preemption service handles SIGTERM; Ctrl-C is passed on to it, and the loop
+    # stops where the service's sync point says (tests/multihost_check.py runs the real thing).
+    raised, asked = [], []
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(signal, "raise_signal", raised.append)
+    monkeypatch.setattr(multihost_utils, "reached_preemption_sync_point", lambda n: asked.append(n) or n == 2)
+    stop = train.StopSignal()
+    stop.in_loop = True
+    stop.handle(signal.SIGINT, None)
+    assert raised == [signal.SIGTERM] and stop.received is None
+    stop.check()
+    with pytest.raises(KeyboardInterrupt, match="all stop"):
+        stop.check()
+    assert asked == [1, 2]  # Boundaries in order, the same numbers on every process.
