@@ -44,8 +44,9 @@ class StopSignal:
 
     The train step donates the state: an exception raised while a step is dispatched would leave
     the loop holding deleted arrays. While the loop runs, `handle` only records the signal and
-    `check` (called by the loop after each step) raises KeyboardInterrupt; the loop then saves the
-    latest state and re-raises. Outside the loop `handle` raises at once.
+    `check` (called by the loop before each step, so after the previous step's validation and
+    saves, and once after the last) raises KeyboardInterrupt; the loop then saves the latest state
+    and re-raises. Outside the loop `handle` raises at once.
 
     Multi-host: every process must stop after the same step, since saving is collective (a process
     that stopped alone would wait in the save for the others, which wait for it in the next step).
@@ -57,7 +58,7 @@ class StopSignal:
     SIGTERM. So a signal to any one process stops every process after the same step, about a second
     later (the service polls for SIGTERM once a second) plus a step; all save the same latest step
     and raise the same KeyboardInterrupt. Boundaries are numbered over the process's life, not by
-    train step, so a SIGTERM before the loop (start-up, restoring) stops it after its first step.
+    train step, so a SIGTERM before the loop (start-up, restoring) stops it at its first check.
     Outside the loop, SIGINT stops only its own process (the others fail when the coordination
     service misses its heartbeats); SIGTERM is held until the next train loop, if there is one.
     """
@@ -554,10 +555,10 @@ class Trainer:
         STOP.in_loop = True
         try:
             while step < total_steps and plateau.decays < t.max_decays:
+                STOP.check()  # Here, not after the step: a stop never skips the step's validation.
                 # Steps are dispatched asynchronously: the next batch loads while this one computes.
                 state, metrics = step_fn(state, self.global_batch(next(iterator)))
                 step += 1
-                STOP.check()
                 window.append(metrics)
                 last = step == total_steps
                 if step % t.log_every and step % eval_every and not last:
@@ -594,7 +595,7 @@ class Trainer:
                         logging.info("learning rate scale -> %.0e (decay %d)", float(state.lr_scale), plateau.decays)
                     save("latest")
                     clock = time.perf_counter()
-            STOP.check()  # A signal during the last evaluation.
+            STOP.check()  # A signal during the last step or evaluation.
         except KeyboardInterrupt:
             save("latest")
             logging.warning("Interrupted at step %d; saved %s/latest, run again to resume", step, checkpoints.root)
