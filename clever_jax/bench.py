@@ -12,8 +12,8 @@ cut to the batch's bucket, pipeline.bucket_lengths; the timed train batch is the
 their most common bucket), compiles `train.train_step` (state donated) and `train.eval_step`
 with the shardings training uses (train.place_state, train.jit_train_step; a one-device mesh),
 warms up, then times K single steps each (block_until_ready after every step) and reports the
-median and quartiles. Writes a JSON report (default runs/bench/<config name>.json) and prints a summary
-whose last line ends in `mfu=<value>`.
+median and quartiles. Writes a JSON report (default runs/bench/<config name>.json) and prints a
+summary whose last line ends in `mfu=<value>`.
 
 FLOPs. `step_flops` counts the matrix multiplies of one step analytically, 2 FLOPs per
 multiply-add; gathers (embeddings), elementwise work (GELU, LayerNorm, softmax, dropout, the
@@ -60,10 +60,10 @@ computed_token_share of the padded tokens, real_share_of_computed, buckets "Lt'x
 `eval`: the same for the eval batch), train and eval ({median,p25,p75}_s, times_s, compile_s,
 text_len and num_regions of the timed batch, bags/instances/tokens per second (real_* too),
 flops_analytic, flops_xla, xla_over_analytic, flops_parts, flops_per_s, mfu, useful_mfu}), peak
-(flops_per_s, size, dtype, by_size, runs), and at top level peak_flops, flops_analytic, flops_xla (train step),
-flops_{analytic,xla}_eval, bags_per_s, instances_per_s, tokens_per_s, real_tokens_per_s, mfu,
-mfu_eval, useful_mfu, useful_mfu_eval. With --weak_scaling=K: the report of `weak_scaling`, and a
-last line ending in `time_ratio=<value>`.
+(flops_per_s, size, dtype, by_size, runs), and at top level peak_flops, flops_analytic, flops_xla
+(train step), flops_{analytic,xla}_eval, bags_per_s, instances_per_s, tokens_per_s,
+real_tokens_per_s, mfu, mfu_eval, useful_mfu, useful_mfu_eval. With --weak_scaling=K: the report
+of `weak_scaling`, and a last line ending in `time_ratio=<value>`.
 """
 
 from __future__ import annotations
