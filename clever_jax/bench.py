@@ -7,16 +7,19 @@
 
 Builds the model and optimiser as `train.Trainer` does, on a batch with the input pipeline's
 exact layout (synthetic by default, or real batches of a prepared records folder with
---records), compiles `train.train_step` (state donated) and `train.eval_step` with the shardings
-training uses (train.place_state, train.jit_train_step; a one-device mesh), warms up, then
-times K single steps each (block_until_ready after every step) and reports the median and
-quartiles. Writes a JSON report (default runs/bench/<config name>.json) and prints a summary
-whose last line ends in `mfu=<value>`.
+--records), trimmed as training trims it (config.data.length_multiple: the text and region axes
+cut to the batch's bucket, pipeline.bucket_lengths; the timed train batch is the first of 20 in
+their most common bucket), compiles `train.train_step` (state donated) and `train.eval_step`
+with the shardings training uses (train.place_state, train.jit_train_step; a one-device mesh),
+warms up, then times K single steps each (block_until_ready after every step) and reports the
+median and quartiles. Writes a JSON report (default runs/bench/<config name>.json) and prints a
+summary whose last line ends in `mfu=<value>`.
 
 FLOPs. `step_flops` counts the matrix multiplies of one step analytically, 2 FLOPs per
 multiply-add; gathers (embeddings), elementwise work (GELU, LayerNorm, softmax, dropout, the
-optimiser) are left out. Forward parts, for B bags, N instances, L = Lt + Lr tokens, hidden H,
-FFN size I, region size F, pair size D = 4H, classifier hidden C = 8H, R + 1 relations:
+optimiser) are left out. Forward parts, for B bags, N instances, L = Lt + Lr tokens (the timed
+batch's bucket), hidden H, FFN size I, region size F, pair size D = 4H, classifier hidden C = 8H,
+R + 1 relations:
 
   region projection        2 B N Lr F H
   attention projections    per layer 2 B N L 4H^2  (query, key, value, output)
@@ -42,25 +45,30 @@ MFU = analytic FLOPs per step / median step time / peak, where the peak is the b
 of a jitted square matmul in the compute dtype (config.model.dtype), measured here on the same
 device, before and after the step timings (the better of the two: a peak measured while another
 process briefly holds a core would flatter the MFU; `peak.runs` has both). MFU counts every
-token the step computes, padding included; `useful_mfu` scales it by the share of real
-(unpadded) tokens (text + regions of real instances, over B N (Lt + Lr)), and tokens/s are
-reported both ways.
+token the step computes, the padding left in its bucket included; `useful_mfu` scales it by the
+real (unpadded) tokens' share of the computed ones (text + regions of real instances, over
+B N (Lt' + Lr') in each batch's bucket Lt' x Lr', means over the 20 token batches), and tokens/s
+are reported both ways.
 
 Synthetic batches (`synthetic_batch`) follow the demo world's statistics: on the demo config
-they have 53.0% real tokens, the prepared demo records 53.3%. The steps run on the first device.
+they have 53.0% real tokens of the padded Lt + Lr, the prepared demo records 53.3%. The steps run
+on the first device.
 
-Report (JSON): device, jax_version, flax_version, precision, config (sizes), data (source,
-real/padded tokens and instances per batch, real_token_share), train and eval ({median,p25,p75}_s,
-times_s, compile_s, bags/instances/tokens per second (real_* too), flops_analytic, flops_xla,
-xla_over_analytic, flops_parts, flops_per_s, mfu, useful_mfu}), peak (flops_per_s, size, dtype,
-by_size, runs), and at top level peak_flops, flops_analytic, flops_xla (train step),
-flops_{analytic,xla}_eval, bags_per_s, instances_per_s, tokens_per_s, real_tokens_per_s, mfu,
-mfu_eval, useful_mfu, useful_mfu_eval. With --weak_scaling=K: the report of `weak_scaling`, and a
-last line ending in `time_ratio=<value>`.
+Report (JSON): device, jax_version, flax_version, precision, config (sizes, length_multiple), data
+(source, real/computed/padded tokens and instances per batch, real_token_share and
+computed_token_share of the padded tokens, real_share_of_computed, buckets "Lt'xLr'" -> batches;
+`eval`: the same for the eval batch), train and eval ({median,p25,p75}_s, times_s, compile_s,
+text_len and num_regions of the timed batch, bags/instances/tokens per second (real_* too),
+flops_analytic, flops_xla, xla_over_analytic, flops_parts, flops_per_s, mfu, useful_mfu}), peak
+(flops_per_s, size, dtype, by_size, runs), and at top level peak_flops, flops_analytic, flops_xla
+(train step), flops_{analytic,xla}_eval, bags_per_s, instances_per_s, tokens_per_s,
+real_tokens_per_s, mfu, mfu_eval, useful_mfu, useful_mfu_eval. With --weak_scaling=K: the report
+of `weak_scaling`, and a last line ending in `time_ratio=<value>`.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -165,15 +173,17 @@ def forward_flops(s: Shapes, batch_size: int, head: str, *, train: bool) -> dict
     }
 
 
-def step_flops(s: Shapes) -> dict[str, Any]:
-    """Analytic FLOPs of a train step (forward + backward) and an eval step (forward), with parts."""
+def step_flops(s: Shapes, eval_shapes: Shapes | None = None) -> dict[str, Any]:
+    """Analytic FLOPs of a train step (forward + backward) on batches of sizes `s` and an eval step
+    (forward) on batches of sizes `eval_shapes` (default `s`), with parts."""
     forward = forward_flops(s, s.batch_size, s.head, train=True)
     multiplier = {k: 3.0 for k in forward}
     multiplier["region_projection"] = 2.0  # No gradient for the regions (data): weights only.
     if s.head == "one":
         multiplier["classifier_instances"] = 1.0  # Its output only feeds an argmax: no backward.
     train_parts = {k: v * multiplier[k] for k, v in forward.items()}
-    eval_parts = forward_flops(s, s.eval_batch_size, s.eval_head, train=False)
+    eval_shapes = eval_shapes or s
+    eval_parts = forward_flops(eval_shapes, eval_shapes.eval_batch_size, eval_shapes.eval_head, train=False)
     return {
         "train": sum(train_parts.values()), "eval": sum(eval_parts.values()),
         "train_parts": train_parts, "eval_parts": eval_parts,
@@ -263,16 +273,32 @@ def records_batches(config: ml_collections.ConfigDict, records_dir: str, batch_s
     return batches
 
 
-def token_counts(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Mean real and padded tokens / instances per batch (text + regions of real instances)."""
-    real = [float(b["text_mask"].sum() + b["region_mask"].sum()) for b in batches]
-    padded = [b["text_mask"].size + b["region_mask"].size for b in batches]
-    instances = [float(b["instance_mask"].sum()) for b in batches]
+def token_counts(batches: list[dict[str, np.ndarray]], multiple: int) -> dict[str, Any]:
+    """Tokens and instances per batch (means over `batches`, padded to Lt and Lr) and their buckets.
+
+    Tokens: real (text + regions of real instances), computed (B N (Lt' + Lr') in the batch's
+    bucket Lt' x Lr' for config.data.length_multiple = `multiple`: pipeline.bucket_lengths) and
+    padded (B N (Lt + Lr)); their shares; `buckets`: "Lt'xLr'" -> number of batches.
+    """
+    lengths = [pipeline.bucket_lengths(b, multiple) for b in batches]
+    real = np.mean([float(b["text_mask"].sum() + b["region_mask"].sum()) for b in batches])
+    computed = np.mean([b["instance_mask"].size * float(n.sum()) for b, n in zip(batches, lengths, strict=True)])
+    padded = np.mean([b["text_mask"].size + b["region_mask"].size for b in batches])
+    buckets = collections.Counter(f"{lt}x{lr}" for lt, lr in lengths)
     return {
-        "real_tokens": float(np.mean(real)), "padded_tokens": float(np.mean(padded)),
-        "real_instances": float(np.mean(instances)), "padded_instances": float(batches[0]["instance_mask"].size),
-        "real_token_share": float(np.mean(real) / np.mean(padded)),
+        "real_tokens": float(real), "computed_tokens": float(computed), "padded_tokens": float(padded),
+        "real_instances": float(np.mean([b["instance_mask"].sum() for b in batches])),
+        "padded_instances": float(batches[0]["instance_mask"].size),
+        "real_token_share": float(real / padded), "computed_token_share": float(computed / padded),
+        "real_share_of_computed": float(real / computed), "buckets": dict(sorted(buckets.items())),
     }
+
+
+def timed_batch(batches: list[dict[str, np.ndarray]], multiple: int) -> dict[str, np.ndarray]:
+    """The first of `batches` in their most common bucket (`token_counts`), trimmed to it as training trims."""
+    lengths = [tuple(int(n) for n in pipeline.bucket_lengths(b, multiple)) for b in batches]
+    common = collections.Counter(lengths).most_common(1)[0][0]
+    return pipeline.trim_padding(batches[lengths.index(common)], *common)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,22 +388,26 @@ class Compiled:
     """The compiled steps of a config and what they run on.
 
     Attributes:
-      shapes: the sizes. config: the resolved config (pretrained as asked).
+      shapes: the config's sizes (Lt, Lr: padded lengths). config: the resolved config (pretrained as asked).
+      train_shapes, eval_shapes: `shapes` with the Lt and Lr of the timed train / eval batch (its bucket).
       train_step: compiled train.train_step (state donated). eval_step: compiled train.eval_step (or None).
       state: the initial train state. train_batch, eval_batch: device batches (B and eval B bags; None
-        without the eval step).
-      tokens: real / padded token counts of the train batches (`token_counts`).
+        without the eval step), trimmed to their buckets (`timed_batch`).
+      tokens, eval_tokens: token counts and buckets of the train batches and of the eval batch (`token_counts`).
       source: "synthetic" or the records folder. compile_s: seconds to compile each step.
     """
 
     shapes: Shapes
+    train_shapes: Shapes
+    eval_shapes: Shapes
     config: ml_collections.ConfigDict
     train_step: Any
     eval_step: Any
     state: train.TrainState
     train_batch: dict
     eval_batch: dict | None
-    tokens: dict[str, float]
+    tokens: dict[str, Any]
+    eval_tokens: dict[str, Any]
     source: str
     compile_s: dict[str, float]
 
@@ -401,8 +431,12 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
         objects = default_objects_per_image(config)
         train_batches = [synthetic_batch(s, s.batch_size, rng, objects) for _ in range(num_token_batches)]
         eval_batches = [synthetic_batch(s, s.eval_batch_size, rng, objects)]
-    train_batch = sharding.global_batch(train_batches[0], batch_sharding)
-    eval_batch = sharding.global_batch(eval_batches[0], batch_sharding) if with_eval else None
+    multiple = config.data.length_multiple
+    train_local, eval_local = timed_batch(train_batches, multiple), timed_batch(eval_batches, multiple)
+    trimmed = lambda b: dataclasses.replace(s, text_len=b["text_mask"].shape[-1],  # noqa: E731
+                                            num_regions=b["region_mask"].shape[-1])
+    train_batch = sharding.global_batch(train_local, batch_sharding)
+    eval_batch = sharding.global_batch(eval_local, batch_sharding) if with_eval else None
 
     params = jax.device_get(train.init_params(model, config, train_batch, config.seed))
     tx = train.make_optimizer(config, params)
@@ -416,9 +450,11 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
     middle = time.perf_counter()
     eval_compiled = eval_fn.lower(state.params, eval_batch).compile() if with_eval else None
     compile_s = {"train": middle - start, "eval": time.perf_counter() - middle}
-    return Compiled(shapes=s, config=config, train_step=train_compiled, eval_step=eval_compiled, state=state,
-                    train_batch=train_batch, eval_batch=eval_batch, tokens=token_counts(train_batches),
-                    source=records_dir or "synthetic", compile_s=compile_s)
+    return Compiled(shapes=s, train_shapes=trimmed(train_local), eval_shapes=trimmed(eval_local), config=config,
+                    train_step=train_compiled, eval_step=eval_compiled, state=state, train_batch=train_batch,
+                    eval_batch=eval_batch, tokens=token_counts(train_batches, multiple),
+                    eval_tokens=token_counts(eval_batches, multiple), source=records_dir or "synthetic",
+                    compile_s=compile_s)
 
 
 def run(config: ml_collections.ConfigDict, *, repeats: int = 10, warmup: int = 2, records_dir: str = "",
@@ -438,7 +474,7 @@ def measure(c: Compiled, *, repeats: int = 10, warmup: int = 2, peak_sizes: list
     train_times = time_train(c.train_step, c.state, c.train_batch, warmup, repeats)
     peaks.append(matmul_peak(*peak_args))
     peak = {**max(peaks, key=lambda p: p["flops_per_s"]), "runs": [p["flops_per_s"] for p in peaks]}
-    return make_report(c, step_flops(c.shapes), flops_xla, train_times, eval_times, peak)
+    return make_report(c, step_flops(c.train_shapes, c.eval_shapes), flops_xla, train_times, eval_times, peak)
 
 
 def weak_scaling(config: ml_collections.ConfigDict, num_devices: int, *, repeats: int = 10, warmup: int = 2,
@@ -505,22 +541,24 @@ def scaling_summary(report: dict[str, Any]) -> list[str]:
 def make_report(c: Compiled, flops: dict[str, Any], flops_xla: dict[str, float], train_times: dict,
                 eval_times: dict, peak: dict) -> dict[str, Any]:
     """The JSON report: environment, sizes, times, throughputs, FLOPs and MFU."""
-    s, config, tokens = c.shapes, c.config, c.tokens
+    s, config = c.shapes, c.config
     device = jax.devices()[0]
     peak_flops = peak["flops_per_s"]
-    share = tokens["real_token_share"]
-    instance_share = tokens["real_instances"] / tokens["padded_instances"]
 
-    def throughput(times: dict, batch_size: int, step_flops_: float, xla: float) -> dict[str, Any]:
+    def throughput(times: dict, batch_size: int, timed: Shapes, tokens: dict, step_flops_: float,
+                   xla: float) -> dict[str, Any]:
         t = times["median_s"]
-        padded_tokens = batch_size * s.bag_size * s.seq_len
+        computed_tokens = batch_size * s.bag_size * timed.seq_len
+        share = tokens["real_share_of_computed"]
         return {
             **times,
+            "text_len": timed.text_len,
+            "num_regions": timed.num_regions,
             "bags_per_s": batch_size / t,
             "instances_per_s": batch_size * s.bag_size / t,
-            "real_instances_per_s": instance_share * batch_size * s.bag_size / t,
-            "tokens_per_s": padded_tokens / t,
-            "real_tokens_per_s": share * padded_tokens / t,
+            "real_instances_per_s": tokens["real_instances"] / tokens["padded_instances"] * batch_size * s.bag_size / t,
+            "tokens_per_s": computed_tokens / t,
+            "real_tokens_per_s": share * computed_tokens / t,
             "flops_analytic": step_flops_,
             "flops_xla": xla,
             "xla_over_analytic": xla / step_flops_,
@@ -529,8 +567,9 @@ def make_report(c: Compiled, flops: dict[str, Any], flops_xla: dict[str, float],
             "useful_mfu": share * step_flops_ / t / peak_flops,
         }
 
-    train_report = throughput(train_times, s.batch_size, flops["train"], flops_xla["train"])
-    eval_report = throughput(eval_times, s.eval_batch_size, flops["eval"], flops_xla["eval"])
+    train_report = throughput(train_times, s.batch_size, c.train_shapes, c.tokens, flops["train"], flops_xla["train"])
+    eval_report = throughput(eval_times, s.eval_batch_size, c.eval_shapes, c.eval_tokens, flops["eval"],
+                             flops_xla["eval"])
     train_report["compile_s"], eval_report["compile_s"] = c.compile_s["train"], c.compile_s["eval"]
     train_report["flops_parts"], eval_report["flops_parts"] = flops["train_parts"], flops["eval_parts"]
     return {
@@ -539,8 +578,9 @@ def make_report(c: Compiled, flops: dict[str, Any], flops_xla: dict[str, float],
         "jax_version": jax.__version__,
         "flax_version": flax.__version__,
         "precision": jnp.dtype(config.model.dtype).name,
-        "config": {**dataclasses.asdict(s), "seq_len": s.seq_len, "remat": bool(config.model.remat)},
-        "data": {"source": c.source, **tokens},
+        "config": {**dataclasses.asdict(s), "seq_len": s.seq_len, "remat": bool(config.model.remat),
+                   "length_multiple": config.data.length_multiple},
+        "data": {"source": c.source, **c.tokens, "eval": c.eval_tokens},
         "train": train_report,
         "eval": eval_report,
         "peak": peak,
@@ -562,21 +602,23 @@ def make_report(c: Compiled, flops: dict[str, Any], flops_xla: dict[str, float],
 
 def summary(report: dict[str, Any]) -> list[str]:
     """Human-readable lines; the last one ends in `mfu=<value>`."""
-    c, tr, ev, peak = report["config"], report["train"], report["eval"], report["peak"]
+    c, tr, ev, peak, data = report["config"], report["train"], report["eval"], report["peak"], report["data"]
     g = 1e9
     return [
         f"device: {report['device']['kind']} ({report['device']['platform']} x{report['device']['count']}), "
         f"jax {report['jax_version']}, compute {report['precision']}",
         f"model: {c['num_layers']} layers, H={c['hidden']}, head {c['head']}/{c['eval_head']}; "
         f"batch: B={c['batch_size']} (eval {c['eval_batch_size']}), N={c['bag_size']}, Lt={c['text_len']}, "
-        f"Lr={c['num_regions']}, F={c['region_dim']}",
+        f"Lr={c['num_regions']}, F={c['region_dim']}, length_multiple {c['length_multiple']}",
         f"matmul peak ({peak['dtype']}, n={peak['size']}): {peak['flops_per_s'] / g:.1f} GFLOP/s",
         f"FLOPs/step: train {tr['flops_analytic'] / g:.2f} G analytic, {tr['flops_xla'] / g:.2f} G XLA "
         f"(x{tr['xla_over_analytic']:.3f}); eval {ev['flops_analytic'] / g:.2f} G, {ev['flops_xla'] / g:.2f} G XLA",
-        f"real tokens ({report['data']['source']}): {100 * report['data']['real_token_share']:.1f}% of padded; "
-        f"train {tr['tokens_per_s']:.0f} tokens/s padded, {tr['real_tokens_per_s']:.0f} real; "
-        f"useful_mfu={tr['useful_mfu']:.3f}",
-        f"eval step: {1e3 * ev['median_s']:.1f} ms (IQR {1e3 * ev['p25_s']:.1f}-{1e3 * ev['p75_s']:.1f}), "
+        f"tokens ({data['source']}), of the padded Lt+Lr: {100 * data['computed_token_share']:.1f}% computed "
+        f"(buckets LtxLr: {data['buckets']}), {100 * data['real_token_share']:.1f}% real",
+        f"train batch {tr['text_len']}x{tr['num_regions']}: {tr['tokens_per_s']:.0f} tokens/s computed, "
+        f"{tr['real_tokens_per_s']:.0f} real; useful_mfu={tr['useful_mfu']:.3f}",
+        f"eval step ({ev['text_len']}x{ev['num_regions']}): {1e3 * ev['median_s']:.1f} ms "
+        f"(IQR {1e3 * ev['p25_s']:.1f}-{1e3 * ev['p75_s']:.1f}), "
         f"{ev['bags_per_s']:.1f} bags/s, mfu_eval={ev['mfu']:.3f}",
         f"train step: {1e3 * tr['median_s']:.1f} ms (IQR {1e3 * tr['p25_s']:.1f}-{1e3 * tr['p75_s']:.1f}), "
         f"{tr['bags_per_s']:.1f} bags/s, {tr['instances_per_s']:.0f} instances/s, mfu={tr['mfu']:.3f}",

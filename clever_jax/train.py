@@ -460,6 +460,15 @@ def jit_train_step(model: Clever, tx: optax.GradientTransformation, config: ml_c
     )
 
 
+def batch_bucket(batch: dict[str, np.ndarray], multiple: int) -> tuple[int, int]:
+    """(text length, regions) to trim this process's local batch to: the largest of every process's
+    pipeline.bucket_lengths, so that all processes assemble global arrays of the same shapes."""
+    lengths = pipeline.bucket_lengths(batch, multiple)
+    if multiple and jax.process_count() > 1:
+        lengths = multihost_utils.process_allgather(lengths).max(axis=0)
+    return int(lengths[0]), int(lengths[1])
+
+
 class Trainer:
     """Builds the mesh, loaders, model, optimiser and checkpoint managers for one run.
 
@@ -482,6 +491,7 @@ class Trainer:
                                  out_shardings=self.batch_sharding)
         self.grades = load_grades(config, workdir)
         self.num_bags = {split: len(source) for split, source in pipeline.open_records(records_dir)[1].items()}
+        self.batch_shapes_seen: set[tuple[int, int, int]] = set()  # (local bags, text length, regions).
 
     def local_batch_size(self, train: bool) -> int:
         """This process's share of a global batch (config.data.batch_size or eval_batch_size)."""
@@ -498,7 +508,19 @@ class Trainer:
         )
 
     def global_batch(self, batch: dict) -> dict:
-        return sharding.global_batch(batch, self.batch_sharding)
+        """The global device batch of this process's `batch`, its padding trimmed to a bucket.
+
+        Text and region axes are cut to the smallest multiple of config.data.length_multiple that
+        holds every process's real tokens (`batch_bucket`); 0 keeps Lt and Lr. The jitted steps
+        compile once per bucket shape, logged when first seen.
+        """
+        text_len, num_regions = batch_bucket(batch, self.config.data.length_multiple)
+        shape = (len(batch["bag_mask"]), text_len, num_regions)
+        if shape not in self.batch_shapes_seen:
+            self.batch_shapes_seen.add(shape)
+            logging.info("New batch shape (the step compiles for it): %d bags per process, text %d of %d, "
+                         "regions %d of %d", *shape[:2], self.shape.text_len, num_regions, self.shape.num_regions)
+        return sharding.global_batch(pipeline.trim_padding(batch, text_len, num_regions), self.batch_sharding)
 
     def evaluate(self, params: Any, split: str, keep_evidence: bool = False) -> tuple[dict, SplitOutputs]:
         """Metrics and outputs of a split; with several processes each scores its shard and all get everything."""
@@ -609,7 +631,7 @@ class Trainer:
         return max(history, key=lambda h: h["score"]) if history else {}
 
     def batch_shapes(self) -> dict:
-        """Shapes of one evaluation batch (no data read)."""
+        """Shapes of one evaluation batch padded to Lt and Lr, the largest bucket (no data read)."""
         b, s = self.config.data.eval_batch_size, self.shape
         n, lt, lr = s.bag_size, s.text_len, s.num_regions
         region_dim = read_manifest(self.records_dir)["region_dim"]

@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.seed = 0  # Splits, NA pairs and random bag sampling.
     data.text_len = 32  # Lt word pieces per instance, [CLS] and [SEP] included.
     data.num_regions = 12  # Lr regions per instance.
+    data.length_multiple = 8  # Cut each batch's trailing padding to multiples of this (0: always Lt and Lr).
     data.batch_size = 8  # Bags per training batch (global, over all processes).
     data.eval_batch_size = 16
     data.worker_count = 0  # Grain worker processes; 0 reads in the main process.

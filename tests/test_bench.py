@@ -17,7 +17,8 @@ from configs import demo
 # count leaves out, so it reads a few percent higher at these sizes.
 TOLERANCE = 0.15
 
-TINY = {"batch_size": 2, "eval_batch_size": 2, "bag_size": 8, "text_len": 16, "num_regions": 8}
+# Real text needs 16 positions at most (8 regions): trimmed from 24 by length_multiple 8.
+TINY = {"batch_size": 2, "eval_batch_size": 2, "bag_size": 8, "text_len": 24, "num_regions": 8}
 REPORT_KEYS = (
     "device", "jax_version", "precision", "config", "data", "train", "eval", "peak", "peak_flops", "flops_analytic",
     "flops_xla", "flops_analytic_eval", "flops_xla_eval", "bags_per_s", "instances_per_s", "tokens_per_s",
@@ -39,7 +40,10 @@ def tiny_config(head: str = "clever"):
 
 def test_compiled_steps_flops_and_report():
     compiled = bench.compile_steps(tiny_config(), num_token_batches=3)
-    flops = bench.step_flops(compiled.shapes)
+    for shapes in (compiled.train_shapes, compiled.eval_shapes):  # Trimmed as training trims.
+        assert shapes.text_len == 16 and shapes.num_regions == 8 and compiled.shapes.text_len == 24
+    assert compiled.train_batch["text_ids"].shape == (2, 8, 16) and compiled.eval_batch["regions"].shape[2] == 8
+    flops = bench.step_flops(compiled.train_shapes, compiled.eval_shapes)
     for step, executable in (("train", compiled.train_step), ("eval", compiled.eval_step)):
         ratio = bench.xla_flops(executable) / flops[step]
         assert abs(ratio - 1) < TOLERANCE, (step, ratio)
@@ -50,10 +54,17 @@ def test_compiled_steps_flops_and_report():
         assert set(STEP_KEYS) <= set(report[step])
         assert report[step]["p25_s"] <= report[step]["median_s"] <= report[step]["p75_s"]
         assert report[step]["real_tokens_per_s"] < report[step]["tokens_per_s"]
+        assert report[step]["tokens_per_s"] == pytest.approx(2 * 8 * (16 + 8) / report[step]["median_s"])
+    data = report["data"]
+    assert data["buckets"] == {"16x8": 3} and data["computed_tokens"] == 3 * 2 * 8 * (16 + 8) / 3
+    assert data["real_tokens"] < data["computed_tokens"] < data["padded_tokens"] == 2 * 8 * (24 + 8)
+    assert data["real_share_of_computed"] == pytest.approx(data["real_tokens"] / data["computed_tokens"])
+    assert report["useful_mfu"] == pytest.approx(data["real_share_of_computed"] * report["mfu"])
     assert report["mfu"] > 0 and report["mfu_eval"] > 0 and 0 < report["useful_mfu"] < report["mfu"]
     assert report["peak_flops"] > 0 and report["precision"] == "float32"
     assert len(report["peak"]["runs"]) == 2 and report["peak_flops"] == max(report["peak"]["runs"])
     assert report["config"]["region_dim"] == 8 + 6 and report["config"]["num_relations"] == 101
+    assert report["config"]["length_multiple"] == 8 and report["train"]["text_len"] == 16
     json.dumps(report)  # Serialisable as is.
 
 
@@ -82,7 +93,7 @@ def test_synthetic_batch_layout():
     config = tiny_config()
     _, shapes = bench.build(config, bench.region_dim(config), 101)
     batch = bench.synthetic_batch(shapes, 3, np.random.default_rng(0), 6.0)
-    assert batch["text_ids"].shape == batch["text_mask"].shape == (3, 8, 16)
+    assert batch["text_ids"].shape == batch["text_mask"].shape == (3, 8, 24)
     assert batch["regions"].shape == (3, 8, 8, 14) and batch["region_mask"].shape == (3, 8, 8)
     assert batch["subject_span"].shape == batch["object_span"].shape == (3, 8, 2)
     assert batch["labels"].shape == (3, 101) and batch["target"].shape == batch["bag_mask"].shape == (3,)
@@ -92,7 +103,8 @@ def test_synthetic_batch_layout():
     assert (batch["text_ids"][real][:, 0] == 101).all()  # [CLS]
     spans = batch["subject_span"][real]
     assert (spans[:, 0] >= 1).all() and (spans[:, 1] > spans[:, 0]).all()
-    assert 0 < bench.token_counts([batch])["real_token_share"] < 1
+    counts = bench.token_counts([batch], 0)
+    assert 0 < counts["real_token_share"] == counts["real_share_of_computed"] < 1 and counts["buckets"] == {"24x8": 1}
 
 
 def test_command_line(tmp_path):

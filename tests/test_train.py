@@ -11,7 +11,7 @@ import pytest
 from jax.experimental import multihost_utils
 
 from clever_jax import export, extract, train
-from clever_jax.data import prepare
+from clever_jax.data import pipeline, prepare
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.models.clever import bag_loss
@@ -70,6 +70,20 @@ def test_training_learns_and_keeps_latest_and_best(trained):
     assert best["auc"] > 5.0  # random scoring of this split is about the fact rate (~1-2 %)
     assert os.listdir(os.path.join(workdir, "checkpoints", "latest")) and os.listdir(
         os.path.join(workdir, "checkpoints", "best"))
+
+
+def test_training_and_evaluation_batches_are_trimmed_to_buckets(trained):
+    trainer, _, _ = trained
+    assert trainer.config.data.length_multiple == 8  # The demo config's, capped at Lt 16 and Lr 6 here.
+    # This world's batches need 8 or up to 16 text positions and all 6 regions: both buckets, in training
+    # (8 bags per batch) and in validation (16 bags).
+    assert {(8, 8, 6), (8, 16, 6), (16, 8, 6)} <= trainer.batch_shapes_seen <= {(b, t, 6) for b in (8, 16)
+                                                                                 for t in (8, 16)}
+    batch = next(iter(trainer.loader("val", train=False)))
+    text_len, num_regions = pipeline.bucket_lengths(batch, 8)
+    device_batch = trainer.global_batch(batch)
+    assert device_batch["text_ids"].shape == device_batch["text_mask"].shape == (16, 4, text_len)
+    assert device_batch["regions"].shape[:3] == device_batch["region_mask"].shape == (16, 4, num_regions)
 
 
 def test_interrupted_run_resumes_where_it_stopped(trained, world, tmp_path):

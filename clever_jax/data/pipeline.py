@@ -14,6 +14,9 @@ relations:
   images int32 [B, N] image record index, subjects/objects int32 [B, N] object index in it
   labels float32 [B, R + 1] multi-hot (NA bags: relation 0), target int32 [B] a gold relation
     sampled anew at every visit, pair int32 [B, 2] entity classes, bag int64 [B], bag_mask bool [B]
+
+The loader pads every batch to Lt and Lr; `bucket_lengths` and `trim_padding` cut a batch's
+trailing padding to multiples of config.data.length_multiple (train.Trainer.global_batch does).
 """
 
 from __future__ import annotations
@@ -167,6 +170,53 @@ def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.nda
     if missing <= 0:
         return batch
     return {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+
+
+def _used_length(mask: np.ndarray) -> int:
+    """1 + the last position of the last axis that any row uses (mask bool [..., L]); 0 if none."""
+    used = mask.reshape(-1, mask.shape[-1]).any(axis=0)
+    return int((np.arange(1, used.size + 1) * used).max(initial=0))
+
+
+def bucket_lengths(batch: dict[str, np.ndarray], multiple: int) -> np.ndarray:
+    """The text positions and region slots a batch needs, rounded up to a multiple: int64 [2].
+
+    Text: up to the last position any instance uses (text_mask, or a span end); regions: up to the
+    last slot any instance uses, at least 2 (the subject's and object's regions are slots 0 and 1).
+    Each is rounded up to a multiple of `multiple` and capped at the batch's Lt / Lr; `multiple`
+    0 keeps (Lt, Lr). Rounding commutes with a max, so the max over processes of their buckets is
+    the bucket of the processes' batches together.
+
+    Args:
+      batch: text_mask bool [..., Lt], region_mask bool [..., Lr], subject_span/object_span int [..., 2].
+      multiple: config.data.length_multiple.
+    """
+    if multiple < 0:
+        raise ValueError(f"config.data.length_multiple={multiple}: expected a positive multiple (0: keep Lt and Lr)")
+    full = np.array([batch["text_mask"].shape[-1], batch["region_mask"].shape[-1]], np.int64)
+    if multiple == 0:
+        return full
+    span_end = max(int(batch["subject_span"][..., 1].max(initial=0)), int(batch["object_span"][..., 1].max(initial=0)))
+    needed = np.array([max(_used_length(batch["text_mask"]), span_end, 1), max(_used_length(batch["region_mask"]), 2)])
+    return np.minimum(-(-needed // multiple) * multiple, full)
+
+
+def trim_padding(batch: dict[str, np.ndarray], text_len: int, num_regions: int) -> dict[str, np.ndarray]:
+    """The batch with its text axis cut to `text_len` positions and its region axis to `num_regions`.
+
+    text_ids/text_mask [..., Lt] -> [..., text_len], regions [..., Lr, F] -> [..., num_regions, F],
+    region_mask [..., Lr] -> [..., num_regions]; the other arrays unchanged. When the cut-off
+    positions are all padding (lengths from `bucket_lengths`), the model computes the same outputs
+    for the real tokens: text position embeddings are sliced to the text length, regions have none,
+    padded keys get zero attention weight and the spans lie in the kept text.
+    """
+    return {
+        **batch,
+        "text_ids": batch["text_ids"][..., :text_len],
+        "text_mask": batch["text_mask"][..., :text_len],
+        "regions": batch["regions"][..., :num_regions, :],
+        "region_mask": batch["region_mask"][..., :num_regions],
+    }
 
 
 def make_loader(

@@ -26,7 +26,7 @@ from clever_jax.data.vocab import Vocab, benchmark_vocab
 
 STATS = "stats.json"
 # Settings of config.data that only the loader uses; changing them does not rebuild records.
-LOADER_ONLY = ("batch_size", "eval_batch_size", "worker_count", "text_len", "num_regions")
+LOADER_ONLY = ("batch_size", "eval_batch_size", "worker_count", "text_len", "num_regions", "length_multiple")
 
 VG_HELP = """\
 Visual Genome input missing: {missing}
