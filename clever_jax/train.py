@@ -462,7 +462,11 @@ def jit_train_step(model: Clever, tx: optax.GradientTransformation, config: ml_c
 
 def batch_bucket(batch: dict[str, np.ndarray], multiple: int) -> tuple[int, int]:
     """(text length, regions) to trim this process's local batch to: the largest of every process's
-    pipeline.bucket_lengths, so that all processes assemble global arrays of the same shapes."""
+    pipeline.bucket_lengths, so that all processes assemble global arrays of the same shapes.
+
+    With several processes that takes an all-gather, a device computation queued behind the step
+    in flight: the host waits for that step before it can send the next batch (configs/vg.py turns
+    buckets off for this reason)."""
     lengths = pipeline.bucket_lengths(batch, multiple)
     if multiple and jax.process_count() > 1:
         lengths = multihost_utils.process_allgather(lengths).max(axis=0)
