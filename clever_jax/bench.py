@@ -10,7 +10,7 @@ exact layout (synthetic by default, or real batches of a prepared records folder
 --records), trimmed as training trims it (config.data.length_multiple: the text and region axes
 cut to the batch's bucket, pipeline.bucket_lengths; the timed train batch is the first of 20 in
 their most common bucket), compiles `train.train_step` (state donated) and `train.eval_step`
-with the shardings training uses (train.place_state, train.jit_train_step; a one-device mesh),
+with the shardings training uses (train.place_state, train.jit_train_step, train.jit_eval_step: a one-device mesh),
 warms up, then times K single steps each (block_until_ready after every step) and reports the
 median and quartiles. Writes a JSON report (default runs/bench/<config name>.json) and prints a
 summary whose last line ends in `mfu=<value>`.
@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import json
 import os
 import platform
@@ -443,8 +442,7 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
     state, state_shardings = train.place_state(params, tx, mesh, config.mesh.params,
                                                precision.initial_loss_scale(config))
     train_fn = train.jit_train_step(model, tx, config, mesh, state_shardings)
-    eval_fn = jax.jit(functools.partial(train.eval_step, model=model), in_shardings=(state_shardings.params,
-                                                                                    batch_sharding))
+    eval_fn = train.jit_eval_step(model, mesh, state_shardings.params)
     start = time.perf_counter()
     train_compiled = train_fn.lower(state, train_batch).compile()
     middle = time.perf_counter()
