@@ -60,9 +60,8 @@ class RelationClassifier(nn.Module):
     def output_diagonal(self, pre: jax.Array) -> jax.Array:
         """Logit of relation r from pre-activations r: [..., R + 1, C] -> [..., R + 1]."""
         h = nn.relu(pre)
-        # A product and a sum over C, not a dot batched over relations (whose operands XLA transposes).
-        s = (h * self.out_kernel.T.astype(h.dtype)).sum(axis=-1, dtype=jnp.float32)
-        return s + self.out_bias
+        s = jnp.einsum("...rk,kr->...r", h, self.out_kernel.astype(h.dtype))
+        return s.astype(jnp.float32) + self.out_bias
 
 
 def masked_softmax(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
