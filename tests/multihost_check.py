@@ -8,7 +8,7 @@ reads the next batch), evaluates the one-process run's final parameters on the t
 a bundle and writes ROOT/run{NUM_PROCESSES}/result_{PROCESS_ID}.npz. The one-process reference
 (run first) feeds the same global batches as two processes do: the local batches of shard 0 and
 shard 1, one after the other. The two processes' training is stopped by a SIGTERM that only process
-1 receives (after step 3; see SignalAt) and then resumed, so it must still end like the reference's.
+1 receives (after step 2, at stop check 3; see SignalAt) and then resumed, so it must still end like the reference's.
 """
 
 import json
