@@ -13,7 +13,7 @@ import pytest
 from flax import traverse_util
 
 from clever_jax import weights
-from clever_jax.models.encoder import BertTextModel, Dropout, EncoderConfig, InstanceEncoder, span_mean
+from clever_jax.models.encoder import BertTextModel, Dropout, EncoderConfig, InstanceEncoder, fmix32, span_mean
 
 TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
                      max_position_embeddings=32, region_dim=6)
@@ -321,17 +321,40 @@ def test_dropout_and_determinism():
     assert np.abs(np.asarray(drop_a) - np.asarray(det_a)).max() > 1e-3
 
 
-def test_dropout_keeps_at_its_16_bit_rate_and_rescales():
-    keep = round(0.9 * 2**16) / 2**16  # 0.8999939
-    x = jnp.ones((4096, 601))  # An odd last axis: the second half of the last random word is unused.
-    out = np.asarray(Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)}))
+def _fmix32_reference(x: int) -> int:
+    """MurmurHash3's fmix32 on Python integers."""
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_fmix32_is_murmur3s_finaliser():
+    values = [0, 1, 2, 12345, 2**31, 2**32 - 1]
+    got = np.asarray(fmix32(jnp.asarray(values, jnp.uint32)))
+    assert got.dtype == np.uint32
+    assert got.tolist() == [_fmix32_reference(v) for v in values]
+    assert _fmix32_reference(1) == 0x514E28B7
+
+
+def test_dropout_keeps_at_its_rate_rescales_and_draws_independent_masks():
+    keep = round(0.9 * 2**32) / 2**32  # 0.9 to within 1.2e-10.
+    x = jnp.ones((4096, 601))
+    drop = lambda seed: np.asarray(  # noqa: E731
+        Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(seed)}))
+    out = drop(0)
     kept = out != 0
-    assert abs(kept.mean() - keep) < 4 * np.sqrt(keep * (1 - keep) / kept.size)  # 4 sigma = 7.7e-4
+    sigma = np.sqrt(keep * (1 - keep) / kept.size)
+    assert abs(kept.mean() - keep) < 4 * sigma  # 4 sigma = 7.7e-4
     np.testing.assert_allclose(out[kept], 1 / keep, rtol=1e-6)  # E[output] = input exactly.
-    # Neighbours share a 32-bit random word (one half each) but are independent.
-    assert abs((kept[:, 0:600:2] & kept[:, 1:600:2]).mean() - keep**2) < 2e-3
-    again = Dropout(0.1).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
-    np.testing.assert_array_equal(again, out)
+    # Neighbours (along rows and columns) and the same element under another seed are independent.
+    assert abs((kept[:, :-1] & kept[:, 1:]).mean() - keep**2) < 2e-3
+    assert abs((kept[:-1] & kept[1:]).mean() - keep**2) < 2e-3
+    assert abs((kept & (drop(1) != 0)).mean() - keep**2) < 2e-3
+    np.testing.assert_array_equal(drop(0), out)
+    half = np.asarray(Dropout(0.5).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(2)})) != 0
+    assert abs(half.mean() - 0.5) < 4 * np.sqrt(0.25 / half.size)
     assert Dropout(0.1).apply({}, x, deterministic=True) is x
     with pytest.raises(ValueError, match=r"dropout rate 1.0 is not in \[0, 1\)"):
         Dropout(1.0).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
