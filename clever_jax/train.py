@@ -463,7 +463,7 @@ def jit_train_step(model: Clever, tx: optax.GradientTransformation, config: ml_c
 # By default XLA:CPU hands matrix products and reductions to YNNPACK and, in a forward-only step,
 # fuses chains of a BERT layer (a product with the GELU, LayerNorm or softmax after it) into single
 # YNNPACK graphs, which run slower there. YNNPACK for single matrix products only runs the demo's
-# evaluation step about 1.6x faster (README "Throughput"); the train step keeps the default, whose
+# evaluation step 1.6-1.9x faster (README "Throughput"); the train step keeps the default, whose
 # reductions pay there. An experimental XLA:CPU option: CPU meshes only.
 CPU_EVAL_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
