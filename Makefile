@@ -6,7 +6,7 @@ WORKDIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench-data results clean bench bench-scaling install-cuda install-tpu
+.PHONY: demo test test-fast lint bench-data results clean bench bench-scaling memory install-cuda install-tpu
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,11 +32,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.test-installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
+# The inner loop: everything but the subprocess, multi-process and end-to-end tests (marked slow).
+test-fast: $(VENV)/.test-installed
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
 bench-data: $(VENV)/.installed
-	$(PY) -m clever_jax.data.bench --workdir=runs/bench-data
+	$(PY) -m clever_jax.data.bench --workdir=runs/bench-data --config=configs/demo.py \
+		--build_config=configs/vg.py --world=configs/world.py:vg --world.feature_dim=16
 
 clean:
 	rm -rf runs
@@ -46,6 +51,10 @@ results: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m clever_jax.bench --config=configs/demo.py --out=runs/bench/demo.json
+
+# Per-device memory of the paper's setting (BERT-base sizes, no weights needed).
+memory: $(VENV)/.installed
+	$(PY) -m clever_jax.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base
 
 # Weak scaling: the train step on 1 device (demo batch) and on 8 forced CPU host devices (8x the batch).
 bench-scaling: $(VENV)/.installed

@@ -5,41 +5,18 @@
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m clever_jax.bench --config=configs/demo.py \
       --weak_scaling=8     (weak scaling: see `weak_scaling`)
 
-Builds the model and optimiser as `train.Trainer` does, on a batch with the input pipeline's
-exact layout (synthetic by default, or real batches of a prepared records folder with
---records), trimmed as training trims it (config.data.length_multiple: the text and region axes
-cut to the batch's bucket, pipeline.bucket_lengths; the timed train batch is the first of 20 in
-their most common bucket), compiles `train.train_step` (state donated) and `train.eval_step`
-with the shardings training uses (train.place_state, train.jit_train_step, train.jit_eval_step: a one-device mesh),
-warms up, then times K single steps each (block_until_ready after every step) and reports the
-median and quartiles. Writes a JSON report (default runs/bench/<config name>.json) and prints a
-summary whose last line ends in `mfu=<value>`.
+Builds the run with the builder training uses (clever_jax.builder.build: model, optimiser,
+placed state and the jitted train and evaluation steps, here on a one-device mesh), on batches
+in the input pipeline's layout (synthetic by default, clever_jax.data.synthetic, or real batches
+of a prepared records folder with --records) trimmed as training trims them
+(config.data.length_multiple: the text and region axes cut to the batch's bucket; the timed train
+batch is the first of 20 in their most common bucket), compiles both steps, warms up, then times
+K single steps each (block_until_ready after every step) and reports the median and quartiles.
+Writes a JSON report (default runs/bench/<config name>.json) and prints a summary whose last line
+ends in `mfu=<value>`.
 
-FLOPs. `step_flops` counts the matrix multiplies of one step analytically, 2 FLOPs per
-multiply-add; gathers (embeddings), elementwise work (GELU, LayerNorm, softmax, dropout, the
-optimiser) are left out. Forward parts, for B bags, N instances, L = Lt + Lr tokens (the timed
-batch's bucket), hidden H, FFN size I, region size F, pair size D = 4H, classifier hidden C = 8H,
-R + 1 relations:
-
-  region projection        2 B N Lr F H
-  attention projections    per layer 2 B N L 4H^2  (query, key, value, output)
-  attention scores, mix    per layer 2 B N 2 L^2 H (q.k and probs.v)
-  FFN                      per layer 2 B N 2 L H I
-  classifier (instances)   2 B N (D C + C (R+1))  (all heads but avg in training)
-  head                     clever (train): per-relation bags 2 B (R+1) N D, the classifier's
-                           hidden layer on them 2 B (R+1) D C, its diagonal 2 B (R+1) C; att/clever
-                           (eval, factorised: models/heads.py): per-relation mixes of the instances'
-                           hidden pre-activations 2 B (R+1) N C, the diagonal 2 B (R+1) C;
-                           avg: mean 2 B N D + classifier on B bags; att (train):
-                           weighted sum 2 B N D + classifier on B bags; one (train): classifier
-                           on B bags; one/max (eval): nothing more.
-
-Convention: a train step is 3x its forward pass (backward = 2x forward: gradients of the inputs
-and of the weights of every matmul), except where JAX computes no input gradient: the region
-projection (its input is data) counts 2x, and for the `one` head the instance classifier, whose
-output only feeds an argmax, counts 1x. The analytic count is cross-checked against XLA's
-cost analysis of the compiled step (`flops_xla`, which also counts elementwise work and the
-optimiser, so it is a little higher).
+FLOPs: clever_jax.flops counts the matrix multiplies of each step analytically (its docstring
+has the formulas); the count is cross-checked against XLA's cost analysis of the compiled step.
 
 MFU = analytic FLOPs per step / median step time / peak, where the peak is the best throughput
 of a jitted square matmul in the compute dtype (config.model.dtype), measured here on the same
@@ -49,10 +26,6 @@ token the step computes, the padding left in its bucket included; `useful_mfu` s
 real (unpadded) tokens' share of the computed ones (text + regions of real instances, over
 B N (Lt' + Lr') in each batch's bucket Lt' x Lr', means over the 20 token batches), and tokens/s
 are reported both ways.
-
-Synthetic batches (`synthetic_batch`) follow the demo world's statistics: on the demo config
-they have 53.0% real tokens of the padded Lt + Lr, the prepared demo records 53.3%. The steps run
-on the first device.
 
 Report (JSON): device, jax_version, flax_version, precision, config (sizes, length_multiple), data
 (source, real/computed/padded tokens and instances per batch, real_token_share and
@@ -73,6 +46,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from typing import Any
 
@@ -84,188 +58,16 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import precision, sharding, train
-from clever_jax.data import pipeline
-from clever_jax.data.records import read_manifest
-from clever_jax.data.vg import GEOMETRY_DIM
-from clever_jax.data.vocab import benchmark_vocab
-from clever_jax.models.clever import Clever
-
-# Synthetic instances, like the demo world's (60 training batches of runs/demo: 14.1 real word
-# pieces of 32, 11.8 regions of 12, 7.2 instances of 8 per bag; 53% of the tokens are real).
-OBJECTS_PER_INTERACTION = 1.3  # Objects per image ~ 1.3 x interactions + extra (demo 14.9, vg preset 35.2).
-PIECES_PER_TAG = 1.05  # Word pieces per object tag.
-CANDIDATES_MEDIAN, CANDIDATES_SIGMA = 28.0, 1.5  # Candidate instances per pair: log-normal.
-VG_OBJECTS_PER_IMAGE = 35.0  # Visual Genome: 3.8 M objects in 108 k images.
+from clever_jax import builder, flops, job, sharding, train
+from clever_jax.data import pipeline, synthetic
+from clever_jax.flops import Shapes
 
 
-@dataclasses.dataclass(frozen=True)
-class Shapes:
-    """Sizes of the benchmarked model and batches.
-
-    Attributes:
-      batch_size, eval_batch_size: B bags per train / eval batch.
-      bag_size: N. text_len: Lt. num_regions: Lr. region_dim: F. num_relations: R + 1.
-      hidden: H. intermediate: I (FFN). num_layers, num_heads: encoder layers and attention heads.
-      head, eval_head: the training and evaluation heads.
-    """
-
-    batch_size: int
-    eval_batch_size: int
-    bag_size: int
-    text_len: int
-    num_regions: int
-    region_dim: int
-    num_relations: int
-    hidden: int
-    intermediate: int
-    num_layers: int
-    num_heads: int
-    head: str
-    eval_head: str
-
-    @property
-    def seq_len(self) -> int:
-        return self.text_len + self.num_regions
-
-
-def region_dim(config: ml_collections.ConfigDict) -> int:
-    """F = appearance features + 6 box geometry values, from config.data."""
-    data = config.data
-    appearance = data.world.feature_dim if data.source == "world" else (data.feature_dim or 2048)
-    return appearance + GEOMETRY_DIM
-
-
-# ---------------------------------------------------------------------------------------------
-# FLOPs.
-
-
-def _head_flops(head: str, batch_size: int, s: Shapes, *, train: bool) -> float:
-    """Matmul FLOPs of a head after the instance classifier (forward)."""
-    b, n, d, c, r = batch_size, s.bag_size, 4 * s.hidden, 8 * s.hidden, s.num_relations
-    classify_bags = 2 * b * (d * c + c * r)
-    if head in ("att", "clever") and not train:
-        return 2 * b * r * n * c + 2 * b * r * c
-    if head == "clever":
-        return 2 * b * r * n * d + 2 * b * r * d * c + 2 * b * r * c
-    if head in ("avg", "att"):
-        return 2 * b * n * d + classify_bags
-    if head == "one":
-        return classify_bags if train else 0.0
-    if head == "max":
-        return 0.0
-    raise ValueError(f"unknown head {head!r}")
-
-
-def forward_flops(s: Shapes, batch_size: int, head: str, *, train: bool) -> dict[str, float]:
-    """Matmul FLOPs of one forward pass over `batch_size` bags, by part (see the module docstring)."""
-    seqs, length, h = batch_size * s.bag_size, s.seq_len, s.hidden
-    d, c = 4 * h, 8 * h
-    return {
-        "region_projection": 2.0 * seqs * s.num_regions * s.region_dim * h,
-        "attention_projections": 2.0 * s.num_layers * seqs * length * 4 * h * h,
-        "attention_scores": 2.0 * s.num_layers * seqs * 2 * length * length * h,
-        "ffn": 2.0 * s.num_layers * seqs * 2 * length * h * s.intermediate,
-        # Every head classifies the instances, except avg in training (it classifies only the mean).
-        "classifier_instances": 0.0 if train and head == "avg" else 2.0 * seqs * (d * c + c * s.num_relations),
-        "head": float(_head_flops(head, batch_size, s, train=train)),
-    }
-
-
-def step_flops(s: Shapes, eval_shapes: Shapes | None = None) -> dict[str, Any]:
-    """Analytic FLOPs of a train step (forward + backward) on batches of sizes `s` and an eval step
-    (forward) on batches of sizes `eval_shapes` (default `s`), with parts."""
-    forward = forward_flops(s, s.batch_size, s.head, train=True)
-    multiplier = {k: 3.0 for k in forward}
-    multiplier["region_projection"] = 2.0  # No gradient for the regions (data): weights only.
-    if s.head == "one":
-        multiplier["classifier_instances"] = 1.0  # Its output only feeds an argmax: no backward.
-    train_parts = {k: v * multiplier[k] for k, v in forward.items()}
-    eval_shapes = eval_shapes or s
-    eval_parts = forward_flops(eval_shapes, eval_shapes.eval_batch_size, eval_shapes.eval_head, train=False)
-    return {
-        "train": sum(train_parts.values()), "eval": sum(eval_parts.values()),
-        "train_parts": train_parts, "eval_parts": eval_parts,
-    }
-
-
-def xla_flops(program: Any) -> float:
-    """FLOPs by XLA's cost analysis of a compiled (or lowered) program; the analysis is a dict or,
-    depending on the JAX version, a list of dicts."""
-    analysis = program.cost_analysis()
-    if isinstance(analysis, dict):
-        analysis = [analysis]
-    return float(sum(a.get("flops", 0.0) for a in analysis or []))
-
-
-# ---------------------------------------------------------------------------------------------
-# Batches.
-
-
-def synthetic_batch(s: Shapes, batch_size: int, rng: np.random.Generator, objects_per_image: float,
-                    cls_id: int = 101, sep_id: int = 102) -> dict[str, np.ndarray]:
-    """A batch with the pipeline's layout (clever_jax.data.pipeline) and realistic masks.
-
-    Per bag, the instance count is min(N, candidates) with log-normal candidates; per instance,
-    the image has 2 + Poisson(objects_per_image - 2) objects, of which the first Lr are regions,
-    and the text is [CLS] + their tags (1 + Poisson(0.05) pieces each) + [SEP], cut to Lt.
-
-    Returns: text_ids/text_mask [B, N, Lt], regions [B, N, Lr, F], region_mask [B, N, Lr],
-      subject_span/object_span [B, N, 2], instance_mask/annotated/images/subjects/objects [B, N],
-      labels [B, R+1], target [B], pair [B, 2], bag [B], bag_mask [B].
-    """
-    b, n, lt, lr = batch_size, s.bag_size, s.text_len, s.num_regions
-    candidates = np.exp(rng.normal(np.log(CANDIDATES_MEDIAN), CANDIDATES_SIGMA, b))
-    instances = np.clip(candidates.astype(np.int64), 1, n)
-    instance_mask = np.arange(n)[None, :] < instances[:, None]  # [B, N]
-
-    objects = 2 + rng.poisson(max(objects_per_image - 2, 0), (b, n))
-    region_mask = (np.arange(lr) < np.minimum(objects, lr)[..., None]) & instance_mask[..., None]  # [B, N, Lr]
-    pieces = (1 + rng.poisson(PIECES_PER_TAG - 1, (b, n, lr))) * region_mask  # Tag length of each slot.
-    starts = 1 + np.cumsum(pieces, axis=-1) - pieces  # [B, N, Lr]
-    sep = np.minimum(1 + pieces.sum(-1), lt - 1)  # [B, N]
-    positions = np.arange(lt)
-    text_mask = (positions <= sep[..., None]) & instance_mask[..., None]  # [B, N, Lt]
-    text_ids = np.where(text_mask, rng.integers(1000, 30000, (b, n, lt)), 0)
-    text_ids = np.where(positions == 0, cls_id, np.where(positions == sep[..., None], sep_id, text_ids))
-    text_ids = (text_ids * text_mask).astype(np.int32)
-
-    def span(j: int) -> np.ndarray:
-        start = np.minimum(starts[..., j], lt - 1)
-        end = np.minimum(starts[..., j] + pieces[..., j], lt - 1)
-        return (np.stack([start, end], -1) * instance_mask[..., None]).astype(np.int32)
-
-    regions = rng.standard_normal((b, n, lr, s.region_dim), dtype=np.float32) * region_mask[..., None]
-    target = rng.integers(1, s.num_relations, b).astype(np.int32)
-    labels = np.zeros((b, s.num_relations), np.float32)
-    labels[np.arange(b), target] = 1.0
-    index = lambda high: (rng.integers(0, high, (b, n)) * instance_mask).astype(np.int32)  # noqa: E731
-    return {
-        "text_ids": text_ids, "text_mask": text_mask, "regions": regions, "region_mask": region_mask,
-        "subject_span": span(0), "object_span": span(1), "instance_mask": instance_mask,
-        "annotated": instance_mask & (rng.random((b, n)) < 0.1), "images": index(1000), "subjects": index(2),
-        "objects": index(2) + 2 * instance_mask, "labels": labels, "target": target,
-        "pair": rng.integers(0, 100, (b, 2)).astype(np.int32), "bag": np.arange(b, dtype=np.int64),
-        "bag_mask": np.ones(b, bool),
-    }
-
-
-def default_objects_per_image(config: ml_collections.ConfigDict) -> float:
-    """Mean objects per image of the configured data (the world's preset, or Visual Genome's)."""
-    if config.data.source == "world":
-        w = config.data.world
-        return OBJECTS_PER_INTERACTION * w.interactions_per_image + w.extra_objects_per_image
-    return VG_OBJECTS_PER_IMAGE
-
-
-def records_batches(config: ml_collections.ConfigDict, records_dir: str, batch_size: int, count: int,
-                    *, train_split: bool) -> list[dict[str, np.ndarray]]:
-    """`count` real batches (train split shuffled, or validation in order, padded to batch_size)."""
-    shape = pipeline.instance_shape(config.data, records_dir)
-    loader = pipeline.make_loader(records_dir, "train" if train_split else "val", shape, batch_size,
-                                  train=train_split, seed=config.seed)
+def records_batches(run: builder.Run, count: int, *, train_split: bool) -> list[dict[str, np.ndarray]]:
+    """`count` real batches of the run's records (train split shuffled, or validation in order, padded)."""
+    batch_size = run.local_batch_size(train_split)
     batches = []
-    for batch in loader:
+    for batch in run.loader("train" if train_split else "val", train=train_split):
         batches.append(pipeline.pad_batch(batch, batch_size))
         if len(batches) == count:
             break
@@ -362,32 +164,12 @@ def default_peak_sizes(platform_name: str) -> list[int]:
 # The benchmark.
 
 
-def build(config: ml_collections.ConfigDict, region_size: int, num_relations: int) -> tuple[Clever, Shapes]:
-    """The model as train.create_model builds it (F = region_size, R + 1 = num_relations), and its sizes."""
-    model = Clever(
-        encoder=train.encoder_config(config, region_size),
-        num_relations=num_relations,
-        head=config.model.head,
-        eval_head=config.model.eval_head or config.model.head,
-        temperature=config.model.temperature,
-        bag_dropout=config.model.bag_dropout,
-    )
-    enc, data = model.encoder, config.data
-    shapes = Shapes(
-        batch_size=data.batch_size, eval_batch_size=data.eval_batch_size, bag_size=data.bag_size,
-        text_len=data.text_len, num_regions=data.num_regions, region_dim=region_size, num_relations=num_relations,
-        hidden=enc.hidden_size, intermediate=enc.intermediate_size, num_layers=enc.num_layers,
-        num_heads=enc.num_heads, head=model.head, eval_head=model.eval_head,
-    )
-    return model, shapes
-
-
 @dataclasses.dataclass
 class Compiled:
     """The compiled steps of a config and what they run on.
 
     Attributes:
-      shapes: the config's sizes (Lt, Lr: padded lengths). config: the resolved config (pretrained as asked).
+      shapes: the run's sizes (Lt, Lr: padded lengths). config: the resolved config (pretrained as asked).
       train_shapes, eval_shapes: `shapes` with the Lt and Lr of the timed train / eval batch (its bucket).
       train_step: compiled train.train_step (state donated). eval_step: compiled train.eval_step (or None).
       state: the initial train state. train_batch, eval_batch: device batches (B and eval B bags; None
@@ -413,40 +195,32 @@ class Compiled:
 
 def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", pretrained: bool = False,
                   num_token_batches: int = 20, devices: list | None = None, with_eval: bool = True) -> Compiled:
-    """Builds model, optimiser, state and batches as train.Trainer does, and compiles the train step
-    and (`with_eval`) the eval step for a mesh (config.mesh) over `devices` (default: the first device)."""
+    """Builds the run of `config` (clever_jax.builder) on a mesh (config.mesh) over `devices` (default:
+    the first device), its batches, and compiles the train step and (`with_eval`) the eval step."""
     config = config.copy_and_resolve_references()
     config.model.pretrained = pretrained
-    mesh = sharding.make_mesh(config, devices or jax.devices()[:1])
-    batch_sharding = sharding.batch_sharding(mesh)
+    run = builder.build(config, records_dir, devices or jax.devices()[:1])
+    s = Shapes.of(run)
     if records_dir:
-        manifest = read_manifest(records_dir)
-        model, s = build(config, manifest["region_dim"], manifest["num_relations"])
-        train_batches = records_batches(config, records_dir, s.batch_size, num_token_batches, train_split=True)
-        eval_batches = records_batches(config, records_dir, s.eval_batch_size, 1, train_split=False)
+        train_batches = records_batches(run, num_token_batches, train_split=True)
+        eval_batches = records_batches(run, 1, train_split=False)
     else:
-        model, s = build(config, region_dim(config), benchmark_vocab().num_relations)
         rng = np.random.default_rng(config.seed)
-        objects = default_objects_per_image(config)
-        train_batches = [synthetic_batch(s, s.batch_size, rng, objects) for _ in range(num_token_batches)]
-        eval_batches = [synthetic_batch(s, s.eval_batch_size, rng, objects)]
+        objects = synthetic.objects_per_image(config.data)
+        train_batches = [synthetic.synthetic_batch(run.shape, s.batch_size, rng, objects)
+                         for _ in range(num_token_batches)]
+        eval_batches = [synthetic.synthetic_batch(run.shape, s.eval_batch_size, rng, objects)]
     multiple = config.data.length_multiple
     train_local, eval_local = timed_batch(train_batches, multiple), timed_batch(eval_batches, multiple)
-    trimmed = lambda b: dataclasses.replace(s, text_len=b["text_mask"].shape[-1],  # noqa: E731
-                                            num_regions=b["region_mask"].shape[-1])
-    train_batch = sharding.global_batch(train_local, batch_sharding)
-    eval_batch = sharding.global_batch(eval_local, batch_sharding) if with_eval else None
+    trimmed = lambda b: Shapes.of(run, b["text_mask"].shape[-1], b["region_mask"].shape[-1])  # noqa: E731
+    train_batch = sharding.global_batch(train_local, run.batch_sharding)
+    eval_batch = sharding.global_batch(eval_local, run.batch_sharding) if with_eval else None
 
-    params = jax.device_get(train.init_params(model, config, train_batch, config.seed))
-    tx = train.make_optimizer(config, params)
-    state, state_shardings = train.place_state(params, tx, mesh, config.mesh.params,
-                                               precision.initial_loss_scale(config))
-    train_fn = train.jit_train_step(model, tx, config, mesh, state_shardings)
-    eval_fn = train.jit_eval_step(model, mesh, state_shardings.params)
+    state = run.initial_state()
     start = time.perf_counter()
-    train_compiled = train_fn.lower(state, train_batch).compile()
+    train_compiled = run.train_step.lower(state, train_batch).compile()
     middle = time.perf_counter()
-    eval_compiled = eval_fn.lower(state.params, eval_batch).compile() if with_eval else None
+    eval_compiled = run.eval_step.lower(state.params, eval_batch).compile() if with_eval else None
     compile_s = {"train": middle - start, "eval": time.perf_counter() - middle}
     return Compiled(shapes=s, train_shapes=trimmed(train_local), eval_shapes=trimmed(eval_local), config=config,
                     train_step=train_compiled, eval_step=eval_compiled, state=state, train_batch=train_batch,
@@ -464,7 +238,7 @@ def run(config: ml_collections.ConfigDict, *, repeats: int = 10, warmup: int = 2
 
 def measure(c: Compiled, *, repeats: int = 10, warmup: int = 2, peak_sizes: list[int] | None = None) -> dict[str, Any]:
     """Times compiled steps (consumes c.state: it is donated), measures the peak; returns the report."""
-    flops_xla = {"train": xla_flops(c.train_step), "eval": xla_flops(c.eval_step)}
+    flops_xla = {"train": flops.xla_flops(c.train_step), "eval": flops.xla_flops(c.eval_step)}
     peak_args = (jnp.dtype(c.config.model.dtype), peak_sizes or default_peak_sizes(jax.devices()[0].platform))
     peaks = [matmul_peak(*peak_args)]
     # Eval first: the train step donates (and so deletes) the state's parameters.
@@ -472,7 +246,8 @@ def measure(c: Compiled, *, repeats: int = 10, warmup: int = 2, peak_sizes: list
     train_times = time_train(c.train_step, c.state, c.train_batch, warmup, repeats)
     peaks.append(matmul_peak(*peak_args))
     peak = {**max(peaks, key=lambda p: p["flops_per_s"]), "runs": [p["flops_per_s"] for p in peaks]}
-    return make_report(c, step_flops(c.train_shapes, c.eval_shapes), flops_xla, train_times, eval_times, peak)
+    return make_report(c, flops.step_flops(c.train_shapes, c.eval_shapes), flops_xla, train_times, eval_times,
+                       peak)
 
 
 def weak_scaling(config: ml_collections.ConfigDict, num_devices: int, *, repeats: int = 10, warmup: int = 2,
@@ -509,7 +284,7 @@ def weak_scaling(config: ml_collections.ConfigDict, num_devices: int, *, repeats
         times = time_train(c.train_step, c.state, c.train_batch, warmup, repeats)
         runs[name] = {**times, "bags_per_s": cfg.data.batch_size / times["median_s"], "compile_s": c.compile_s["train"]}
         shapes = shapes or c.shapes
-        mesh_shape = dict(sharding.make_mesh(cfg, devices[:k]).shape)
+        mesh_shape = dict(c.train_batch["bag_mask"].sharding.mesh.shape)
     platform_name = devices[0].platform
     ratio = runs["sharded"]["median_s"] / runs["single"]["median_s"]
     ideal = float(num_devices) if platform_name == "cpu" else 1.0
@@ -666,4 +441,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
+    job.reject_renamed_flags(sys.argv)
     app.run(main)

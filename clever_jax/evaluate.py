@@ -1,416 +1,171 @@
-"""Held-out evaluation (DESIGN §5), commonsense correlation and attention-quality metrics.
+"""Evaluation: score every bag of a split, its metrics, and the files a run's evaluation writes.
 
-Held-out evaluation follows the published evaluator. The candidates are every test entity pair
-× every non-NA relation. Sort them by score, descending, and walk down the list:
-precision_i = correct_i / (i + 1) and recall_i = correct_i / |test facts|.
-
-* Ties: candidates with equal scores keep their order in the flattened pair-major ``[P, R]``
-  matrix (pair 0 relation 1, pair 0 relation 2, ..., pair 1 relation 1, ...). A stable argsort
-  of ``-score`` gives this order, and so does Python's ``sorted(..., reverse=True)`` over a list
-  built pair by pair, which is what the published evaluator sorts.
-* AUC: trapezoidal area under the (recall, precision) points, in curve order, from the first
-  point to the last, like ``sklearn.metrics.auc(recall, precision)``. No (0, 1) point is
-  prepended, so the area left of recall_0 = correct_0 / |facts| is never counted. A relation
-  with a single test fact therefore has AUC 0 however it is ranked, because its recall is 1/1
-  from the first point on. The published numbers include this quirk and we keep it.
-* F1: the maximum over the curve of 2PR / (P + R), taken as 0 where P + R = 0.
-* P@2%: precision at index ``int(0.02 * #candidates)``.
-* Macro (m-) metrics: the same curve for each relation over that relation's P candidates (ties
-  in pair order), for every relation with at least one test fact. Relations without test facts
-  are left out of the means. mAUC and mF1 are the means of the per-relation values. mP@2% is the
-  mean of per-relation precision at index ``int(0.02 * P)``.
-
-All metrics are returned in %. Everything is vectorised with numpy: one stable sort for the micro
-curve, and one stable column-wise sort for all relations' macro curves together. Every relation
-has the same number of candidates (P), so the per-relation "segments" are the columns of a
-[P, R] matrix, and cumulative sums, trapezoids and maxima run along axis 0.
+`evaluate(run, params, split)` scores a split with a built run (clever_jax.builder) over one
+process or several and returns its metrics and `SplitOutputs`; `write_results` writes
+WORKDIR/metrics.json, WORKDIR/test_scores.npz and WORKDIR/pr_curve.png.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
-from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+import jax
+import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
-from clever_jax.data.vocab import Vocab, benchmark_vocab
+from clever_jax import distributed
+from clever_jax import metrics as metrics_lib
+from clever_jax.data import pipeline
 
-__all__ = [
-    "micro_curve",
-    "macro_curves",
-    "auc",
-    "best_f1",
-    "precision_at",
-    "held_out_metrics",
-    "spearman",
-    "load_grades",
-    "commonsense_correlation",
-    "attention_on_annotated",
-    "precision_recall_plot",
-]
-
-TOP_FRACTION = 0.02  # P@2% and mP@2%.
+if TYPE_CHECKING:
+    from clever_jax.builder import Run
 
 
-def _check_scores_labels(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores)
-    labels = np.asarray(labels).astype(bool)
-    if scores.ndim != 2 or scores.shape != labels.shape:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must both be [pairs, relations]")
-    if scores.size == 0:
-        raise ValueError("no candidates to evaluate (scores is empty)")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores contain NaN or infinite values")
-    return scores, labels
+@dataclasses.dataclass
+class SplitOutputs:
+    """Everything an evaluation pass produces for one split (P bags, N instances), in bag id order.
+
+    scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] (when
+    `keep_evidence`, else None), gold_attention [P, N] (the evidence of each bag's gold relations,
+    averaged), images/subjects/objects/annotated/instance_mask [P, N].
+    """
+
+    scores: np.ndarray
+    gold_attention: np.ndarray
+    labels: np.ndarray
+    pairs: np.ndarray
+    bags: np.ndarray
+    evidence: np.ndarray | None
+    images: np.ndarray
+    subjects: np.ndarray
+    objects: np.ndarray
+    annotated: np.ndarray
+    instance_mask: np.ndarray
 
 
-def micro_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The micro precision-recall curve over all P × R candidates.
+def _padded_batches(loader, batch_size: int, num_steps: int | None):
+    """The loader's batches padded to `batch_size`, then empty batches (bag_mask False) up to `num_steps`."""
+    count, empty = 0, None
+    for batch in loader:
+        if num_steps is not None and count == num_steps:
+            raise ValueError(f"the loader has more than the {num_steps} batches expected")
+        empty = {k: v[:0] for k, v in batch.items()}
+        count += 1
+        yield pipeline.pad_batch(batch, batch_size)
+    if count < (num_steps or 0) and empty is None:
+        raise ValueError("this process's shard of the split is empty: the split has fewer bags than processes")
+    for _ in range(count, num_steps or 0):
+        yield pipeline.pad_batch(empty, batch_size)
+
+
+def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool = False,
+             num_steps: int | None = None, evidence_dtype: str = "float16") -> SplitOutputs:
+    """Scores every bag of a loader's split (one pass), over one process or several.
 
     Args:
-      scores: float [P, R]: the score of every test pair (NA pairs included) for every non-NA
-        relation; column j is relation j + 1.
-      labels: bool [P, R]: the test facts.
+      params: passed to `step_fn`.
+      step_fn: (params, batch) -> (scores [B, R+1], evidence [B, R+1, N]) of a process-local batch of
+        B = `batch_size` bags.
+      loader: this process's batches of the split (its shard when there are several processes).
+      batch_size: B; short batches are padded with empty bags.
+      keep_evidence: keep the evidence of every bag, as `evidence_dtype` (else only the gold relations'
+        attention).
+      num_steps: steps every process runs (shards can differ by a batch: the short ones are padded
+        with empty batches, so the processes stay in step); None: as many as the loader has.
 
     Returns:
-      (precision [K], recall [K]) with K = P * R, as float64. Candidates are sorted by score,
-      descending; equal scores keep flattened pair-major order (stable argsort of -score).
-
-    Raises:
-      ValueError: shapes differ or are not 2-D, no candidates, non-finite scores, or no facts.
+      The outputs of every bag of the split, of all processes, on every process, in bag id order
+      (the order of the records), so the same whatever the number of processes.
     """
-    scores, labels = _check_scores_labels(scores, labels)
-    num_facts = int(labels.sum())
-    if num_facts == 0:
-        raise ValueError("labels hold no test facts: recall is undefined")
-    order = np.argsort(-scores.ravel(), kind="stable")
-    correct = np.cumsum(labels.ravel()[order], dtype=np.int64)
-    precision = correct / np.arange(1, correct.size + 1, dtype=np.float64)
-    recall = correct / float(num_facts)
-    return precision, recall
+    if num_steps is None and jax.process_count() > 1:
+        raise ValueError("run_eval over several processes needs num_steps (the same on every process)")
+    keys = ("labels", "pair", "bag", "images", "subjects", "objects", "annotated", "instance_mask", "bag_mask")
+    collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence", "gold_attention")}
+    for batch in _padded_batches(loader, batch_size, num_steps):
+        scores, evidence = jax.device_get(step_fn(params, batch))
+        gold = batch["labels"] / np.maximum(batch["labels"].sum(axis=1, keepdims=True), 1)
+        collected["gold_attention"].append(np.einsum("br,brn->bn", gold, evidence))
+        collected["scores"].append(scores)
+        if keep_evidence:
+            collected["evidence"].append(evidence.astype(evidence_dtype))
+        for k in keys:
+            collected[k].append(batch[k])
+    local = {k: np.concatenate(v) for k, v in collected.items() if v}
+    out = multihost_utils.process_allgather(local, tiled=True)  # Processes' rows one after the other.
+    order = np.flatnonzero(out["bag_mask"])
+    order = order[np.argsort(out["bag"][order], kind="stable")]
+    out = {k: v[order] for k, v in out.items()}
+    return SplitOutputs(
+        scores=out["scores"], gold_attention=out["gold_attention"], labels=out["labels"] > 0, pairs=out["pair"],
+        bags=out["bag"].astype(np.int64), evidence=out.get("evidence"), images=out["images"],
+        subjects=out["subjects"], objects=out["objects"], annotated=out["annotated"],
+        instance_mask=out["instance_mask"],
+    )
 
 
-def macro_curves(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-relation precision-recall curves, all relations at once.
-
-    Args:
-      scores: float [P, R]; labels: bool [P, R] (as in `micro_curve`).
-
-    Returns:
-      precision [P, R] and recall [P, R] (float64; column r is relation r + 1's curve over its P
-      candidates, sorted by score descending, ties in pair order), and `evaluated` bool [R]:
-      the relations with at least one test fact. Columns of relations without facts have
-      recall 0 and take no part in the macro metrics.
-    """
-    scores, labels = _check_scores_labels(scores, labels)
-    order = np.argsort(-scores, axis=0, kind="stable")  # stable per column: ties stay in pair order
-    correct = np.cumsum(np.take_along_axis(labels, order, axis=0), axis=0, dtype=np.int64)
-    num_facts = correct[-1]
-    precision = correct / np.arange(1, scores.shape[0] + 1, dtype=np.float64)[:, None]
-    recall = correct / np.maximum(num_facts, 1).astype(np.float64)
-    return precision, recall, num_facts > 0
+def concat_outputs(parts: list[SplitOutputs]) -> SplitOutputs:
+    """Several splits' outputs as one (e.g. to extract from every pair with images)."""
+    fields = [f.name for f in dataclasses.fields(SplitOutputs)]
+    return SplitOutputs(**{
+        name: None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+        for name in fields
+    })
 
 
-def _auc(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
-    """Trapezoidal area along axis 0, in %; 0 for a curve of one point."""
-    return 100.0 * np.sum(np.diff(recall, axis=0) * (precision[1:] + precision[:-1]) / 2.0, axis=0)
+def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str, float]:
+    """Held-out metrics over the non-NA relations, Spearman against graded truth if given, and the
+    share of the gold relations' attention that lands on instances whose annotations relate the
+    pair (positive bags with such instances; `attention_chance` is what uniform attention gets)."""
+    metrics = metrics_lib.held_out_metrics(outputs.scores[:, 1:], outputs.labels[:, 1:])
+    positive = ~outputs.labels[:, 0]
+    attention = metrics_lib.attention_on_annotated(outputs.gold_attention[positive], outputs.annotated[positive],
+                                                outputs.instance_mask[positive])
+    metrics["attention_on_annotated"] = 100 * attention["attention_on_annotated"]
+    metrics["attention_chance"] = 100 * attention["chance"]
+    if grades is not None:
+        metrics["spearman"] = metrics_lib.commonsense_correlation(outputs.scores[:, 1:], outputs.pairs, grades)
+    return {k: float(v) for k, v in metrics.items()}
 
 
-def _best_f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
-    """Maximum of 2PR / (P + R) along axis 0, in %; 0 where P + R = 0."""
-    total = precision + recall
-    f1 = np.divide(2.0 * precision * recall, total, out=np.zeros_like(total, dtype=np.float64), where=total > 0)
-    return 100.0 * np.max(f1, axis=0)
+def evaluate(run: Run, params: Any, split: str, grades: np.ndarray | None,
+             keep_evidence: bool = False) -> tuple[dict[str, float], SplitOutputs]:
+    """Metrics and outputs of a split; with several processes each scores its shard and all get everything."""
+    size, processes = run.local_batch_size(train=False), jax.process_count()
+    num_bags = run.num_bags[split]
+    if num_bags < processes:
+        raise ValueError(f"split {split!r} has {num_bags} bags, fewer than the {processes} processes")
+    num_steps = math.ceil(math.ceil(num_bags / processes) / size)  # Batches of the largest shard.
+
+    def step_fn(params: Any, batch: dict) -> tuple[jax.Array, jax.Array]:
+        outputs = run.eval_step(params, run.device_batch(batch))
+        return multihost_utils.global_array_to_host_local_array(outputs, run.mesh, run.batch_sharding.spec)
+
+    outputs = run_eval(params, step_fn, run.loader(split, train=False), size, keep_evidence, num_steps,
+                       run.config.extract.evidence_dtype)
+    return split_metrics(outputs, grades), outputs
 
 
-def _check_curve(precision: np.ndarray, recall: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    precision = np.asarray(precision, dtype=np.float64)
-    recall = np.asarray(recall, dtype=np.float64)
-    if precision.ndim != 1 or precision.shape != recall.shape or precision.size == 0:
-        raise ValueError(f"precision {precision.shape} and recall {recall.shape} must be the same non-empty [K]")
-    return precision, recall
+def load_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
+    """Graded truth of the generated world (commonsense.json), None for real data."""
+    if config.data.source != "world":
+        return None
+    world_dir = config.data.world_dir or os.path.join(workdir, "world")
+    return metrics_lib.load_grades(os.path.join(world_dir, "commonsense.json"))
 
 
-def auc(precision: np.ndarray, recall: np.ndarray) -> float:
-    """Area under the curve, in %: trapezoids between consecutive (recall, precision) points.
-
-    Args:
-      precision, recall: float [K], in curve order (recall non-decreasing for our curves).
-
-    Returns:
-      Σ_i (recall_{i+1} - recall_i) (precision_{i+1} + precision_i) / 2 × 100, the value
-      ``sklearn.metrics.auc(recall, precision)`` gives for a non-decreasing recall. No point is
-      added before the first one (see the module docstring).
-    """
-    precision, recall = _check_curve(precision, recall)
-    return float(_auc(precision, recall))
-
-
-def best_f1(precision: np.ndarray, recall: np.ndarray) -> float:
-    """The maximum F1 over the curve, in %: max_i 2 P_i R_i / (P_i + R_i) (0 where P_i + R_i = 0).
-
-    Args:
-      precision, recall: float [K].
-    """
-    precision, recall = _check_curve(precision, recall)
-    return float(_best_f1(precision, recall))
-
-
-def precision_at(precision: np.ndarray, index: int) -> float:
-    """Precision at position `index` of the curve, in %; an index past the end is clamped to K - 1.
-
-    Args:
-      precision: float [K].
-      index: non-negative position (e.g. ``int(0.02 * K)``).
-    """
-    precision = np.asarray(precision, dtype=np.float64)
-    if precision.ndim != 1 or precision.size == 0:
-        raise ValueError(f"precision must be a non-empty [K] array, got shape {precision.shape}")
-    if index < 0:
-        raise ValueError(f"index must be non-negative, got {index}")
-    return float(100.0 * precision[min(int(index), precision.size - 1)])
-
-
-def held_out_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The six held-out metrics of the paper's Table 1, all in %.
-
-    Args:
-      scores: float [P, R]: every test pair (NA pairs included) × every non-NA relation;
-        column j is relation j + 1.
-      labels: bool [P, R]: the test facts.
-
-    Returns:
-      {"auc", "f1", "p@2%"}: micro curve over the P * R candidates, P@2% at index
-      ``int(0.02 * P * R)``; {"mauc", "mf1", "mp@2%"}: means over the relations with at least
-      one test fact of the per-relation AUC, best F1 and precision at index ``int(0.02 * P)``.
-      Indices past the end of a curve are clamped to its last point (which only happens for
-      a curve of length 0, rejected anyway, since int(0.02 K) <= K - 1 for K >= 1).
-    """
-    scores, labels = _check_scores_labels(scores, labels)
-    num_pairs, num_relations = scores.shape
-    precision, recall = micro_curve(scores, labels)
-    mprecision, mrecall, evaluated = macro_curves(scores, labels)
-    mprecision, mrecall = mprecision[:, evaluated], mrecall[:, evaluated]
-    macro_index = min(int(TOP_FRACTION * num_pairs), num_pairs - 1)
-    return {
-        "auc": auc(precision, recall),
-        "f1": best_f1(precision, recall),
-        "p@2%": precision_at(precision, int(TOP_FRACTION * num_pairs * num_relations)),
-        "mauc": float(np.mean(_auc(mprecision, mrecall))),
-        "mf1": float(np.mean(_best_f1(mprecision, mrecall))),
-        "mp@2%": float(100.0 * np.mean(mprecision[macro_index])),
-    }
-
-
-# ----------------------------------------------------------------------------- correlation
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of a 1-D array; tied values share the mean of the ranks they span."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts_group = np.empty(values.size, dtype=bool)
-    starts_group[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts_group[1:])
-    group = np.cumsum(starts_group) - 1
-    starts = np.flatnonzero(starts_group)
-    counts = np.diff(np.append(starts, values.size))
-    mean_rank = starts + (counts + 1) / 2.0  # ranks start + 1 .. start + count
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = mean_rank[group]
-    return ranks
-
-
-def spearman(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Spearman's rank correlation ρ: Pearson correlation of average ranks (ties share ranks).
-
-    Args:
-      predicted, truth: [n] numbers (flattened if not 1-D), n >= 2, finite.
-
-    Returns:
-      ρ in [-1, 1], or NaN when either input is constant (its ranks have no variance).
-    """
-    predicted = np.asarray(predicted, dtype=np.float64).ravel()
-    truth = np.asarray(truth, dtype=np.float64).ravel()
-    if predicted.shape != truth.shape:
-        raise ValueError(f"predicted {predicted.shape} and truth {truth.shape} differ in size")
-    if predicted.size < 2:
-        raise ValueError("Spearman's rho needs at least two observations")
-    if not (np.all(np.isfinite(predicted)) and np.all(np.isfinite(truth))):
-        raise ValueError("spearman inputs contain NaN or infinite values")
-    a = _average_ranks(predicted)
-    b = _average_ranks(truth)
-    a -= a.mean()
-    b -= b.mean()
-    denominator = np.sqrt(np.dot(a, a) * np.dot(b, b))
-    if denominator == 0.0:
-        return float("nan")
-    return float(np.clip(np.dot(a, b) / denominator, -1.0, 1.0))
-
-
-def load_grades(commonsense_json_path: str | os.PathLike, vocab: Vocab | None = None) -> np.ndarray:
-    """Graded ground truth from a world's ``commonsense.json``.
-
-    The file is ``{"entities": [...], "predicates": [...], "triplets": [{"subject", "predicate",
-    "object", "grade", "commonness"}, ...]}`` with vocabulary names; only "triplets" is read.
-
-    Args:
-      commonsense_json_path: the file.
-      vocab: names → ids (default: `benchmark_vocab()`); names must match exactly
-        (`vocab.entity_index`, `vocab.relation_index`).
-
-    Returns:
-      int8 [E, R + 1, E]: grades[s, r, o] is the grade (0 implausible / absent, 1 plausible but
-      rare, 2 common) of (subject class s, relation id r, object class o); r = 0 (NA) is all 0.
-      A triplet listed twice keeps its highest grade.
-
-    Raises:
-      ValueError: naming the file and the triplet index, for an unknown entity or predicate, a
-        missing key, or a grade outside 0..2.
-    """
-    vocab = benchmark_vocab() if vocab is None else vocab
-    path = os.fspath(commonsense_json_path)
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, Mapping) or not isinstance(data.get("triplets"), list):
-        raise ValueError(f"{path}: expected an object with a 'triplets' list")
-    triplets = data["triplets"]
-    n = len(triplets)
-    subj, rel, obj, grade = (np.zeros(n, dtype=np.int64) for _ in range(4))
-    for i, t in enumerate(triplets):  # parsing JSON records; the arithmetic below is vectorised
-        try:
-            names = (t["subject"], t["predicate"], t["object"])
-            value = t["grade"]
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: triplet {i} lacks subject/predicate/object/grade: {t!r}") from e
-        for name, index, kind in ((names[0], vocab.entity_index, "entity"),
-                                  (names[1], vocab.relation_index, "predicate"),
-                                  (names[2], vocab.entity_index, "entity")):
-            if name not in index:
-                raise ValueError(f"{path}: triplet {i}: unknown {kind} name {name!r}")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value not in (0, 1, 2):
-            raise ValueError(f"{path}: triplet {i}: grade must be 0, 1 or 2, got {value!r}")
-        subj[i] = vocab.entity_index[names[0]]
-        rel[i] = vocab.relation_index[names[1]]
-        obj[i] = vocab.entity_index[names[2]]
-        grade[i] = int(value)
-    num_entities = len(vocab.entities)
-    grades = np.zeros((num_entities, vocab.num_relations, num_entities), dtype=np.int8)
-    np.maximum.at(grades, (subj, rel, obj), grade.astype(np.int8))
-    return grades
-
-
-def commonsense_correlation(scores: np.ndarray, pairs: np.ndarray, grades: np.ndarray,
-                            top_k: int | None = None) -> float:
-    """Spearman's ρ between predicted scores and graded commonsense ground truth.
-
-    Args:
-      scores: float [P, R]: predictions for the test pairs; column j is relation j + 1.
-      pairs: int [P, 2]: (subject class, object class) of each row of `scores`.
-      grades: int [E, R + 1, E] from `load_grades` (index 1 is relation id 1; absent = 0).
-      top_k: None to correlate over all P × R candidates; else only over the k highest-scored
-        candidates (ties in pair-major order, as in `micro_curve`), like the paper's human
-        evaluation of top predictions. k larger than P × R means all of them.
-
-    Returns:
-      ρ, NaN when the scores or grades of the chosen candidates are all equal.
-    """
-    scores = np.asarray(scores)
-    pairs = np.asarray(pairs)
-    grades = np.asarray(grades)
-    if scores.ndim != 2 or pairs.shape != (scores.shape[0], 2):
-        raise ValueError(f"scores {scores.shape} must be [P, R] and pairs {pairs.shape} [P, 2]")
-    if grades.ndim != 3 or grades.shape[1] != scores.shape[1] + 1 or grades.shape[0] != grades.shape[2]:
-        raise ValueError(f"grades {grades.shape} must be [E, R + 1, E] with R = {scores.shape[1]}")
-    if pairs.size and (pairs.min() < 0 or pairs.max() >= grades.shape[0]):
-        raise ValueError(f"pairs hold entity classes outside 0..{grades.shape[0] - 1}")
-    # Advanced indices split by a slice put the pair axis first: [P, R + 1].
-    truth = grades[pairs[:, 0], :, pairs[:, 1]][:, 1:]
-    flat_scores = scores.ravel()
-    flat_truth = truth.ravel()
-    if top_k is not None:
-        if top_k < 2:
-            raise ValueError(f"top_k must be at least 2, got {top_k}")
-        if not np.all(np.isfinite(flat_scores)):
-            raise ValueError("scores contain NaN or infinite values")
-        chosen = np.argsort(-flat_scores, kind="stable")[:top_k]
-        flat_scores, flat_truth = flat_scores[chosen], flat_truth[chosen]
-    return spearman(flat_scores, flat_truth)
-
-
-# ----------------------------------------------------------------------------- attention
-
-
-def attention_on_annotated(attention: np.ndarray, annotated: np.ndarray,
-                           instance_mask: np.ndarray) -> dict[str, float]:
-    """How much attention lands on instances whose image annotates the pair's relation.
-
-    Args:
-      attention: float [B, N]: each bag's attention over its instances, for the relation of
-        interest (e.g. the bag's gold relation). It is renormalised over the valid instances, so
-        mass a model left on padding does not count (a no-op when it already sums to 1 there).
-      annotated: bool [B, N]: the instance's image annotates the relation between its boxes.
-      instance_mask: bool [B, N]: valid (non-padding) instances.
-
-    Returns:
-      {"attention_on_annotated": mean over bags with at least one valid annotated instance of the
-       attention mass on those instances,
-       "chance": mean over the same bags of (#annotated valid) / (#valid), the value uniform
-       attention would get,
-       "num_bags": how many bags were counted}.
-      Both means are NaN when no bag has an annotated instance.
-    """
-    attention = np.asarray(attention, dtype=np.float64)
-    valid = np.asarray(instance_mask, dtype=bool)
-    hit = np.asarray(annotated, dtype=bool) & valid
-    if attention.ndim != 2 or attention.shape != valid.shape or attention.shape != hit.shape:
-        raise ValueError(f"attention {attention.shape}, annotated and instance_mask must all be [B, N]")
-    counted = hit.any(axis=1)
-    if not counted.any():
-        return {"attention_on_annotated": float("nan"), "chance": float("nan"), "num_bags": 0}
-    attention, valid, hit = attention[counted], valid[counted], hit[counted]
-    total = np.sum(np.where(valid, attention, 0.0), axis=1)
-    on_hit = np.sum(np.where(hit, attention, 0.0), axis=1)
-    mass = np.divide(on_hit, total, out=np.zeros_like(total), where=total > 0)
-    chance = hit.sum(axis=1) / valid.sum(axis=1)
-    return {"attention_on_annotated": float(mass.mean()), "chance": float(chance.mean()),
-            "num_bags": int(counted.sum())}
-
-
-# ----------------------------------------------------------------------------- plot
-
-
-def precision_recall_plot(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike,
-                          title: str = "Held-out precision-recall") -> None:
-    """Writes a PNG with one precision-recall line per method.
-
-    Args:
-      curves: method name → (precision [K], recall [K]) as fractions (e.g. from `micro_curve`);
-        the legend shows each curve's AUC.
-      path: the PNG file; its folder is created if missing.
-      title: the plot title.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is slow to import
-    from matplotlib.figure import Figure
-
-    if not curves:
-        raise ValueError("no curves to plot")
-    figure = Figure(figsize=(6.0, 4.5), dpi=120)
-    FigureCanvasAgg(figure)  # Agg rendering without touching pyplot's global backend
-    axes = figure.add_subplot()
-    for name, (precision, recall) in curves.items():
-        precision, recall = _check_curve(precision, recall)
-        axes.plot(recall, precision, linewidth=1.5, label=f"{name} (AUC {auc(precision, recall):.2f})")
-    axes.set_xlabel("Recall")
-    axes.set_ylabel("Precision")
-    axes.set_xlim(0.0, 1.0)
-    axes.set_ylim(0.0, 1.02)
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="upper right", fontsize="small")
-    figure.tight_layout()
-    parent = os.path.dirname(os.fspath(path))
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    figure.savefig(os.fspath(path), format="png")
+def write_results(workdir: str, results: dict[str, dict], test: SplitOutputs, label: str) -> None:
+    """Process 0 writes metrics.json (`results`: split -> metrics), test_scores.npz (scores, labels,
+    pairs, bags of the test split) and pr_curve.png (the test curve, named `label`) into `workdir`."""
+    if not distributed.is_main_process():
+        return
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    np.savez_compressed(os.path.join(workdir, "test_scores.npz"), scores=test.scores, labels=test.labels,
+                        pairs=test.pairs, bags=test.bags)
+    curve = metrics_lib.micro_curve(test.scores[:, 1:], test.labels[:, 1:])
+    metrics_lib.precision_recall_plot({label: curve}, os.path.join(workdir, "pr_curve.png"))

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -19,23 +19,26 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from clever_jax import distributed
-from clever_jax.data.records import read_manifest
+from clever_jax.checkpoints import Checkpoints
+from clever_jax.data import text
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
 
+if TYPE_CHECKING:
+    from clever_jax.builder import Run
+
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def export_bundle(trainer) -> str:
-    """Writes WORKDIR/export from the best checkpoint of a train.Trainer's run; returns the folder.
+def export_bundle(run: Run, workdir: str) -> str:
+    """Writes WORKDIR/export from the best checkpoint of a built run (clever_jax.builder) trained in
+    `workdir`; returns the folder.
 
     Every process takes part in saving the parameters; process 0 writes the other files.
     """
-    from clever_jax import train
-
-    config, workdir = trainer.config, trainer.workdir
-    params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
+    config = run.config
+    params = Checkpoints(workdir).restore_params("best", run.abstract_params)
     out = os.path.join(os.path.abspath(workdir), "export")
     if distributed.is_main_process():
         shutil.rmtree(out, ignore_errors=True)
@@ -45,13 +48,12 @@ def export_bundle(trainer) -> str:
         checkpointer.save(os.path.join(out, "params"), params)
     if not distributed.is_main_process():
         return out
-    model = trainer.model
-    manifest = read_manifest(trainer.records_dir)
+    model, shape = run.model, run.shape
     encoder = {k: (str(jnp.dtype(v)) if k == "dtype" else v) for k, v in dataclasses.asdict(model.encoder).items()}
     description = {
         "encoder": encoder, "num_relations": model.num_relations, "head": model.head, "eval_head": model.eval_head,
-        "temperature": model.temperature, "cls_id": manifest["cls_id"], "sep_id": manifest["sep_id"],
-        "region_dim": manifest["region_dim"],
+        "temperature": model.temperature, "classifier_width": model.classifier_width, "cls_id": shape.cls_id,
+        "sep_id": shape.sep_id, "region_dim": shape.region_dim,
     }
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump(description, f, indent=1)
@@ -63,7 +65,7 @@ def export_bundle(trainer) -> str:
         with open(os.path.join(out, "vocab", name), "w") as f:
             f.write("\n".join(items) + "\n")
     os.makedirs(os.path.join(out, "tokenizer"))
-    source = train.checkpoint_dir(config)
+    source = text.pretrained_dir(config)
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(source, name)):
             shutil.copyfile(os.path.join(source, name), os.path.join(out, "tokenizer", name))
@@ -93,6 +95,7 @@ def load_bundle(path: str) -> Bundle:
     model = Clever(
         encoder=EncoderConfig(**description["encoder"]), num_relations=description["num_relations"],
         head=description["head"], eval_head=description["eval_head"], temperature=description["temperature"],
+        classifier_width=description["classifier_width"],
     )
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(os.path.join(os.path.abspath(path), "params"))

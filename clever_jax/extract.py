@@ -36,7 +36,7 @@ def write_triplets(
     and annotated (whether the image's annotations relate the two boxes).
 
     Args:
-      outputs: a train.SplitOutputs evaluated with keep_evidence=True.
+      outputs: an evaluate.SplitOutputs evaluated with keep_evidence=True.
       images_source: the image records (random access).
     """
     rows, relations = ranked_triplets(outputs.scores, top_k)

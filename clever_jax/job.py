@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging as pylogging
 import os
+import sys
 
-import numpy as np
 from absl import logging
 
 from clever_jax import distributed
@@ -21,6 +21,18 @@ class _QuietLibraries(pylogging.Filter):
 
     def filter(self, record: pylogging.LogRecord) -> bool:
         return record.levelno >= pylogging.WARNING or not any(p in record.pathname for p in self.NOISY)
+
+
+def reject_renamed_flags(argv: list[str]) -> None:
+    """Exits with a clear message when the command line sets a config.model setting by an earlier name
+    (before the config flag's own parsing would fail with a traceback)."""
+    from clever_jax.data.text import RENAMED
+
+    for arg in argv[1:]:
+        for old, new in RENAMED.items():
+            if arg.split("=")[0] == f"--config.model.{old}":
+                sys.exit(f"{arg.split('=')[0]}: renamed to --config.model.{new} (the pretrained encoder's folder; "
+                         "training checkpoints go to WORKDIR/checkpoints)")
 
 
 def quiet_libraries() -> None:
@@ -47,7 +59,7 @@ def prepare_records(config, workdir: str) -> str:
 
 
 def run(config, workdir: str, mode: str) -> None:
-    """Runs one mode (see the module docstring)."""
+    """Runs one mode (see clever_jax.main)."""
     distributed.initialize(config)  # Before anything touches the devices.
     if not distributed.is_main_process():
         logging.set_verbosity(logging.WARNING)  # Process 0 reports progress; the others only problems.
@@ -61,48 +73,39 @@ def run(config, workdir: str, mode: str) -> None:
         logging.info("Records in %s, statistics in %s", records_dir, os.path.join(workdir, prepare.STATS))
         return
 
-    from clever_jax import export, train
-    from clever_jax.data.vocab import benchmark_vocab
+    from clever_jax import builder, evaluate, export, train
+    from clever_jax.checkpoints import Checkpoints
 
-    trainer = train.Trainer(config, workdir, records_dir)
+    run = builder.build(config, records_dir)
     if mode in ("all", "train"):
-        best = trainer.train()
+        best = train.Trainer(run, workdir).train()
         logging.info("Best validation: %s", best)
         if mode == "train":
             return
     if mode == "export":
-        logging.info("Exported to %s", export.export_bundle(trainer))
+        logging.info("Exported to %s", export.export_bundle(run, workdir))
         return
-    main = distributed.is_main_process()  # Every process evaluates; process 0 writes the files.
-    params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
+    params = Checkpoints(workdir).restore_params("best", run.abstract_params)
+    grades = evaluate.load_grades(config, workdir)
     results, outputs = {}, {}
-    if mode in ("all", "eval"):
-        from clever_jax import evaluate
-
+    if mode in ("all", "eval"):  # Every process evaluates; process 0 writes the files.
         for split in ("val", "test"):
-            results[split], outputs[split] = trainer.evaluate(params, split, keep_evidence=mode == "all")
-        test = outputs["test"]
-        if main:
-            with open(os.path.join(workdir, "metrics.json"), "w") as f:
-                json.dump(results, f, indent=1)
-            np.savez_compressed(os.path.join(workdir, "test_scores.npz"), scores=test.scores, labels=test.labels,
-                                pairs=test.pairs, bags=test.bags)
-            evaluate.precision_recall_plot(
-                {f"{config.model.head} (test)": evaluate.micro_curve(test.scores[:, 1:], test.labels[:, 1:])},
-                os.path.join(workdir, "pr_curve.png"),
-            )
+            results[split], outputs[split] = evaluate.evaluate(run, params, split, grades,
+                                                               keep_evidence=mode == "all")
+        evaluate.write_results(workdir, results, outputs["test"], f"{config.model.head} (test)")
         logging.info("Test: %s", " ".join(f"{k}={v:.2f}" for k, v in results["test"].items()))
     if mode in ("all", "extract"):
         from clever_jax.data.records import open_records
+        from clever_jax.data.vocab import benchmark_vocab
         from clever_jax.extract import write_triplets
 
         split = config.extract.split
         for name in ("train", "val", "test") if split == "all" else (split,):
             if name not in outputs:
-                _, outputs[name] = trainer.evaluate(params, name, keep_evidence=True)
+                _, outputs[name] = evaluate.evaluate(run, params, name, grades, keep_evidence=True)
         if split == "all":
-            outputs["all"] = train.concat_outputs([outputs["train"], outputs["val"], outputs["test"]])
-        if main:
+            outputs["all"] = evaluate.concat_outputs([outputs["train"], outputs["val"], outputs["test"]])
+        if distributed.is_main_process():
             path = os.path.join(workdir, "triplets.jsonl")
             count = write_triplets(path, outputs[split], open_records(records_dir)[0], benchmark_vocab(),
                                    config.extract.top_k, config.extract.num_evidence)

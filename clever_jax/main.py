@@ -20,17 +20,18 @@ be built on each host's own disk.
 
 Stopping: SIGTERM (preemption) or Ctrl-C stops training after the current step with the latest
 state saved; in a multi-host run a signal to any one process stops every process after the same
-step (see train.StopSignal). The same command resumes.
+step (see distributed.StopSignal). The same command resumes.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from clever_jax import job
+from clever_jax import distributed, job
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the world, records, checkpoints and results.")
@@ -40,16 +41,15 @@ _MODE = flags.DEFINE_enum("mode", "all", job.MODES, "What to run.")
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from clever_jax.train import STOP
-
     # Preemption and Ctrl-C: training saves its latest state first. Installed before job.run starts
     # jax.distributed, whose preemption service then takes SIGTERM over (see StopSignal).
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, STOP.handle)
+        signal.signal(signum, distributed.STOP.handle)
     job.quiet_libraries()
     job.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
+    job.reject_renamed_flags(sys.argv)
     app.run(main)

@@ -1,6 +1,6 @@
 """Per-device memory of a config's train step, estimated two ways, without running it.
 
-  python -m clever_jax.memory --config=configs/vg_gpu10.py --config.model.checkpoint_dir=configs/bert_base
+  python -m clever_jax.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base
 
 configs/bert_base holds BERT-base's config.json (sizes only, no weights): the VinVL encoder of
 the paper has these sizes. The device runs `b = batch_size / devices` bags per step, as
@@ -18,20 +18,22 @@ I FFN size, A attention heads, K layers):
               A L^2 (4 + 1 + c)  float32 softmax output, its dropout mask, the dropped probs.
               With model.remat only the layer inputs (L H c per layer) stay, plus one layer's
               full set during its recomputation. Inputs (regions float32 Lr F) come on top.
-XLA: the train step is compiled for one device's share (b bags, grad_accum_steps micro-batches)
-on this machine's backend and `memory_analysis()` read: arguments + outputs - donated aliases +
+XLA: the train step of the run's builder (clever_jax.builder) is compiled for one device's share
+(b bags, grad_accum_steps micro-batches, a one-device mesh) on this machine's backend and
+`memory_analysis()` read: arguments + outputs - donated aliases +
 temporaries. On CPU this is XLA:CPU's buffer assignment, whose fusion differs from a GPU's, so
 the two figures bracket rather than predict the GPU number. XLA:CPU also undoes model.remat: it
-drops the optimisation barriers that keep the recomputation apart before it runs CSE (README).
+drops the optimisation barriers that keep the recomputation apart before it runs CSE
+(docs/performance.md).
 
 Writes a JSON report (default runs/memory/<config name>.json) and prints a table.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import sys
 from typing import Any
 
 import jax
@@ -41,8 +43,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import bench, precision, train
-from clever_jax.data.vocab import benchmark_vocab
+from clever_jax import builder, job
+from clever_jax.flops import Shapes
 
 GIB = 2.0**30
 
@@ -57,7 +59,7 @@ def devices_of(config: ml_collections.ConfigDict, devices: int) -> int:
     return int(np.prod(sizes))
 
 
-def analytic(s: bench.Shapes, num_params: int, micro_bags: int, dtype: str, accumulate: bool, remat: bool
+def analytic(s: Shapes, num_params: int, micro_bags: int, dtype: str, accumulate: bool, remat: bool
              ) -> dict[str, float]:
     """The analytic estimate in bytes, by part (module docstring)."""
     c = jnp.dtype(dtype).itemsize
@@ -74,19 +76,15 @@ def analytic(s: bench.Shapes, num_params: int, micro_bags: int, dtype: str, accu
     }
 
 
-def abstract_step(config: ml_collections.ConfigDict, device_bags: int) -> tuple[Any, Any, Any, bench.Shapes, int]:
-    """The jitted train step and the abstract state and batch of one device's share."""
-    model, s = bench.build(config, bench.region_dim(config), benchmark_vocab().num_relations)
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                         bench.synthetic_batch(s, device_bags, np.random.default_rng(0), 2.0))
-    params = jax.eval_shape(lambda b: model.init(jax.random.key(0), b)["params"], batch)
-    tx = train.make_optimizer(config, params)
-    state = train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                             opt_state=jax.eval_shape(tx.init, params), lr_scale=jax.ShapeDtypeStruct((), jnp.float32),
-                             loss_scale=jax.eval_shape(lambda: precision.initial_loss_scale(config)))
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config), donate_argnums=0)
-    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    return step, state, batch, s, num_params
+def abstract_step(config: ml_collections.ConfigDict, device_bags: int) -> tuple[Any, Any, Any, Shapes, int]:
+    """The jitted train step, the abstract state and the batch shapes of one device's share."""
+    config = config.copy_and_resolve_references()
+    config.data.batch_size = device_bags
+    config.mesh.update(data=1, fsdp=1)
+    run = builder.build(config, devices=jax.devices()[:1])
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.abstract_params))
+    batch = builder.batch_specs(run.shape, device_bags, keys=None)
+    return run.train_step, run.abstract_state(), batch, Shapes.of(run), num_params
 
 
 def estimate(config: ml_collections.ConfigDict, devices: int = 0) -> dict[str, Any]:
@@ -152,4 +150,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
+    job.reject_renamed_flags(sys.argv)
     app.run(main)

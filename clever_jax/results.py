@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import evaluate, job, train
+from clever_jax import evaluate, job, metrics
 from clever_jax.data import prepare
 from clever_jax.data.records import open_records, read_manifest
 
@@ -32,18 +33,18 @@ def random_row(records_dir: str, grades: np.ndarray | None, seed: int = 0) -> tu
     rows = np.repeat(np.arange(len(records)), [len(r["labels"]) for r in records])
     labels[rows, np.concatenate([r["labels"] for r in records])] = True
     scores = np.random.default_rng(seed).random(labels[:, 1:].shape)
-    metrics = evaluate.held_out_metrics(scores, labels[:, 1:])
+    row = metrics.held_out_metrics(scores, labels[:, 1:])
     if grades is not None:
         pairs = np.stack([r["pair"] for r in records])
-        metrics["spearman"] = evaluate.commonsense_correlation(scores, pairs, grades)
-    return metrics, evaluate.micro_curve(scores, labels[:, 1:])
+        row["spearman"] = metrics.commonsense_correlation(scores, pairs, grades)
+    return row, metrics.micro_curve(scores, labels[:, 1:])
 
 
 def table(rows: dict[str, dict]) -> str:
     header = "| Method | " + " | ".join(m.upper() if m != "spearman" else "Spearman" for m in METRICS) + " |"
     lines = [header, "|" + "---|" * (len(METRICS) + 1)]
-    for name, metrics in rows.items():
-        cells = [f"{metrics[m]:.3f}" if m == "spearman" else f"{metrics[m]:.2f}" for m in METRICS if m in metrics]
+    for name, row in rows.items():
+        cells = [f"{row[m]:.3f}" if m == "spearman" else f"{row[m]:.2f}" for m in METRICS if m in row]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -64,15 +65,15 @@ def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool) -> di
         with open(os.path.join(run_dir, "metrics.json")) as f:
             rows[head.upper()] = json.load(f)["test"]
         test = np.load(os.path.join(run_dir, "test_scores.npz"))
-        curves[head.upper()] = evaluate.micro_curve(test["scores"][:, 1:], test["labels"][:, 1:])
+        curves[head.upper()] = metrics.micro_curve(test["scores"][:, 1:], test["labels"][:, 1:])
     records_dir = prepare.prepare(run_config, run_dir)
-    random_metrics, curves["Random"] = random_row(records_dir, train.load_grades(run_config, run_dir))
+    random_metrics, curves["Random"] = random_row(records_dir, evaluate.load_grades(run_config, run_dir))
     rows = {"Random": random_metrics, **rows}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(rows, f, indent=1)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table(rows) + "\n")
-    evaluate.precision_recall_plot(curves, os.path.join(workdir, "pr_curves.png"))
+    metrics.precision_recall_plot(curves, os.path.join(workdir, "pr_curves.png"))
     return rows
 
 
@@ -94,4 +95,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
+    job.reject_renamed_flags(sys.argv)
     app.run(main)

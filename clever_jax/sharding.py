@@ -1,9 +1,9 @@
 """Device meshes and shardings: one program for one CPU, many GPUs and TPU pods.
 
-The mesh has two named axes: `data` (bags are split over it) and `fsdp` (parameters and
-optimiser state are split over it when `config.mesh.params == "fsdp"`; bags are split over both
-axes, so an FSDP mesh is data-parallel too). Sizes come from config.mesh; -1 takes the devices
-left over.
+The mesh has two named axes: `data` (bags are split over it) and `fsdp` (when
+`config.mesh.params == "fsdp"`, every parameter and optimiser-state leaf of
+`config.mesh.fsdp_min_size` values or more is split over it; bags are split over both axes, so
+an FSDP mesh is data-parallel too). Sizes come from config.mesh; -1 takes the devices left over.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def _fsdp_spec(shape: tuple[int, ...], size: int) -> P:
-    """Split the largest axis that `size` divides; replicate small or indivisible leaves."""
-    if size == 1 or not shape or int(np.prod(shape)) < 2**14:
+def _fsdp_spec(shape: tuple[int, ...], size: int, min_size: int) -> P:
+    """Split the largest axis that `size` divides; replicate leaves under `min_size` values or indivisible ones."""
+    if size == 1 or not shape or int(np.prod(shape)) < min_size:
         return P()
     for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
         if shape[axis] % size == 0:
@@ -55,15 +55,16 @@ def _fsdp_spec(shape: tuple[int, ...], size: int) -> P:
     return P()
 
 
-def tree_shardings(tree: Any, mesh: Mesh, mode: str) -> Any:
-    """NamedShardings for a tree of arrays (parameters, optimiser state): replicated or FSDP."""
+def tree_shardings(tree: Any, mesh: Mesh, mode: str, min_size: int) -> Any:
+    """NamedShardings for a tree of arrays (parameters, optimiser state): replicated or FSDP (leaves of
+    `min_size` values or more split over the fsdp axis: config.mesh.fsdp_min_size)."""
     if mode not in PARAM_MODES:
         raise ValueError(f"config.mesh.params must be one of {PARAM_MODES}, found {mode!r}")
     size = mesh.shape["fsdp"]
 
     def spec(leaf: Any) -> NamedSharding:
         shape = tuple(getattr(leaf, "shape", ()))
-        return NamedSharding(mesh, P() if mode == "replicated" else _fsdp_spec(shape, size))
+        return NamedSharding(mesh, P() if mode == "replicated" else _fsdp_spec(shape, size, min_size))
 
     return jax.tree.map(spec, tree)
 

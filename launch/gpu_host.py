@@ -1,7 +1,7 @@
 """Training on one host with several NVIDIA GPUs (default: the paper's 10 RTX 2080 Ti).
 
   python3 launch/gpu_host.py --workdir=runs/vg_gpu10 --vg_dir=/data/vg \
-      --features_path=/data/vg/features.tsv --checkpoint_dir=/data/vinvl-base [--dry_run] [-- FLAG ...]
+      --features_path=/data/vg/features.tsv --pretrained_dir=/data/vinvl-base [--dry_run] [-- FLAG ...]
 
 Checks that nvidia-smi lists the GPUs, builds the environment (`make install-cuda`: .venv with
 jax[cuda12]) and starts `clever_jax.main` in the background under nohup, logging to
@@ -28,7 +28,7 @@ def main_command(args: argparse.Namespace) -> str:
         f"--workdir={os.path.abspath(args.workdir)}",
         f"--config.data.vg_dir={os.path.abspath(args.vg_dir)}",
         f"--config.data.features_path={os.path.abspath(args.features_path)}",
-        f"--config.model.checkpoint_dir={os.path.abspath(args.checkpoint_dir)}",
+        f"--config.model.pretrained_dir={os.path.abspath(args.pretrained_dir)}",
         *args.overrides,
     ]
     log = os.path.join(os.path.abspath(args.workdir), "train.log")
@@ -46,7 +46,7 @@ def check_gpus(listing: str, expected: int) -> None:
 def check_inputs(args: argparse.Namespace) -> None:
     expected = [(args.vg_dir, os.path.isdir, "a folder with image_data.json, objects.json, relationships.json"),
                 (args.features_path, os.path.isfile, "the region features TSV"),
-                (args.checkpoint_dir, os.path.isdir, "a checkpoint folder (config.json, vocab.txt, weights)")]
+                (args.pretrained_dir, os.path.isdir, "a checkpoint folder (config.json, vocab.txt, weights)")]
     for path, exists, what in expected:
         if not exists(path):
             sys.exit(f"{path} not found: expected {what}")
@@ -59,10 +59,10 @@ def main() -> None:
     parser.add_argument("--workdir", help="Run folder: records, checkpoints, results, train.log.")
     parser.add_argument("--vg_dir", help="Visual Genome annotations (image_data.json, objects.json, ...).")
     parser.add_argument("--features_path", help="Region features TSV.")
-    parser.add_argument("--checkpoint_dir", help="Pretrained VinVL-base (or BERT) checkpoint folder.")
+    parser.add_argument("--pretrained_dir", help="Pretrained VinVL-base (or BERT) checkpoint folder.")
     parser.add_argument("--python", default="python3", help="Interpreter (3.11 or newer) that makes .venv.")
     args = common.parse(parser)
-    common.require(parser, args, ("workdir", "vg_dir", "features_path", "checkpoint_dir"))
+    common.require(parser, args, ("workdir", "vg_dir", "features_path", "pretrained_dir"))
     if not args.dry_run:
         check_inputs(args)
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clever_jax import sharding, train
+from clever_jax import builder, sharding, train
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
 from configs import demo
@@ -44,10 +44,10 @@ def run(config, devices, mode):
                    eval_head="clever", temperature=2.0)
     mesh = sharding.make_mesh(config, devices)
     params = jax.jit(model.init)(jax.random.key(0), batch(0))["params"]
-    param_shardings = sharding.tree_shardings(params, mesh, mode)
+    param_shardings = sharding.tree_shardings(params, mesh, mode, config.mesh.fsdp_min_size)
     params = jax.device_put(params, param_shardings)
-    tx = train.make_optimizer(config, params)
-    opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), mesh, mode)
+    tx = builder.make_optimizer(config, params)
+    opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), mesh, mode, config.mesh.fsdp_min_size)
     replicated = sharding.replicated(mesh)
     state = train.TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
                              opt_state=jax.jit(tx.init, out_shardings=opt_shardings)(params),
@@ -65,7 +65,7 @@ def run(config, devices, mode):
 
 
 def main():
-    config = demo.get_config()
+    config = demo.get_config("tiny")
     config.train.update(lr=1e-3, warmup_steps=1)
     reference, _, loss = run(config, jax.devices()[:1], "replicated")
     config.train.grad_accum_steps = 2

@@ -11,6 +11,7 @@ shard 1, one after the other. The two processes' training is stopped by a SIGTER
 1 receives (after step 2, at stop check 3; see SignalAt) and then resumed, so it must still end like the reference's.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,10 +21,10 @@ import traceback
 
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from clever_jax import distributed, export, job, sharding, train
+from clever_jax import builder, distributed, evaluate, export, job, train
+from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import pipeline
 from clever_jax.data.vocab import benchmark_vocab
 from configs import demo
@@ -46,15 +47,13 @@ def write_tiny_bert(folder: str) -> None:
 
 
 def tiny_config(root: str, process_id: int, num_processes: int, port: int):
-    config = demo.get_config()
-    config.data.world.update(num_images=150, feature_dim=8)
+    config = demo.get_config("tiny")
     config.data.world_dir = os.path.join(root, "world")
     # 18 train bags (2 steps an epoch), 131 val and 321 test bags: the test split's shards (161 and 160
     # bags) take 21 and 20 local batches of 8, so process 1 adds an empty batch.
-    config.data.update(split_ratios=(0.1, 0.3, 0.6), na_ratio=0.5, bag_size=4, text_len=16, num_regions=6,
-                       batch_size=8, eval_batch_size=16)
-    config.model.update(checkpoint_dir=os.path.join(root, "bert"), pretrained=False, num_layers=1, head="clever")
-    config.train.update(max_epochs=2, warmup_steps=2, log_every=2, lr=1e-3)
+    config.data.update(split_ratios=(0.1, 0.3, 0.6), na_ratio=0.5)
+    config.model.update(pretrained_dir=os.path.join(root, "bert"), pretrained=False)
+    config.train.update(warmup_steps=2, log_every=2, lr=1e-3)
     config.distributed.update(enabled=num_processes > 1, coordinator_address=f"localhost:{port}",
                               num_processes=num_processes, process_id=process_id)
     return config
@@ -84,7 +83,7 @@ class ShardPairs:
         pass
 
 
-class ReferenceTrainer(train.Trainer):
+class ReferenceRun(builder.Run):
     """One process whose training batches are those of a two-process run."""
 
     def loader(self, split: str, *, train: bool):
@@ -92,13 +91,13 @@ class ReferenceTrainer(train.Trainer):
             return super().loader(split, train=False)
         return ShardPairs([
             pipeline.make_loader(self.records_dir, split, self.shape, self.local_batch_size(True) // SHARDS,
-                                 train=True, seed=self.config.seed,
+                                 train=True, seed=self.config.data.shuffle_seed,
                                  shard_options=grain.sharding.ShardOptions(i, SHARDS, drop_remainder=True))
             for i in range(SHARDS)
         ])
 
 
-class SignalAt(train.StopSignal):
+class SignalAt(distributed.StopSignal):
     """The train loop's stop signal, with process 1 sending itself SIGTERM at step boundary `at`.
 
     There every process then waits until all have joined JAX's preemption sync (each has told the
@@ -128,51 +127,43 @@ class SignalAt(train.StopSignal):
             raise
 
 
-def abstract_state(trainer: train.Trainer) -> train.TrainState:
-    """Shapes, dtypes and shardings of the train state (the restore target)."""
-    params = trainer.example_params()
-    opt_state = jax.eval_shape(train.make_optimizer(trainer.config, params).init, params)
-    opt_shardings = sharding.tree_shardings(opt_state, trainer.mesh, trainer.config.mesh.params)
-    opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), opt_state, opt_shardings)
-    return train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32, sharding=trainer.replicated), params=params,
-                            opt_state=opt_state,
-                            lr_scale=jax.ShapeDtypeStruct((), jnp.float32, sharding=trainer.replicated))
-
-
 def main(root: str, process_id: int, num_processes: int, port: int) -> None:
     config = tiny_config(root, process_id, num_processes, port)
     if num_processes > 1:
-        train.STOP = SignalAt(3)
-    stop = train.STOP
+        distributed.STOP = SignalAt(3)
+    stop = distributed.STOP
     for signum in (signal.SIGTERM, signal.SIGINT):  # As main.py: before jax.distributed.initialize.
         signal.signal(signum, stop.handle)
     distributed.initialize(config)
     assert jax.process_count() == num_processes and jax.process_index() == process_id
     if distributed.is_main_process():
-        write_tiny_bert(config.model.checkpoint_dir)
+        write_tiny_bert(config.model.pretrained_dir)
     records_dir = job.prepare_records(config, os.path.join(root, "prepared"))
     workdir = os.path.join(root, f"run{num_processes}")
-    trainer = (train.Trainer if num_processes > 1 else ReferenceTrainer)(config, workdir, records_dir)
+    run = builder.build(config, records_dir)
+    if num_processes == 1:
+        run = ReferenceRun(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)})
+    trainer = train.Trainer(run, workdir)
     stopped = {}
     if num_processes > 1:
         try:
             trainer.train()
         except KeyboardInterrupt:
-            checkpoints = train.Checkpoints(workdir)
-            state, meta = checkpoints.restore_latest(abstract_state(trainer))
+            checkpoints = Checkpoints(workdir)
+            state, meta = checkpoints.restore_latest(run.abstract_state())
             stopped = {"stopped_at": stop.stopped_at, "stopped_step": state.step,
                        "stopped_checkpoint": checkpoints.managers["latest"].latest_step(),
                        "stopped_history": json.dumps(meta["history"])}
     trainer.train()  # Two processes: resumes from the stop.
 
-    checkpoints = train.Checkpoints(workdir)  # Every process restores the state and its own input position.
-    iterator = iter(trainer.loader("train", train=True))
-    state, meta = checkpoints.restore_latest(abstract_state(trainer), iterator)
+    checkpoints = Checkpoints(workdir)  # Every process restores the state and its own input position.
+    iterator = iter(run.loader("train", train=True))
+    state, meta = checkpoints.restore_latest(run.abstract_state(), iterator)
     next_bags = next(iterator)["bag"]
     # The reference run's parameters (saved by one process on 4 devices, restored here on this topology).
-    params = train.Checkpoints(os.path.join(root, "run1")).restore_params("latest", trainer.example_params())
-    metrics, outputs = trainer.evaluate(params, "test", keep_evidence=True)
-    export.export_bundle(trainer)
+    params = Checkpoints(os.path.join(root, "run1")).restore_params("latest", run.abstract_params)
+    metrics, outputs = evaluate.evaluate(run, params, "test", trainer.grades, keep_evidence=True)
+    export.export_bundle(run, workdir)
     trained = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]}
     np.savez(os.path.join(workdir, f"result_{process_id}.npz"), step=np.asarray(state.step), next_bags=next_bags,

@@ -9,7 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from clever_jax import bench
+from clever_jax import bench, builder, flops
+from clever_jax.data import pipeline, synthetic
+from clever_jax.flops import Shapes
 from clever_jax.models.clever import Clever, bag_loss
 from configs import demo
 
@@ -31,10 +33,9 @@ STEP_KEYS = (
 
 
 def tiny_config(head: str = "clever"):
-    config = demo.get_config()
-    config.data.world.feature_dim = 8
+    config = demo.get_config("tiny")
     config.data.update(TINY)
-    config.model.update(num_layers=1, head=head, pretrained=False)
+    config.model.update(head=head, pretrained=False)
     return config
 
 
@@ -43,9 +44,9 @@ def test_compiled_steps_flops_and_report():
     for shapes in (compiled.train_shapes, compiled.eval_shapes):  # Trimmed as training trims.
         assert shapes.text_len == 16 and shapes.num_regions == 8 and compiled.shapes.text_len == 24
     assert compiled.train_batch["text_ids"].shape == (2, 8, 16) and compiled.eval_batch["regions"].shape[2] == 8
-    flops = bench.step_flops(compiled.train_shapes, compiled.eval_shapes)
+    step_flops = flops.step_flops(compiled.train_shapes, compiled.eval_shapes)
     for step, executable in (("train", compiled.train_step), ("eval", compiled.eval_step)):
-        ratio = bench.xla_flops(executable) / flops[step]
+        ratio = flops.xla_flops(executable) / step_flops[step]
         assert abs(ratio - 1) < TOLERANCE, (step, ratio)
 
     report = bench.measure(compiled, repeats=2, warmup=1, peak_sizes=[128, 256])
@@ -72,9 +73,9 @@ def test_compiled_steps_flops_and_report():
 def test_analytic_flops_of_each_head(head):
     """Loss + gradient (no optimiser) and the eval forward of each head against XLA's count of the
     lowered (unoptimised) programs: no compilation needed."""
-    config = tiny_config(head)
-    model, shapes = bench.build(config, bench.region_dim(config), 101)
-    batch = jax.device_put(bench.synthetic_batch(shapes, shapes.batch_size, np.random.default_rng(0), 12.0))
+    run = builder.build(tiny_config(head))
+    model, shapes = run.model, Shapes.of(run)
+    batch = jax.device_put(synthetic.synthetic_batch(run.shape, shapes.batch_size, np.random.default_rng(0), 12.0))
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), batch)["params"])
 
     def loss(p):
@@ -82,17 +83,20 @@ def test_analytic_flops_of_each_head(head):
                              rngs={"dropout": jax.random.key(0)})
         return bag_loss(logits, batch["labels"], batch["target"], batch["bag_mask"], "sampled")
 
-    flops = bench.step_flops(shapes)
-    grad_flops = bench.xla_flops(jax.jit(jax.value_and_grad(loss)).lower(params))
-    eval_flops = bench.xla_flops(jax.jit(lambda p: model.apply({"params": p}, batch)).lower(params))
-    assert abs(grad_flops / flops["train"] - 1) < TOLERANCE, grad_flops / flops["train"]
-    assert abs(eval_flops / flops["eval"] - 1) < TOLERANCE, eval_flops / flops["eval"]
+    step_flops = flops.step_flops(shapes)
+    grad_flops = flops.xla_flops(jax.jit(jax.value_and_grad(loss)).lower(params))
+    eval_flops = flops.xla_flops(jax.jit(lambda p: model.apply({"params": p}, batch)).lower(params))
+    assert abs(grad_flops / step_flops["train"] - 1) < TOLERANCE, grad_flops / step_flops["train"]
+    assert abs(eval_flops / step_flops["eval"] - 1) < TOLERANCE, eval_flops / step_flops["eval"]
 
 
 def test_synthetic_batch_layout():
-    config = tiny_config()
-    _, shapes = bench.build(config, bench.region_dim(config), 101)
-    batch = bench.synthetic_batch(shapes, 3, np.random.default_rng(0), 6.0)
+    shape = synthetic.instance_shape(tiny_config().data)
+    batch = synthetic.synthetic_batch(shape, 3, np.random.default_rng(0), 6.0)
+    layout = pipeline.bag_layout(shape)
+    assert batch.keys() == layout.keys()
+    for key, (bag_shape, dtype) in layout.items():
+        assert batch[key].shape == (3, *bag_shape) and batch[key].dtype == dtype, key
     assert batch["text_ids"].shape == batch["text_mask"].shape == (3, 8, 24)
     assert batch["regions"].shape == (3, 8, 8, 14) and batch["region_mask"].shape == (3, 8, 8)
     assert batch["subject_span"].shape == batch["object_span"].shape == (3, 8, 2)
@@ -107,6 +111,7 @@ def test_synthetic_batch_layout():
     assert 0 < counts["real_token_share"] == counts["real_share_of_computed"] < 1 and counts["buckets"] == {"24x8": 1}
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
     out = tmp_path / "bench.json"
     args = [
@@ -128,6 +133,7 @@ def test_command_line(tmp_path):
     assert report["config"]["file"] == "configs/demo.py"
 
 
+@pytest.mark.slow
 def test_weak_scaling_on_eight_forced_devices(tmp_path):
     out = tmp_path / "scaling.json"
     args = [

@@ -17,7 +17,7 @@ from multidevice_check import LR, LT
 from multidevice_check import batch as fixed_batch
 from test_multihost import ROOT, free_port
 
-from clever_jax import train
+from clever_jax import builder, train
 from clever_jax.data import pipeline
 
 
@@ -116,6 +116,7 @@ def test_trimmed_batches_give_the_same_outputs_loss_and_gradients():
 PROCESS_LENGTHS = (([[5, 3]], [[6, 2]]), ([[11, 2]], [[3, 2]]))
 
 
+@pytest.mark.slow
 def test_processes_trim_to_the_largest_bucket_of_any_process():
     port = free_port()
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
@@ -132,7 +133,7 @@ def test_processes_trim_to_the_largest_bucket_of_any_process():
 
 def process_main(port: int, process_id: int) -> None:
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
-    print("bucket", train.batch_bucket(handmade_batch(*PROCESS_LENGTHS[process_id]), 4), flush=True)
+    print("bucket", builder.batch_bucket(handmade_batch(*PROCESS_LENGTHS[process_id]), 4), flush=True)
 
 
 if __name__ == "__main__":

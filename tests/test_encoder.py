@@ -13,6 +13,7 @@ import pytest
 from flax import traverse_util
 
 from clever_jax import weights
+from clever_jax.data import text
 from clever_jax.models.encoder import BertTextModel, Dropout, EncoderConfig, InstanceEncoder, fmix32, span_mean
 
 TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
@@ -73,7 +74,7 @@ def minilm():
     torch = pytest.importorskip("torch")
     import transformers
 
-    path = weights.default_checkpoint_dir()
+    path = text.default_model_dir()
     hf_config, state = weights.load_checkpoint_dir(path)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, hf_config["vocab_size"], size=(2, 16)).astype(np.int32)
@@ -107,7 +108,7 @@ def test_parity_with_transformers(minilm, num_layers):
 
 
 def test_load_pretrained_merges_into_instance_encoder():
-    path = weights.default_checkpoint_dir()
+    path = text.default_model_dir()
     hf_config, _ = weights.load_checkpoint_dir(path)
     config = EncoderConfig.from_hf(hf_config, region_dim=6, num_layers=1)
     pretrained, report = weights.load_pretrained(path, config)

@@ -50,9 +50,10 @@ def inputs(tmp_path):
     (tmp_path / "features.tsv").write_text("")
     (tmp_path / "vinvl").mkdir()
     return [f"--vg_dir={tmp_path / 'vg'}", f"--features_path={tmp_path / 'features.tsv'}",
-            f"--checkpoint_dir={tmp_path / 'vinvl'}"]
+            f"--pretrained_dir={tmp_path / 'vinvl'}"]
 
 
+@pytest.mark.slow
 def test_gpu_host_dry_run_prints_the_commands_and_runs_nothing(tmp_path, fake_path, inputs):
     env, calls = fake_path
     result = launch("gpu_host.py", "--workdir=runs/x", *inputs, "--dry_run", "--", "--config.train.lr=5e-5",
@@ -71,6 +72,7 @@ def test_gpu_host_dry_run_prints_the_commands_and_runs_nothing(tmp_path, fake_pa
     assert not calls.exists() and not workdir.exists()
 
 
+@pytest.mark.slow
 def test_gpu_host_runs_what_the_dry_run_prints(tmp_path, fake_path, inputs):
     env, calls = fake_path
     args = [f"--workdir={tmp_path / 'run'}", "--num_gpus=2", *inputs]
@@ -86,24 +88,26 @@ def test_gpu_host_runs_what_the_dry_run_prints(tmp_path, fake_path, inputs):
     assert (tmp_path / "run" / "train.log").exists()
 
 
+@pytest.mark.slow
 def test_gpu_host_stops_before_installing_when_gpus_or_inputs_are_missing(tmp_path, fake_path, inputs):
     env, calls = fake_path
     result = launch("gpu_host.py", f"--workdir={tmp_path / 'run'}", *inputs, env={**env, "FAKE_GPUS": "4"})
     assert result.returncode != 0 and "Expected 10 GPUs (--num_gpus), nvidia-smi -L lists 4" in result.stderr
     assert calls.read_text().splitlines() == ["nvidia-smi -L"]
     calls.unlink()
-    result = launch("gpu_host.py", f"--workdir={tmp_path / 'run'}", *inputs[:2], f"--checkpoint_dir={tmp_path}/no",
+    result = launch("gpu_host.py", f"--workdir={tmp_path / 'run'}", *inputs[:2], f"--pretrained_dir={tmp_path}/no",
                     env=env)
     assert result.returncode != 0 and f"{tmp_path}/no not found: expected a checkpoint folder" in result.stderr
     assert not calls.exists()
     result = launch("gpu_host.py", "--workdir=runs/x", "--dry_run", env=env)
     assert result.returncode == 2
-    assert "missing --vg_dir, --features_path, --checkpoint_dir" in result.stderr
+    assert "missing --vg_dir, --features_path, --pretrained_dir" in result.stderr
 
 
 TPU = ["--name=clever", "--zone=us-central2-b", "--data_uri=gs://data/clever", "--ckpt_bucket=ckpts", "--dry_run"]
 
 
+@pytest.mark.slow
 def test_tpu_pod_all_creates_sets_up_and_starts_every_worker(fake_path):
     env, calls = fake_path
     result = launch("tpu_pod.py", "all", *TPU, "--spot", "--run=r1", "--", "--config.train.lr=5e-5", env=env)
@@ -123,13 +127,14 @@ def test_tpu_pod_all_creates_sets_up_and_starts_every_worker(fake_path):
     assert start[:5] == ["cd", "clever_jax", "&&", "{", "nohup"]
     assert "--config=configs/vg_tpu.py" in start and "--config.distributed.enabled=True" in start
     assert "--workdir=runs/r1" in start and "--config.train.lr=5e-5" in start
-    assert "--config.model.checkpoint_dir=$HOME/clever_data/checkpoint" in start
+    assert "--config.model.pretrained_dir=$HOME/clever_data/pretrained" in start
     assert start[-7:] == ["<", "/dev/null", ">>", "runs/r1/train.log", "2>&1", "&", "}"]
     assert any(line.startswith("git archive ") for line in lines)
     assert any(" scp " in line and "--worker=all" in line for line in lines)
     assert not calls.exists()
 
 
+@pytest.mark.slow
 def test_tpu_pod_collect_and_delete(fake_path):
     env, calls = fake_path
     lines = launch("tpu_pod.py", "collect", *TPU, "--run=r1", "--out=/tmp/out", env=env).stdout.splitlines()
@@ -140,6 +145,7 @@ def test_tpu_pod_collect_and_delete(fake_path):
     assert not calls.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["run", "--name=clever", "--dry_run"], "missing --zone, --ckpt_bucket"),
     (["setup", "--name=clever", "--zone=z", "--dry_run"], "missing --data_uri"),
@@ -171,6 +177,7 @@ def test_vg_configs_split_their_batches_over_the_devices_they_target():
     assert importlib.import_module("configs.vg_tpu").get_config().distributed.enabled
 
 
+@pytest.mark.slow
 def test_accelerator_installs_add_the_jax_extras(tmp_path):
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         extras = tomllib.load(f)["project"]["optional-dependencies"]

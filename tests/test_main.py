@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-TINY_WORLD = ["--config.data.world.num_images=150", "--config.data.world.feature_dim=8"]
+pytestmark = pytest.mark.slow  # Subprocesses: the command line end to end.
+
+TINY = "--config=configs/demo.py:tiny"
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:
@@ -20,8 +22,7 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("sampler", ["overlap", "random"])
 def test_prepare_builds_world_records_and_statistics(tmp_path, sampler):
     workdir = str(tmp_path / "run")
-    args = ["--config=configs/demo.py", "--mode=prepare", f"--workdir={workdir}", *TINY_WORLD,
-            f"--config.data.sampler={sampler}"]
+    args = [TINY, "--mode=prepare", f"--workdir={workdir}", f"--config.data.sampler={sampler}"]
     first = run_main(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert sorted(os.listdir(os.path.join(workdir, "world"))) == sorted(
@@ -47,12 +48,16 @@ def test_vg_config_without_files_says_what_to_put_where(tmp_path):
     assert "relationships.json" in result.stderr and "features_path" in result.stderr
 
 
+def test_the_old_name_of_the_pretrained_folder_says_the_new_one(tmp_path):
+    result = run_main(TINY, f"--workdir={tmp_path}", "--config.model.checkpoint_dir=/models/vinvl-base")
+    assert result.returncode != 0
+    assert "--config.model.checkpoint_dir: renamed to --config.model.pretrained_dir" in result.stderr
+
+
 def test_sigterm_saves_the_latest_state_and_the_next_run_resumes(tmp_path):
     workdir = str(tmp_path / "run")
-    args = [sys.executable, "-m", "clever_jax.main", "--config=configs/demo.py", "--mode=train",
-            f"--workdir={workdir}", *TINY_WORLD, "--config.model.num_layers=1", "--config.data.bag_size=4",
-            "--config.data.text_len=16", "--config.data.num_regions=6", "--config.train.log_every=1",
-            "--config.train.max_epochs=3"]
+    args = [sys.executable, "-m", "clever_jax.main", TINY, "--mode=train", f"--workdir={workdir}",
+            "--config.train.log_every=1", "--config.train.max_epochs=3"]
     log = open(tmp_path / "log.txt", "w")
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     deadline = time.time() + 240

@@ -7,10 +7,8 @@ from configs import demo
 
 
 def small_config(**train):
-    config = demo.get_config()
-    config.data.world.feature_dim = 8
-    config.data.update(bag_size=4, text_len=8, num_regions=4, batch_size=8)
-    config.model.num_layers = 1
+    config = demo.get_config("tiny")
+    config.data.update(text_len=8, num_regions=4)
     config.mesh.data = 2
     config.train.update(train)
     return config

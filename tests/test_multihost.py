@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # Several processes.
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Same flags in both runs; the lower LLVM optimisation only makes compiling (most of this test's time) faster.
 XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"

@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 from multidevice_check import R1, F
 from multidevice_check import batch as fixed_batch
 
-from clever_jax import precision, train
+from clever_jax import builder, precision, train
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
 from configs import demo
@@ -18,7 +18,7 @@ from configs import demo
 
 def setup(dtype: str = "float32", dropout: float = 0.1, **train_overrides):
     """A tiny model's config, step function and initial state (same float32 parameters for every dtype)."""
-    config = demo.get_config()
+    config = demo.get_config("tiny")
     config.model.dtype = dtype
     config.train.update(lr=1e-3, warmup_steps=1, **train_overrides)
     encoder = EncoderConfig(vocab_size=1000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
@@ -26,7 +26,7 @@ def setup(dtype: str = "float32", dropout: float = 0.1, **train_overrides):
                             attention_dropout=dropout)
     model = Clever(encoder, num_relations=R1, head="clever", eval_head="clever", temperature=2.0, bag_dropout=dropout)
     params = jax.jit(model.init)(jax.random.key(0), fixed_batch(0))["params"]
-    tx = train.make_optimizer(config, params)
+    tx = builder.make_optimizer(config, params)
     state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                              lr_scale=jnp.ones(()), loss_scale=precision.initial_loss_scale(config))
     step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config))
@@ -104,7 +104,7 @@ def test_loss_scale_update_rule():
 
 
 def test_unknown_policy_is_rejected():
-    config = demo.get_config()
+    config = demo.get_config("tiny")
     config.model.dtype = "float8"
     with pytest.raises(ValueError, match="config.model.dtype='float8'"):
         precision.check_policy(config)

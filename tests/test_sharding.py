@@ -22,12 +22,14 @@ def multidevice():
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_data_parallel_step_equals_single_device(multidevice):
     assert multidevice["devices"] == 8
     assert multidevice["data8"]["allclose"], multidevice["data8"]["max_abs_diff"]
     assert all("fsdp" not in spec and "data" not in spec for spec in multidevice["data8"]["specs"].values())
 
 
+@pytest.mark.slow
 def test_fsdp_step_equals_single_device_and_shards_parameters(multidevice):
     fsdp = multidevice["fsdp"]
     assert fsdp["allclose"], fsdp["max_abs_diff"]
@@ -38,6 +40,7 @@ def test_fsdp_step_equals_single_device_and_shards_parameters(multidevice):
     assert "fsdp" not in specs["['classifier']['hidden']['bias']"]
 
 
+@pytest.mark.slow
 def test_accumulated_step_on_four_devices_equals_one_device(multidevice):
     assert multidevice["accumulate"]["allclose"], multidevice["accumulate"]["max_abs_diff"]
 
@@ -52,4 +55,4 @@ def test_mesh_sizes_must_cover_the_devices():
         sharding.make_mesh(config)
     config.mesh.update(data=-1, fsdp=1, params="zero3")
     with pytest.raises(ValueError, match="config.mesh.params must be one of"):
-        sharding.tree_shardings({"w": None}, sharding.make_mesh(config), config.mesh.params)
+        sharding.tree_shardings({"w": None}, sharding.make_mesh(config), config.mesh.params, config.mesh.fsdp_min_size)

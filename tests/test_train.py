@@ -10,20 +10,17 @@ import numpy as np
 import pytest
 from jax.experimental import multihost_utils
 
-from clever_jax import export, extract, train
+from clever_jax import builder, distributed, evaluate, export, extract, train
+from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import pipeline, prepare
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.models.clever import bag_loss
-from configs import demo
+from configs import demo, vg
 
 
 def tiny_config(**train_overrides):
-    config = demo.get_config()
-    config.data.world.update(num_images=150, feature_dim=8)
-    config.data.update(bag_size=4, text_len=16, num_regions=6, batch_size=8, eval_batch_size=16)
-    config.model.update(num_layers=1, head="clever")
-    config.train.update(max_epochs=2, warmup_steps=5, log_every=5, lr=3e-4)
+    config = demo.get_config("tiny")
     config.train.update(train_overrides)
     return config
 
@@ -42,7 +39,7 @@ def trainer_for(world, workdir, **train_overrides):
     world_dir, records_dir = world
     config = tiny_config(**train_overrides)
     config.data.world_dir = world_dir
-    return train.Trainer(config, str(workdir), records_dir)
+    return train.Trainer(builder.build(config, records_dir), str(workdir))
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +51,11 @@ def trained(world, tmp_path_factory):
 
 
 def final_params(workdir, trainer):
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=trainer.example_params(), opt_state=None,
-                             lr_scale=jnp.ones(()))
-    params = trainer.example_params()
-    tx = train.make_optimizer(trainer.config, params)
-    state = state.replace(opt_state=jax.eval_shape(tx.init, params))
-    restored, meta = train.Checkpoints(workdir).restore_latest(state)
+    restored, meta = Checkpoints(workdir).restore_latest(trainer.run.abstract_state())
     return restored, meta
 
 
+@pytest.mark.slow
 def test_training_learns_and_keeps_latest_and_best(trained):
     trainer, workdir, best = trained
     history = json.load(open(os.path.join(workdir, "history.json")))
@@ -72,20 +65,54 @@ def test_training_learns_and_keeps_latest_and_best(trained):
         os.path.join(workdir, "checkpoints", "best"))
 
 
+def event_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] of the TensorBoard event files in a folder (TFRecord framing: length, its
+    CRC, the serialised Event, its CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for name in sorted(os.listdir(folder)):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        data, offset = open(os.path.join(folder, name), "rb").read(), 0
+        while offset < len(data):
+            length = int.from_bytes(data[offset:offset + 8], "little")
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 16 + length
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+@pytest.mark.slow
+def test_metrics_are_written_as_tensorboard_events_next_to_the_history(trained):
+    trainer, workdir, _ = trained
+    history = json.load(open(os.path.join(workdir, "history.json")))
+    scalars = event_scalars(workdir)
+    assert [step for step, _ in scalars["val/score"]] == [h["step"] for h in history]
+    np.testing.assert_allclose([v for _, v in scalars["val/auc"]], [h["auc"] for h in history], rtol=1e-6)
+    steps_per_epoch = history[0]["step"]
+    log_steps = [step for step, _ in scalars["train/loss"]]
+    assert log_steps == sorted(set(range(5, 2 * steps_per_epoch + 1, 5)) | {steps_per_epoch, 2 * steps_per_epoch})
+    assert all(np.isfinite(v) for _, v in scalars["train/loss"]) and {"train/lr", "train/grad_norm"} <= set(scalars)
+
+
+@pytest.mark.slow
 def test_training_and_evaluation_batches_are_trimmed_to_buckets(trained):
     trainer, _, _ = trained
     assert trainer.config.data.length_multiple == 8  # The demo config's, capped at Lt 16 and Lr 6 here.
     # This world's batches need 8 or up to 16 text positions and all 6 regions: both buckets, in training
     # (8 bags per batch) and in validation (16 bags).
-    assert {(8, 8, 6), (8, 16, 6), (16, 8, 6)} <= trainer.batch_shapes_seen <= {(b, t, 6) for b in (8, 16)
+    assert {(8, 8, 6), (8, 16, 6), (16, 8, 6)} <= trainer.run.batch_shapes_seen <= {(b, t, 6) for b in (8, 16)
                                                                                  for t in (8, 16)}
-    batch = next(iter(trainer.loader("val", train=False)))
+    batch = next(iter(trainer.run.loader("val", train=False)))
     text_len, num_regions = pipeline.bucket_lengths(batch, 8)
-    device_batch = trainer.global_batch(batch)
+    device_batch = trainer.run.device_batch(batch)
     assert device_batch["text_ids"].shape == device_batch["text_mask"].shape == (16, 4, text_len)
     assert device_batch["regions"].shape[:3] == device_batch["region_mask"].shape == (16, 4, num_regions)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_where_it_stopped(trained, world, tmp_path):
     trainer, workdir, _ = trained
     first = trainer_for(world, tmp_path, max_epochs=1)
@@ -99,10 +126,11 @@ def test_interrupted_run_resumes_where_it_stopped(trained, world, tmp_path):
     assert len(meta["history"]) == 2
 
 
+@pytest.mark.slow
 def test_word_embeddings_are_frozen_and_decay_skips_biases_and_norms(trained):
     trainer, workdir, _ = trained
     state, _ = final_params(workdir, trainer)
-    initial = train.init_params(trainer.model, trainer.config, trainer.batch_shapes(), trainer.config.seed)
+    initial = trainer.run.init_params()
     embeddings = ("instance_encoder", "embeddings", "word_embeddings", "embedding")
 
     def leaf(tree):
@@ -111,7 +139,7 @@ def test_word_embeddings_are_frozen_and_decay_skips_biases_and_norms(trained):
         return np.asarray(tree)
 
     np.testing.assert_array_equal(leaf(state.params), leaf(initial))
-    labels = jax.tree_util.tree_map_with_path(train._label, initial)
+    labels = builder.param_labels(trainer.config, initial)
     flat = {"/".join(getattr(k, "key", str(k)) for k in path): v
             for path, v in jax.tree_util.tree_flatten_with_path(labels)[0]}
     assert flat["instance_encoder/embeddings/word_embeddings/embedding"] == "frozen"
@@ -131,13 +159,40 @@ def test_warmup_starts_at_a_tenth():
 def test_plateau_decays_after_patience_with_cooldown():
     plateau, decays = train.Plateau(), []
     for score in [1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3]:
-        decays.append(plateau.update(score, patience=2, cooldown=1)[1])
-    # Bad evaluations 3, 4, 5 -> decay at the third (more than patience 2); evaluation 6 is the
+        decays.append(plateau.update(score, threshold=0.0, patience=3, cooldown=1))
+    # Bad evaluations 3, 4, 5 -> decay at the third (PyTorch's patience 2); evaluation 6 is the
     # cooldown and is not counted; 7, 8, 9 -> decay; 10 improves; 11, 12, 13 -> decay.
     assert [i + 1 for i, d in enumerate(decays) if d] == [5, 9, 13]
     assert plateau.decays == 3 and plateau.best == 3
 
 
+def test_plateau_follows_the_authors_rule():
+    """configs/vg.py: improve by more than 0.1 points (the script's 0.001 on 0-1 scores), decay after
+    3 evaluations in a row without, the count restarting at each improvement, no cooldown."""
+    config = vg.get_config()
+    t = config.train
+    assert (t.plateau_threshold, t.patience, t.cooldown, t.decay, t.max_decays) == (0.1, 3, 0, 0.1, 3)
+    assert (t.warmup_start, t.adam_b1, t.adam_b2, t.adam_eps, t.eval_every_steps) == (0.1, 0.9, 0.98, 1e-8, 200)
+    plateau, decays = train.Plateau(), []
+    scores = [40.0, 40.05, 40.08, 40.2, 40.25, 40.28, 40.29, 40.31, 40.0, 40.0, 40.0, 39.0, 39.0, 39.0]
+    for score in scores:
+        decays.append(plateau.update(score, t.plateau_threshold, t.patience, t.cooldown))
+    # 2-3 gain less than 0.1 over 40.0, 4 does; 5-7 do not beat 40.2 by 0.1 -> decay; 8 improves;
+    # 9-11 -> decay; 12-14 -> decay, the count starting again after each decay.
+    assert [i + 1 for i, d in enumerate(decays) if d] == [7, 11, 14]
+    assert plateau.best == 40.31 and plateau.decays == 3
+
+
+def test_the_old_name_of_the_pretrained_folder_is_a_clear_error(tmp_path):
+    config = tiny_config()
+    config.model.checkpoint_dir = "/models/vinvl-base"
+    with pytest.raises(ValueError, match="config.model.checkpoint_dir was renamed to config.model.pretrained_dir"):
+        builder.build(config)
+    with pytest.raises(ValueError, match="renamed to config.model.pretrained_dir"):
+        prepare.prepare(config, str(tmp_path))
+
+
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_last_finite_state_saved(world, tmp_path):
     trainer = trainer_for(world, tmp_path, lr=1e12, warmup_steps=1, grad_clip=1e12)
     message = r"non-finite loss .* before step \d+; those steps were skipped and the last finite state is saved"
@@ -147,11 +202,12 @@ def test_non_finite_loss_stops_with_the_last_finite_state_saved(world, tmp_path)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow
 def test_initialise_from_another_runs_best_checkpoint(trained, world, tmp_path):
     _, workdir, _ = trained
     trainer = trainer_for(world, tmp_path, init_from=str(workdir))
-    state, _ = trainer.initial_state(train.make_optimizer(trainer.config, trainer.example_params()))
-    best = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
+    state = trainer.run.initial_state()
+    best = Checkpoints(workdir).restore_params("best", trainer.run.abstract_params)
     jax.tree.map(np.testing.assert_array_equal, state.params, best)
 
 
@@ -167,24 +223,26 @@ def test_bag_loss_modes():
         bag_loss(logits, labels, target, mask, "mean")
 
 
+@pytest.mark.slow
 def test_export_bundle_reproduces_the_test_metrics(trained, world):
     trainer, workdir, _ = trained
-    bundle_dir = export.export_bundle(trainer)
+    bundle_dir = export.export_bundle(trainer.run, str(workdir))
     bundle = export.load_bundle(bundle_dir)
-    params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
-    want, _ = trainer.evaluate(params, "test")
-    outputs = train.run_eval(None, lambda _, batch: bundle.score(batch), trainer.loader("test", train=False),
-                             trainer.config.data.eval_batch_size)
-    got = train.split_metrics(outputs, trainer.grades)
+    params = Checkpoints(workdir).restore_params("best", trainer.run.abstract_params)
+    want, _ = evaluate.evaluate(trainer.run, params, "test", trainer.grades)
+    outputs = evaluate.run_eval(None, lambda _, batch: bundle.score(batch), trainer.run.loader("test", train=False),
+                                trainer.config.data.eval_batch_size)
+    got = evaluate.split_metrics(outputs, trainer.grades)
     assert got == pytest.approx(want, rel=1e-6)
     assert bundle.vocab == benchmark_vocab()
     assert os.path.isfile(os.path.join(bundle_dir, "tokenizer", "vocab.txt"))
 
 
+@pytest.mark.slow
 def test_extraction_ranks_triplets_with_their_evidence(trained, world, tmp_path):
     trainer, workdir, _ = trained
-    params = train.Checkpoints(workdir).restore_params("best", trainer.example_params())
-    _, outputs = trainer.evaluate(params, "test", keep_evidence=True)
+    params = Checkpoints(workdir).restore_params("best", trainer.run.abstract_params)
+    _, outputs = evaluate.evaluate(trainer.run, params, "test", trainer.grades, keep_evidence=True)
     images, _ = open_records(world[1])
     path = str(tmp_path / "triplets.jsonl")
     count = extract.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=2)
@@ -207,6 +265,7 @@ def test_extraction_ranks_triplets_with_their_evidence(trained, world, tmp_path)
             assert vocab.entities[record["classes"][subject_row]] == triplet["subject"]
 
 
+@pytest.mark.slow
 def test_results_table_has_a_random_row_near_the_fact_rate(world):
     from clever_jax import results
 
@@ -222,7 +281,7 @@ def test_results_table_has_a_random_row_near_the_fact_rate(world):
 
 
 def test_stop_signal_waits_for_a_step_boundary_inside_the_loop():
-    stop = train.StopSignal()
+    stop = distributed.StopSignal()
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
         stop.handle(15, None)  # Outside the loop: at once.
     stop.in_loop = True
@@ -239,7 +298,7 @@ def test_stop_signal_over_several_processes_stops_at_jax_preemption_sync_point(m
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(signal, "raise_signal", raised.append)
     monkeypatch.setattr(multihost_utils, "reached_preemption_sync_point", lambda n: asked.append(n) or n == 2)
-    stop = train.StopSignal()
+    stop = distributed.StopSignal()
     stop.in_loop = True
     stop.handle(signal.SIGINT, None)
     assert raised == [signal.SIGTERM] and stop.received is None

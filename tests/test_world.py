@@ -12,6 +12,7 @@ import pytest
 
 from clever_jax.data import world, world_commonsense
 from clever_jax.data.vocab import benchmark_vocab, clean
+from configs import world as world_presets
 
 
 def _load(directory, name):
@@ -22,14 +23,14 @@ def _load(directory, name):
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tiny")
-    world.generate(world.world_config("tiny"), directory)
+    world.generate(world_presets.get_config("tiny"), directory)
     return directory
 
 
 @pytest.fixture(scope="module")
 def sample():
     """A larger tiny-style world, sampled in memory with its latent structure."""
-    config = world.world_config("tiny")
+    config = world_presets.get_config("tiny")
     config.num_images = 1500
     w = world.World(config)
     return w, list(world.iter_chunks(config, w))
@@ -47,16 +48,16 @@ def _gather(chunks, attr):
 
 def test_presets():
     for preset, images in (("tiny", 200), ("demo", 4000), ("vg", 108_077)):
-        config = world.world_config(preset)
+        config = world_presets.get_config(preset)
         assert config.num_images == images
         assert config.feature_dim == (8 if preset == "tiny" else 2048)
         assert 0 < config.annotation_rate < 1
     with pytest.raises(ValueError, match="unknown world preset"):
-        world.world_config("huge")
+        world_presets.get_config("huge")
 
 
 def test_same_config_gives_identical_files_and_another_seed_differs(tmp_path, tiny_dir):
-    config = world.world_config("tiny")
+    config = world_presets.get_config("tiny")
     world.generate(config, tmp_path / "again")
     for name in world.WORLD_FILES:
         with open(tiny_dir / name, "rb") as a, open(tmp_path / "again" / name, "rb") as b:
@@ -70,7 +71,7 @@ def test_same_config_gives_identical_files_and_another_seed_differs(tmp_path, ti
 
 
 def test_files_follow_visual_genome_formats(tiny_dir):
-    config = world.world_config("tiny")
+    config = world_presets.get_config("tiny")
     images = _load(tiny_dir, "image_data.json")
     objects = _load(tiny_dir, "objects.json")
     relationships = _load(tiny_dir, "relationships.json")
@@ -231,7 +232,7 @@ def test_names_have_variants_that_normalise_back(tiny_dir):
 
 def test_every_name_variant_normalises_to_its_entity_or_predicate():
     vocab = benchmark_vocab()
-    w = world.World(world.world_config("tiny"))
+    w = world.World(world_presets.get_config("tiny"))
     for name, variants in zip(w.cs.entities, w.entity_names, strict=True):
         assert {vocab.entity_id(v) for v in variants} == {vocab.entity_index.get(name, -1)}, name
     for name, variants in zip(w.cs.surface_names, w.surface_variants, strict=True):
@@ -291,7 +292,7 @@ def test_box_geometry_depends_on_the_relation(sample):
 
 
 def test_appearance_carries_a_modest_relation_signal():
-    config = world.world_config("tiny")
+    config = world_presets.get_config("tiny")
     config.num_images, config.feature_dim = 3000, 64
     w = world.World(config)
     cs, pred = w.cs, w.cs.predicates.index

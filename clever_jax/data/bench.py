@@ -1,12 +1,14 @@
 """Data benchmark: build time and peak memory at Visual Genome scale, and input-pipeline speed.
 
-  python -m clever_jax.data.bench --workdir=runs/bench-data
+  python -m clever_jax.data.bench --workdir=runs/bench-data --config=configs/demo.py \
+      --build_config=configs/vg.py --world=configs/world.py:vg --world.feature_dim=16
 
-1. Generates the `vg`-preset world (108,077 images) with a small feature dimension, in a child
-   process so its memory does not count, then times ingestion, benchmark construction, bag
+1. Generates the world of --world (the `vg` preset: 108,077 images; 16-d features keep it small)
+   in a child process so its memory does not count, then builds records from it with the data
+   settings of --build_config (bag size 50, ...), timing ingestion, benchmark construction, bag
    construction and record writing, and reads this process's peak resident memory.
-2. Builds the demo records and times the training input pipeline (batches/s) at the demo
-   config's batch shape.
+2. Builds the records of --config and times its training input pipeline (batches/s) at its
+   batch shape.
 Writes WORKDIR/bench_data.json.
 """
 
@@ -19,13 +21,15 @@ import resource
 import time
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from clever_jax.data import pipeline, prepare, world
-from configs import demo
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench-data", "Folder for the worlds, records and report.")
-_FEATURE_DIM = flags.DEFINE_integer("feature_dim", 16, "Appearance dimension of the vg-scale world.")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 0, "Images of the vg-scale world; 0 = the vg preset's.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose input pipeline is timed (configs/demo.py).")
+_BUILD_CONFIG = config_flags.DEFINE_config_file("build_config", None, "Data settings of the large build "
+                                                "(configs/vg.py); its source becomes the --world world.")
+_WORLD = config_flags.DEFINE_config_file("world", None, "The large build's world (configs/world.py:vg).")
 _BATCHES = flags.DEFINE_integer("batches", 50, "Training batches to time.")
 _WORKERS = flags.DEFINE_integer("worker_count", 0, "Grain worker processes for the pipeline timing.")
 
@@ -36,13 +40,10 @@ def _peak_rss_gb() -> float:
 
 def bench_build(workdir: str) -> dict:
     """Build stages at vg scale: seconds per stage and peak memory."""
-    config = demo.get_config()
-    config.data.world = world.world_config("vg")
-    config.data.world.feature_dim = _FEATURE_DIM.value
-    if _NUM_IMAGES.value:
-        config.data.world.num_images = _NUM_IMAGES.value
-    config.data.world_dir = os.path.join(workdir, f"world-vg-{config.data.world.num_images}-{_FEATURE_DIM.value}")
-    config.data.bag_size = 50
+    config = _BUILD_CONFIG.value.copy_and_resolve_references()
+    w = _WORLD.value
+    config.data.update(source="world", world=w, feature_dim=0)
+    config.data.world_dir = os.path.join(workdir, f"world-{w.num_images}-{w.feature_dim}-{w.seed}")
     if not all(os.path.isfile(os.path.join(config.data.world_dir, f)) for f in world.WORLD_FILES):
         start = time.perf_counter()
         child = multiprocessing.get_context("spawn").Process(
@@ -59,7 +60,7 @@ def bench_build(workdir: str) -> dict:
     timings = stats["timings_s"]
     return {
         "images": config.data.world.num_images,
-        "feature_dim": _FEATURE_DIM.value,
+        "feature_dim": config.data.world.feature_dim,
         "corpus": stats["corpus"],
         "splits": stats["splits"],
         "seconds": timings,
@@ -69,12 +70,13 @@ def bench_build(workdir: str) -> dict:
 
 
 def bench_pipeline(workdir: str) -> dict:
-    """Training batches per second at the demo config's shapes."""
-    config = demo.get_config()
-    build_dir = prepare.prepare(config, os.path.join(workdir, "demo"))
+    """Training batches per second at the shapes of --config."""
+    config = _CONFIG.value
+    build_dir = prepare.prepare(config, os.path.join(workdir, "pipeline"))
     shape = pipeline.instance_shape(config.data, build_dir)
     loader = pipeline.make_loader(
-        build_dir, "train", shape, config.data.batch_size, train=True, seed=0, worker_count=_WORKERS.value
+        build_dir, "train", shape, config.data.batch_size, train=True, seed=config.data.shuffle_seed,
+        worker_count=_WORKERS.value
     )
     iterator = iter(loader)
     next(iterator)  # Opening files, starting workers.
@@ -97,14 +99,15 @@ def main(argv: list[str]) -> None:
     del argv
     workdir = _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
-    report = {"build_vg_scale": bench_build(workdir), "pipeline_demo": bench_pipeline(workdir)}
+    report = {"build": bench_build(workdir), "pipeline": bench_pipeline(workdir)}
     with open(os.path.join(workdir, "bench_data.json"), "w") as f:
         json.dump(report, f, indent=1)
-    build, loader = report["build_vg_scale"], report["pipeline_demo"]
-    print(f"vg-scale build ({build['images']} images): ingest+benchmark+bags {build['benchmark_and_bags_s']} s, "
+    build, loader = report["build"], report["pipeline"]
+    print(f"large build ({build['images']} images): ingest+benchmark+bags {build['benchmark_and_bags_s']} s, "
           f"records {build['seconds']['records']} s, peak memory {build['peak_rss_gb']} GB")
-    print(f"demo pipeline: {loader['ms_per_batch']} ms/batch, {loader['bags_per_s']} bags/s")
+    print(f"input pipeline: {loader['ms_per_batch']} ms/batch, {loader['bags_per_s']} bags/s")
 
 
 if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "build_config", "world"])
     app.run(main)

@@ -4,8 +4,9 @@ Each instance (image, subject, object) becomes one encoder input: the image's ob
 re-ordered subject first, object second, the rest after; the text is `[CLS] tags [SEP]` of the
 objects in that order and the regions are their feature vectors, both truncated and padded.
 
-A batch of B bags, N instances, Lt text positions, Lr regions, F region features, R + 1
-relations:
+`bag_layout` states every batch array's name, shape and dtype (for B bags, N instances, Lt text
+positions, Lr regions, F region features, R + 1 relations); the loader, the builder's abstract
+shapes and the synthetic batches of the benchmark all follow it:
   text_ids int32 [B, N, Lt], text_mask bool [B, N, Lt]
   regions float32 [B, N, Lr, F], region_mask bool [B, N, Lr]
   subject_span, object_span int32 [B, N, 2]: [start, end) of the subject's and object's tag
@@ -16,7 +17,7 @@ relations:
     sampled anew at every visit, pair int32 [B, 2] entity classes, bag int64 [B], bag_mask bool [B]
 
 The loader pads every batch to Lt and Lr; `bucket_lengths` and `trim_padding` cut a batch's
-trailing padding to multiples of config.data.length_multiple (train.Trainer.global_batch does).
+trailing padding to multiples of config.data.length_multiple (builder.Run.device_batch does).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class InstanceShape:
       bag_size: N, instances per bag.
       text_len: Lt, word pieces per instance including [CLS] and [SEP].
       num_regions: Lr, regions per instance.
+      region_dim: F, features per region (appearance + 6 box geometry values).
       num_relations: R + 1.
       cls_id, sep_id: token ids of [CLS] and [SEP] (padding is 0).
     """
@@ -45,18 +47,43 @@ class InstanceShape:
     bag_size: int
     text_len: int
     num_regions: int
+    region_dim: int
     num_relations: int
     cls_id: int
     sep_id: int
 
 
+# The arrays the model reads; the others carry labels and bookkeeping.
+MODEL_INPUTS = ("text_ids", "text_mask", "regions", "region_mask", "subject_span", "object_span", "instance_mask")
+
+
+def bag_layout(shape: InstanceShape) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Every array of one bag: name -> (shape, numpy dtype); a batch adds a leading B axis."""
+    n, lt, lr = shape.bag_size, shape.text_len, shape.num_regions
+    return {
+        "text_ids": ((n, lt), np.int32), "text_mask": ((n, lt), np.bool_),
+        "regions": ((n, lr, shape.region_dim), np.float32), "region_mask": ((n, lr), np.bool_),
+        "subject_span": ((n, 2), np.int32), "object_span": ((n, 2), np.int32),
+        "instance_mask": ((n,), np.bool_), "annotated": ((n,), np.bool_),
+        "images": ((n,), np.int32), "subjects": ((n,), np.int32), "objects": ((n,), np.int32),
+        "labels": ((shape.num_relations,), np.float32), "target": ((), np.int32), "pair": ((2,), np.int32),
+        "bag": ((), np.int64), "bag_mask": ((), np.bool_),
+    }
+
+
+def empty_batch(shape: InstanceShape, batch_size: int) -> dict[str, np.ndarray]:
+    """A batch of `batch_size` empty bags in the layout of `bag_layout` (zeros; bag_mask False)."""
+    return {k: np.zeros((batch_size, *s), d) for k, (s, d) in bag_layout(shape).items()}
+
+
 def instance_shape(data_config, records_dir: str) -> InstanceShape:
-    """Sizes from config.data (bag_size, text_len, num_regions) and ids from the build's manifest."""
+    """Sizes from config.data (bag_size, text_len, num_regions), F and ids from the build's manifest."""
     manifest = read_manifest(records_dir)
     return InstanceShape(
         bag_size=data_config.bag_size,
         text_len=data_config.text_len,
         num_regions=data_config.num_regions,
+        region_dim=manifest["region_dim"],
         num_relations=manifest["num_relations"],
         cls_id=manifest["cls_id"],
         sep_id=manifest["sep_id"],
@@ -70,16 +97,18 @@ def _ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return run, within
 
 
-def assemble_bag(bag: dict, images: list[dict], shape: InstanceShape) -> dict[str, np.ndarray]:
-    """The fixed-shape arrays of one bag (the batch layout of the module docstring, without B).
+def assemble_bag(bag: dict, images: list[dict], shape: InstanceShape, target: int = 0) -> dict[str, np.ndarray]:
+    """The fixed-shape arrays of one bag, in `bag_layout` (without B).
 
     Args:
       bag: a bag record.
       images: the decoded image record of each of the bag's instances, in order.
       shape: sizes.
+      target: the gold relation the bag is trained on this visit.
     """
-    n_max, lt, lr = shape.bag_size, shape.text_len, shape.num_regions
-    n = min(len(bag["images"]), n_max)
+    out = {k: np.zeros(s, d) for k, (s, d) in bag_layout(shape).items()}
+    lt, lr = shape.text_len, shape.num_regions
+    n = min(len(bag["images"]), shape.bag_size)
     subjects, objects = bag["subjects"][:n].astype(np.int64), bag["objects"][:n].astype(np.int64)
     images = images[:n]
     num_objects = np.array([len(im["classes"]) for im in images], np.int64)  # K [n]
@@ -97,11 +126,8 @@ def assemble_bag(bag: dict, images: list[dict], shape: InstanceShape) -> dict[st
     order = np.where(slot == 0, subjects[:, None], np.where(slot == 1, objects[:, None], order))
     used = slot < np.minimum(num_objects, lr)[:, None]  # [n, Lr]
     flat = np.where(used, region_base[:, None] + order, 0)
-
-    regions = np.zeros((n_max, lr, all_regions.shape[1]), np.float32)
-    regions[:n] = np.where(used[..., None], all_regions[flat], 0.0)
-    region_mask = np.zeros((n_max, lr), bool)
-    region_mask[:n] = used
+    out["regions"][:n] = np.where(used[..., None], all_regions[flat], 0.0)
+    out["region_mask"][:n] = used
 
     # Text: [CLS] + tags of the used slots in slot order, cut to fit, + [SEP].
     piece_lengths = np.where(used, all_lengths[flat], 0)  # [n, Lr]
@@ -109,45 +135,26 @@ def assemble_bag(bag: dict, images: list[dict], shape: InstanceShape) -> dict[st
     run, within = _ragged_positions(piece_lengths)
     destination = text_pos.ravel()[run] + within
     fits = destination < lt - 1
-    text_ids = np.zeros((n_max, lt), np.int32)
-    instance_of_run = run // lr
-    text_ids[instance_of_run[fits], destination[fits]] = all_pieces[piece_start[flat.ravel()[run]] + within][fits]
+    text_ids = out["text_ids"]
+    text_ids[(run // lr)[fits], destination[fits]] = all_pieces[piece_start[flat.ravel()[run]] + within][fits]
     sep = np.minimum(1 + piece_lengths.sum(axis=1), lt - 1)
     text_ids[:n, 0] = shape.cls_id
     text_ids[np.arange(n), sep] = shape.sep_id
-    text_mask = np.zeros((n_max, lt), bool)
-    text_mask[:n] = np.arange(lt)[None, :] <= sep[:, None]
+    out["text_mask"][:n] = np.arange(lt)[None, :] <= sep[:, None]
+    for key, j in (("subject_span", 0), ("object_span", 1)):
+        out[key][:n, 0] = np.minimum(text_pos[:, j], lt - 1)
+        out[key][:n, 1] = np.minimum(text_pos[:, j] + piece_lengths[:, j], lt - 1)
 
-    def span(j: int) -> np.ndarray:
-        out = np.zeros((n_max, 2), np.int32)
-        out[:n, 0] = np.minimum(text_pos[:, j], lt - 1)
-        out[:n, 1] = np.minimum(text_pos[:, j] + piece_lengths[:, j], lt - 1)
-        return out
-
-    def pad(values: np.ndarray, dtype) -> np.ndarray:
-        out = np.zeros(n_max, dtype)
-        out[:n] = values[:n]
-        return out
-
-    labels = np.zeros(shape.num_relations, np.float32)
-    labels[bag["labels"]] = 1.0
-    return {
-        "text_ids": text_ids,
-        "text_mask": text_mask,
-        "regions": regions,
-        "region_mask": region_mask,
-        "subject_span": span(0),
-        "object_span": span(1),
-        "instance_mask": pad(np.ones(n, bool), bool),
-        "annotated": pad(bag["annotated"], bool),
-        "images": pad(bag["images"], np.int32),
-        "subjects": pad(subjects, np.int32),
-        "objects": pad(objects, np.int32),
-        "labels": labels,
-        "pair": np.asarray(bag["pair"], np.int32),
-        "bag": np.int64(bag["bag"]),
-        "bag_mask": np.bool_(True),
-    }
+    out["instance_mask"][:n] = True
+    out["annotated"][:n] = bag["annotated"][:n]
+    out["images"][:n] = bag["images"][:n]
+    out["subjects"][:n], out["objects"][:n] = subjects, objects
+    out["labels"][bag["labels"]] = 1.0
+    out["target"][...] = target
+    out["pair"][:] = bag["pair"]
+    out["bag"][...] = bag["bag"]
+    out["bag_mask"][...] = True
+    return out
 
 
 class AssembleBags(grain.transforms.RandomMap):
@@ -159,13 +166,11 @@ class AssembleBags(grain.transforms.RandomMap):
 
     def random_map(self, bag: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
         images = self._images.__getitems__([int(i) for i in bag["images"][: self._shape.bag_size]])
-        out = assemble_bag(bag, images, self._shape)
-        out["target"] = np.int32(rng.choice(bag["labels"]))
-        return out
+        return assemble_bag(bag, images, self._shape, target=rng.choice(bag["labels"]))
 
 
 def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Pads a short last batch with empty bags (bag_mask False) up to `batch_size`."""
+    """Pads a short last batch with empty bags (zeros, bag_mask False) up to `batch_size`."""
     missing = batch_size - len(batch["bag_mask"])
     if missing <= 0:
         return batch

@@ -26,7 +26,8 @@ from clever_jax.data.vocab import Vocab, benchmark_vocab
 
 STATS = "stats.json"
 # Settings of config.data that only the loader uses; changing them does not rebuild records.
-LOADER_ONLY = ("batch_size", "eval_batch_size", "worker_count", "text_len", "num_regions", "length_multiple")
+LOADER_ONLY = ("batch_size", "eval_batch_size", "worker_count", "text_len", "num_regions", "length_multiple",
+               "shuffle_seed")
 
 VG_HELP = """\
 Visual Genome input missing: {missing}
@@ -66,7 +67,7 @@ def fingerprint(config: ml_collections.ConfigDict, files: list[str]) -> str:
     """Hash of the build-relevant config and the inputs' paths, sizes and mtimes."""
     data = {k: v for k, v in config.data.to_dict().items() if k not in LOADER_ONLY}
     inputs = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in files]
-    blob = json.dumps([RECORDS_VERSION, data, config.model.checkpoint_dir, inputs], sort_keys=True, default=str)
+    blob = json.dumps([RECORDS_VERSION, data, config.model.pretrained_dir, inputs], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -112,8 +113,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
 
     Writes `workdir/stats.json` (a copy of the build's statistics).
     """
+    model_dir = text.pretrained_dir(config)
     vg_dir, features_path = input_paths(config, workdir)
-    model_dir = config.model.checkpoint_dir or text.default_model_dir()
     inputs = [os.path.join(vg_dir, name) for name in VG_FILES] + [features_path, os.path.join(model_dir, "vocab.txt")]
     build_dir = os.path.join(workdir, "records", fingerprint(config, inputs))
     if os.path.isfile(os.path.join(build_dir, STATS)) and os.path.isfile(os.path.join(build_dir, MANIFEST)):

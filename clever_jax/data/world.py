@@ -38,57 +38,6 @@ LATENT_DIMS = (32, 16, 16)  # Appearance latent: class, pose, nuisance (projecte
 CANONICAL, REWORDED, WRONG_PREDICATE, SPURIOUS = 0, 1, 2, 3
 
 
-def world_config(preset: str) -> ml_collections.ConfigDict:
-    """The world's configuration. Presets: "tiny" (tests), "demo" (minutes on a CPU), "vg" (VG scale)."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.commonsense_seed = 0  # The latent commonsense (commonness jitter); images use `seed`.
-    c.num_images = 200
-    c.feature_dim = 8
-    c.image_min_size, c.image_max_size = 500, 1024  # Range of the longer side, in pixels.
-    # Scene graphs.
-    c.interactions_per_image = 8.0  # Mean true interactions per image (Poisson).
-    c.fresh_rate = 0.25  # Chance that an interaction starts a new pair rather than attach to an object.
-    c.hub_decay = 0.6  # Attachment weight of an object is multiplied by this per interaction it has.
-    c.extra_objects_per_image = 3.0  # Mean non-interacting background objects (Poisson).
-    c.triplet_power = 1.5  # Within a predicate, triplets are sampled in proportion to commonness ** power.
-    c.commonness_jitter = 0.3
-    c.scene_background_rate = 0.03  # Affinity of a scene for entities it does not favour.
-    # Geometry.
-    c.object_scale = 0.75  # Scales the typical box sizes of objects.
-    c.geometry_noise = 0.1  # Chance that an interacting pair is placed ignoring its relation.
-    c.geometry_jitter = 0.05
-    # Annotation.
-    c.annotation_rate = 0.6  # Chance that a true interaction gets a relationship record.
-    c.relabel_scale = 1.0  # Scales the odds of non-canonical wordings (0: always the latent predicate).
-    c.predicate_noise_rate = 0.015  # Records whose predicate is replaced by an unrelated one.
-    c.spurious_rate = 0.015  # Extra records between non-interacting objects, per record.
-    c.name_variant_rate = 0.1  # Names/predicates written with case, space or plural variants.
-    # Appearance (per latent dimension; the class prototype has unit scale).
-    c.class_noise = 0.5
-    c.pose_signal = 1.0
-    c.pose_noise = 0.7
-    c.idle_pose = 0.5
-    c.pixel_noise = 0.5
-    # Captions.
-    c.caption_rate = 0.02  # Mention probability of an interaction of commonness 1 ...
-    c.caption_bias = 2.0  # ... growing as commonness ** -bias (capped at 0.9).
-    c.max_captions = 3
-    c.filler_caption_rate = 0.3
-    if preset == "tiny":
-        pass
-    elif preset == "demo":
-        c.num_images, c.feature_dim = 4000, 2048
-        c.interactions_per_image, c.extra_objects_per_image = 9.0, 3.0
-    elif preset == "vg":
-        c.num_images, c.feature_dim = 108_077, 2048
-        c.interactions_per_image, c.extra_objects_per_image = 25.0, 4.5
-        c.fresh_rate, c.annotation_rate = 0.2, 0.83
-    else:
-        raise ValueError(f"unknown world preset {preset!r}: expected tiny, demo or vg")
-    return c
-
-
 class _GroupedSampler:
     """Samples items given (scene, group) with probability proportional to weights [Z, T].
 

@@ -193,15 +193,9 @@ BOARDS = ("skateboard", "surfboard", "board")
 CLOTHES = ("shirt", "jacket", "coat", "pant", "jean", "short", "hat", "cap", "helmet", "glove", "shoe", "glass")
 BODY = ("head", "hand", "arm", "leg", "face", "hair", "ear", "nose", "eye", "mouth", "neck")
 ANIMAL_BODY = ("head", "leg", "ear", "eye", "nose", "mouth", "neck", "tail", "face")
-GROUND = ("street", "sidewalk", "snow", "beach", "grass", "ground", "road", "field", "sand", "dirt")
-PAVED = ("street", "sidewalk", "road")
 BUILDINGS = ("building", "house")
-FURNITURE = ("table", "chair", "bench", "shelf", "cabinet")
 TABLEWARE = ("plate", "bowl", "cup", "glass", "bottle")
 FOOD = ("food", "banana")
-HANDHELD = ("umbrella", "bag", "cup", "glass", "bottle", "book", "paper", "banana", "box", "plate", "food")
-TOYS = ("kite", "frisbee", "ball", "racket", "bat", "phone")
-STREET_THINGS = ("sign", "pole", "post", "light", "fence", "bench", "tree")
 GRAPHICS = ("letter", "logo", "word", "number")
 SURFACES_WITH_PRINT = (
     "shirt", "jacket", "cap", "hat", "board", "surfboard", "skateboard", "box", "bag", "cup", "bottle",
@@ -1052,10 +1046,6 @@ class Commonsense:
     def num_entities(self) -> int:
         return len(self.entities)
 
-    @property
-    def num_vocab_entities(self) -> int:
-        return 100
-
 
 def _parse_entities():
     rows = [line.split() for line in _ENTITY_TABLE.strip().splitlines()]
@@ -1085,7 +1075,8 @@ def build(
     """
     vocab = benchmark_vocab()
     names, kinds, (size, aspect, salience, part, body_v, image_v) = _parse_entities()
-    if names[:100] != vocab.entities:
+    num_vocab = len(vocab.entities)  # The table's first entities; the others appear only as context.
+    if names[:num_vocab] != vocab.entities:
         raise ValueError("the world's entity table must start with the vocabulary entities, in order")
     index = {n: i for i, n in enumerate(names)}
     preds = vocab.predicates
@@ -1121,7 +1112,7 @@ def build(
     # Sampling weight: the predicate's mass, shared by commonness ** power times the entities'
     # frequency prior (the vocabulary is in Visual Genome's frequency order: man first).
     mass = np.array([_LATENT[preds[p]][0] for p in pred])
-    prior = np.concatenate([np.arange(1, 101) ** -0.5, np.full(len(names) - 100, 0.3)])
+    prior = np.concatenate([np.arange(1, num_vocab + 1) ** -0.5, np.full(len(names) - num_vocab, 0.3)])
     share = common**power * np.sqrt(prior[subj] * prior[obj])
     totals = np.zeros(len(preds))
     np.add.at(totals, pred, share)
@@ -1160,7 +1151,7 @@ def build(
         background[k, [index[n] for n in extras if n in index]] = 1.0
     scene_prob = np.array([s[0] for s in SCENES.values()])
 
-    truth = _truth(names, preds, subj, pred, obj, common, r_surface, r_inverse, r_prob, surface)
+    truth = _truth(names, num_vocab, preds, subj, pred, obj, common, r_surface, r_inverse, r_prob)
     return Commonsense(
         entities=names, kinds=kinds, size=size, aspect=aspect, part_scale=part, body_v=body_v, image_v=image_v,
         predicates=preds, subj=subj, pred=pred, obj=obj, commonness=common, weight=weight, geometry=geometry,
@@ -1171,7 +1162,7 @@ def build(
     )
 
 
-def _truth(names, preds, subj, pred, obj, common, r_surface, r_inverse, r_prob, surface):
+def _truth(names, num_vocab, preds, subj, pred, obj, common, r_surface, r_inverse, r_prob):
     """Plausible vocabulary triplets: latent ones and every vocabulary wording of them.
 
     A wording's commonness is the latent triplet's scaled by sqrt(wording prob / canonical prob)
@@ -1180,7 +1171,7 @@ def _truth(names, preds, subj, pred, obj, common, r_surface, r_inverse, r_prob, 
     """
     best: dict[tuple[int, int, int], float] = {}
     for s, p, o, c in zip(subj, pred, obj, common, strict=True):
-        if s >= 100 or o >= 100:
+        if s >= num_vocab or o >= num_vocab:
             continue
         for k in range(r_surface.shape[1]):
             sid = r_surface[p, k]

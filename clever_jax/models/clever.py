@@ -25,6 +25,7 @@ class Clever(nn.Module):
       eval_head: evaluation head, one of heads.EVAL_HEADS.
       temperature: tau of the contrastive attention.
       bag_dropout: dropout on bag representations (training only).
+      classifier_width: the classifier's hidden layer has classifier_width x H units.
     """
 
     encoder: EncoderConfig
@@ -33,11 +34,12 @@ class Clever(nn.Module):
     eval_head: str = "clever"
     temperature: float = 1.0
     bag_dropout: float = 0.2
+    classifier_width: int = 8
 
     def setup(self) -> None:
         self.instance_encoder = InstanceEncoder(self.encoder)
-        self.classifier = heads.RelationClassifier(8 * self.encoder.hidden_size, self.num_relations,
-                                                   dtype=self.encoder.dtype)
+        width = self.classifier_width * self.encoder.hidden_size
+        self.classifier = heads.RelationClassifier(width, self.num_relations, dtype=self.encoder.dtype)
         self.dropout = Dropout(self.bag_dropout)
 
     def encode(self, batch: dict, *, train: bool) -> jax.Array:

@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -212,7 +213,7 @@ class SelfAttention(nn.Module):
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
         cfg = self.config
         head_dim = cfg.hidden_size // cfg.num_heads
-        split = lambda t: t.reshape(*t.shape[:-1], cfg.num_heads, head_dim)  # noqa: E731
+        split = lambda t: einops.rearrange(t, "... l (h d) -> ... l h d", h=cfg.num_heads)  # noqa: E731
         # The 1/sqrt(D) scale goes on q [..., L, H] rather than on the scores [..., heads, L, L].
         q = split(_dense(cfg, cfg.hidden_size, "query")(x) * head_dim**-0.5)  # [..., L, heads, D]
         k = split(_dense(cfg, cfg.hidden_size, "key")(x))
@@ -221,7 +222,7 @@ class SelfAttention(nn.Module):
         probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(cfg.dtype)
         probs = Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
         context = jnp.einsum("...hqk,...khd->...qhd", probs, v)
-        context = context.reshape(*context.shape[:-2], cfg.hidden_size)
+        context = einops.rearrange(context, "... l h d -> ... l (h d)")
         return _dense(cfg, cfg.hidden_size, "output")(context)
 
 

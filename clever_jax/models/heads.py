@@ -22,6 +22,7 @@ multiplying R + 1 bags of D features by W. Training cannot: bag dropout acts on 
 
 from __future__ import annotations
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -72,7 +73,7 @@ def masked_softmax(x: jax.Array, mask: jax.Array, axis: int) -> jax.Array:
 
 def relation_attention(logits: jax.Array, mask: jax.Array, temperature: float = 1.0) -> jax.Array:
     """Per-relation attention over instances: logits [B, N, R+1], mask [B, N] -> [B, R+1, N]."""
-    return masked_softmax(jnp.swapaxes(logits, 1, 2) / temperature, mask[:, None, :], axis=-1)
+    return masked_softmax(einops.rearrange(logits, "b n r -> b r n") / temperature, mask[:, None, :], axis=-1)
 
 
 def per_relation_bags(attention: jax.Array, v: jax.Array) -> jax.Array:
@@ -139,7 +140,7 @@ def eval_scores(
         attention = relation_attention(logits, mask, temperature if head == "clever" else 1.0)
         # = classifier.diagonal(per_relation_bags(attention, v)) for bags with an instance (see above).
         return jax.nn.softmax(classifier.output_diagonal(per_relation_bags(attention, pre))), attention
-    instance_prob = jnp.swapaxes(jax.nn.softmax(logits), 1, 2) * mask[:, None, :]  # [B, R+1, N]
+    instance_prob = einops.rearrange(jax.nn.softmax(logits), "b n r -> b r n") * mask[:, None, :]  # [B, R+1, N]
     evidence = instance_prob / jnp.maximum(instance_prob.sum(axis=-1, keepdims=True), 1e-12)
     if head == "avg":
         return jax.nn.softmax(classifier(mean_bag(v, mask))), evidence

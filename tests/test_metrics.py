@@ -1,4 +1,4 @@
-"""Tests of clever_jax.evaluate: hand-worked curves, an independent loop implementation, Spearman."""
+"""Tests of clever_jax.metrics: hand-worked curves, an independent loop implementation, Spearman."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from clever_jax import evaluate
+from clever_jax import metrics
 from clever_jax.data.vocab import benchmark_vocab
 
 # ----------------------------------------------------------------------------- hand-worked example
@@ -66,57 +66,57 @@ def hand_example() -> tuple[np.ndarray, np.ndarray]:
 
 def test_hand_micro_curve():
     scores, labels = hand_example()
-    precision, recall = evaluate.micro_curve(scores, labels)
+    precision, recall = metrics.micro_curve(scores, labels)
     assert precision.shape == recall.shape == (150,)
     np.testing.assert_allclose(precision[:5], [1, 1 / 2, 2 / 3, 1 / 2, 3 / 5])
     np.testing.assert_allclose(recall[:5], [1 / 4, 1 / 4, 1 / 2, 1 / 2, 3 / 4])
     np.testing.assert_allclose(precision[29:31], [3 / 30, 4 / 31])
     np.testing.assert_allclose(recall[29:31], [3 / 4, 1])
     np.testing.assert_allclose(precision[-1], 4 / 150)
-    assert evaluate.auc(precision, recall) == pytest.approx(MICRO_AUC, rel=1e-12)
-    assert evaluate.best_f1(precision, recall) == pytest.approx(200 / 3)
-    assert evaluate.precision_at(precision, int(0.02 * 150)) == pytest.approx(50.0)
+    assert metrics.auc(precision, recall) == pytest.approx(MICRO_AUC, rel=1e-12)
+    assert metrics.best_f1(precision, recall) == pytest.approx(200 / 3)
+    assert metrics.precision_at(precision, int(0.02 * 150)) == pytest.approx(50.0)
 
 
 def test_hand_macro_curves():
     scores, labels = hand_example()
-    precision, recall, evaluated = evaluate.macro_curves(scores, labels)
+    precision, recall, evaluated = metrics.macro_curves(scores, labels)
     assert precision.shape == recall.shape == (50, 3)
     np.testing.assert_array_equal(evaluated, [True, True, False])
     np.testing.assert_allclose(precision[[0, 1, 2, 9, 10], 0], [1, 1 / 2, 2 / 3, 2 / 10, 3 / 11])
     np.testing.assert_allclose(recall[[0, 1, 2, 9, 10], 0], [1 / 3, 1 / 3, 2 / 3, 2 / 3, 1])
-    assert evaluate.auc(precision[:, 0], recall[:, 0]) == pytest.approx(COL0_AUC, rel=1e-12)
-    assert evaluate.auc(precision[:, 1], recall[:, 1]) == 0.0
-    assert evaluate.best_f1(precision[:, 1], recall[:, 1]) == pytest.approx(100.0)
+    assert metrics.auc(precision[:, 0], recall[:, 0]) == pytest.approx(COL0_AUC, rel=1e-12)
+    assert metrics.auc(precision[:, 1], recall[:, 1]) == 0.0
+    assert metrics.best_f1(precision[:, 1], recall[:, 1]) == pytest.approx(100.0)
 
 
 def test_hand_held_out_metrics():
     scores, labels = hand_example()
-    metrics = evaluate.held_out_metrics(scores, labels)
+    result = metrics.held_out_metrics(scores, labels)
     expected = {"auc": MICRO_AUC, "f1": 200 / 3, "p@2%": 50.0,
                 "mauc": COL0_AUC / 2, "mf1": (200 / 3 + 100) / 2, "mp@2%": 50.0}
-    assert metrics.keys() == expected.keys()
+    assert result.keys() == expected.keys()
     for key, value in expected.items():
-        assert metrics[key] == pytest.approx(value, rel=1e-12), key
-    assert all(isinstance(v, float) for v in metrics.values())
+        assert result[key] == pytest.approx(value, rel=1e-12), key
+    assert all(isinstance(v, float) for v in result.values())
 
 
 def test_tie_order_is_pair_major():
     # Two tied candidates: the fact has the larger flattened index, so it comes second.
     scores = np.array([[0.5, 0.5]])
-    precision, recall = evaluate.micro_curve(scores, np.array([[False, True]]))
+    precision, recall = metrics.micro_curve(scores, np.array([[False, True]]))
     np.testing.assert_allclose(precision, [0, 1 / 2])
     np.testing.assert_allclose(recall, [0, 1])
-    precision, _ = evaluate.micro_curve(scores, np.array([[True, False]]))
+    precision, _ = metrics.micro_curve(scores, np.array([[True, False]]))
     np.testing.assert_allclose(precision, [1, 1 / 2])
 
 
 def test_relation_without_facts_is_excluded():
     scores, labels = hand_example()
-    base = evaluate.held_out_metrics(scores, labels)
+    base = metrics.held_out_metrics(scores, labels)
     # Changing the scores of the fact-less column changes the micro metrics but no macro one.
     scores[:, 2] = np.linspace(1.0, 2.0, 50)
-    changed = evaluate.held_out_metrics(scores, labels)
+    changed = metrics.held_out_metrics(scores, labels)
     for key in ("mauc", "mf1", "mp@2%"):
         assert changed[key] == pytest.approx(base[key])
     assert changed["auc"] < base["auc"]
@@ -171,7 +171,7 @@ def test_matches_reference_loop(seed):
     labels[rng.integers(num_pairs), 1] = True  # a relation with a single fact
     # Coarse scores so ties are frequent, with facts scoring somewhat higher.
     scores = np.round(rng.random((num_pairs, num_relations)) + 0.5 * labels, 1)
-    ours = evaluate.held_out_metrics(scores, labels)
+    ours = metrics.held_out_metrics(scores, labels)
     reference = reference_metrics(scores, labels)
     for key, value in reference.items():
         assert ours[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
@@ -182,30 +182,30 @@ def test_perfect_ranking():
     labels = rng.random((400, 20)) < 0.05
     scores = labels + 0.1 * rng.random(labels.shape)  # every fact above every non-fact
     num_facts = int(labels.sum())
-    metrics = evaluate.held_out_metrics(scores, labels)
+    result = metrics.held_out_metrics(scores, labels)
     # Precision is 1 from recall 1/F to 1; the area left of the first point is not counted.
-    assert metrics["auc"] == pytest.approx(100 * (1 - 1 / num_facts))
-    assert metrics["f1"] == pytest.approx(100.0)
-    assert metrics["mf1"] == pytest.approx(100.0)
+    assert result["auc"] == pytest.approx(100 * (1 - 1 / num_facts))
+    assert result["f1"] == pytest.approx(100.0)
+    assert result["mf1"] == pytest.approx(100.0)
 
 
 def test_random_scores_give_fact_rate():
     rng = np.random.default_rng(4)
     labels = rng.random((2000, 100)) < 0.02
-    metrics = evaluate.held_out_metrics(rng.random(labels.shape), labels)
+    result = metrics.held_out_metrics(rng.random(labels.shape), labels)
     rate = 100 * labels.mean()
-    assert metrics["auc"] == pytest.approx(rate, abs=0.3)
-    assert metrics["p@2%"] == pytest.approx(rate, abs=0.5)
+    assert result["auc"] == pytest.approx(rate, abs=0.3)
+    assert result["p@2%"] == pytest.approx(rate, abs=0.5)
 
 
 def test_input_errors():
     with pytest.raises(ValueError, match="no test facts"):
-        evaluate.micro_curve(np.zeros((3, 2)), np.zeros((3, 2), bool))
+        metrics.micro_curve(np.zeros((3, 2)), np.zeros((3, 2), bool))
     with pytest.raises(ValueError, match="must both be"):
-        evaluate.held_out_metrics(np.zeros((3, 2)), np.zeros((2, 3), bool))
+        metrics.held_out_metrics(np.zeros((3, 2)), np.zeros((2, 3), bool))
     with pytest.raises(ValueError, match="NaN"):
-        evaluate.micro_curve(np.array([[np.nan, 1.0]]), np.array([[True, False]]))
-    assert evaluate.precision_at(np.array([1.0, 0.5]), 10) == 50.0  # clamped to the last point
+        metrics.micro_curve(np.array([[np.nan, 1.0]]), np.array([[True, False]]))
+    assert metrics.precision_at(np.array([1.0, 0.5]), 10) == 50.0  # clamped to the last point
 
 
 # ----------------------------------------------------------------------------- Spearman / commonsense
@@ -217,10 +217,10 @@ def test_spearman_matches_scipy_with_ties(seed):
     truth = rng.integers(0, 3, size=500)  # graded 0/1/2: heavy ties
     predicted = np.round(truth + rng.normal(size=500), 1)  # ties too
     expected = scipy.stats.spearmanr(predicted, truth).statistic
-    assert evaluate.spearman(predicted, truth) == pytest.approx(expected, rel=1e-12)
-    assert evaluate.spearman(predicted, predicted) == pytest.approx(1.0)
-    assert evaluate.spearman(predicted, -predicted) == pytest.approx(-1.0)
-    assert np.isnan(evaluate.spearman(predicted, np.ones(500)))
+    assert metrics.spearman(predicted, truth) == pytest.approx(expected, rel=1e-12)
+    assert metrics.spearman(predicted, predicted) == pytest.approx(1.0)
+    assert metrics.spearman(predicted, -predicted) == pytest.approx(-1.0)
+    assert np.isnan(metrics.spearman(predicted, np.ones(500)))
 
 
 def test_load_grades_and_correlation(tmp_path):
@@ -233,7 +233,7 @@ def test_load_grades_and_correlation(tmp_path):
     ]
     path = tmp_path / "commonsense.json"
     path.write_text(json.dumps({"entities": list(e), "predicates": list(p), "triplets": triplets}))
-    grades = evaluate.load_grades(path)
+    grades = metrics.load_grades(path)
     num_e, num_r = len(e), len(p)
     assert grades.shape == (num_e, num_r + 1, num_e) and grades.dtype == np.int8
     assert grades[0, 1, 1] == 2 and grades[0, 4, 1] == 1 and grades[2, 100, 0] == 1
@@ -245,15 +245,15 @@ def test_load_grades_and_correlation(tmp_path):
     truth = np.zeros((3, num_r))
     truth[0, 0], truth[0, 3], truth[1, 99] = 2, 1, 1
     expected = scipy.stats.spearmanr(scores.ravel(), truth.ravel()).statistic
-    assert evaluate.commonsense_correlation(scores, pairs, grades) == pytest.approx(expected)
+    assert metrics.commonsense_correlation(scores, pairs, grades) == pytest.approx(expected)
     # Top 3: scores 0.9 / 0.6 / 0.5 with grades 2 / 1 / 1.
-    top = evaluate.commonsense_correlation(scores, pairs, grades, top_k=3)
+    top = metrics.commonsense_correlation(scores, pairs, grades, top_k=3)
     assert top == pytest.approx(scipy.stats.spearmanr([0.9, 0.6, 0.5], [2, 1, 1]).statistic)
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"triplets": [triplets[0], {**triplets[1], "predicate": "levitating over"}]}))
     with pytest.raises(ValueError, match=r"bad\.json.*triplet 1.*levitating over"):
-        evaluate.load_grades(bad)
+        metrics.load_grades(bad)
 
 
 # ----------------------------------------------------------------------------- attention, plot
@@ -268,20 +268,20 @@ def test_attention_on_annotated_with_padding():
     ])
     annotated = np.array([[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0], [0, 0, 0, 1]], dtype=bool)
     mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=bool)
-    out = evaluate.attention_on_annotated(attention, annotated, mask)
+    out = metrics.attention_on_annotated(attention, annotated, mask)
     assert out["num_bags"] == 2
     assert out["attention_on_annotated"] == pytest.approx((0.5 + 0.9) / 2)
     assert out["chance"] == pytest.approx((1 / 3 + 1 / 2) / 2)
-    none = evaluate.attention_on_annotated(attention, np.zeros_like(annotated), mask)
+    none = metrics.attention_on_annotated(attention, np.zeros_like(annotated), mask)
     assert none["num_bags"] == 0 and np.isnan(none["attention_on_annotated"])
 
 
 def test_plot_writes_png(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.random((100, 10)) < 0.05
-    curves = {"random": evaluate.micro_curve(rng.random(labels.shape), labels),
-              "oracle": evaluate.micro_curve(labels + rng.random(labels.shape), labels)}
+    curves = {"random": metrics.micro_curve(rng.random(labels.shape), labels),
+              "oracle": metrics.micro_curve(labels + rng.random(labels.shape), labels)}
     path = tmp_path / "plots" / "pr.png"
-    evaluate.precision_recall_plot(curves, path)
+    metrics.precision_recall_plot(curves, path)
     data = path.read_bytes()
     assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"

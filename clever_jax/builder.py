@@ -1,0 +1,249 @@
+"""One builder of a run: what the Trainer, the throughput benchmark and the memory estimate all run.
+
+`build(config, records_dir)` makes the run's parts in one place: the batch layout (from the
+records' manifest, or from the config for synthetic batches when there are no records), the
+model, the device mesh and shardings, the optimiser, the abstract parameters, the jitted train and
+evaluation steps, and the loaders and device batches that feed them. `Run.initial_state()`
+places the step-0 state (fresh parameters with the pretrained encoder merged in, or another run's
+best checkpoint); nothing is computed before it is asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.experimental import multihost_utils
+
+from clever_jax import precision, sharding, weights
+from clever_jax.checkpoints import Checkpoints
+from clever_jax.data import pipeline, synthetic, text
+from clever_jax.data.records import open_records
+from clever_jax.models.clever import Clever
+from clever_jax.models.encoder import EncoderConfig
+from clever_jax.train import TrainState, eval_step, train_step
+
+FROZEN = "frozen"
+
+
+def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> EncoderConfig:
+    """The encoder's configuration: sizes from the pretrained folder's config.json, options from config.model."""
+    with open(os.path.join(text.pretrained_dir(config), "config.json")) as f:
+        hf_config = json.load(f)
+    m = config.model
+    return EncoderConfig.from_hf(
+        hf_config, region_dim=region_dim, num_layers=m.num_layers or None, region_layer_norm=m.region_layer_norm,
+        hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
+        dtype=jnp.dtype(precision.check_policy(config)), remat=m.remat,
+        freeze_word_embeddings=config.train.freeze_word_embeddings,
+    )
+
+
+def create_model(config: ml_collections.ConfigDict, shape: pipeline.InstanceShape) -> Clever:
+    m = config.model
+    return Clever(encoder=encoder_config(config, shape.region_dim), num_relations=shape.num_relations,
+                  head=m.head, eval_head=m.eval_head or m.head, temperature=m.temperature, bag_dropout=m.bag_dropout,
+                  classifier_width=m.classifier_width)
+
+
+def param_labels(config: ml_collections.ConfigDict, params: Any) -> Any:
+    """The optimiser group of every parameter: "frozen" (the word embeddings, when
+    config.train.freeze_word_embeddings), "no_decay" (names in config.train.no_decay) or "decay"."""
+    t = config.train
+
+    def label(path: tuple, leaf: Any) -> str:
+        names = [getattr(k, "key", str(k)) for k in path]
+        if "word_embeddings" in names and t.freeze_word_embeddings:
+            return FROZEN
+        return "no_decay" if names[-1] in t.no_decay else "decay"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
+    """Global-norm clip -> AdamW with the groups of `param_labels` (no weight decay, or no update at
+    all). The learning rate is injected: train_step sets it every step."""
+    t = config.train
+    group = lambda weight_decay: optax.inject_hyperparams(optax.adamw)(  # noqa: E731
+        learning_rate=t.lr, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps, weight_decay=weight_decay)
+    return optax.chain(
+        optax.clip_by_global_norm(t.grad_clip),
+        optax.multi_transform({"decay": group(t.weight_decay), "no_decay": group(0.0), FROZEN: optax.set_to_zero()},
+                              param_labels(config, params)),
+    )
+
+
+def batch_bucket(batch: dict[str, np.ndarray], multiple: int) -> tuple[int, int]:
+    """(text length, regions) to trim this process's local batch to: the largest of every process's
+    pipeline.bucket_lengths, so that all processes assemble global arrays of the same shapes.
+
+    With several processes that takes an all-gather, a device computation queued behind the step
+    in flight: the host waits for that step before it can send the next batch (configs/vg.py turns
+    buckets off for this reason)."""
+    lengths = pipeline.bucket_lengths(batch, multiple)
+    if multiple and jax.process_count() > 1:
+        lengths = multihost_utils.process_allgather(lengths).max(axis=0)
+    return int(lengths[0]), int(lengths[1])
+
+
+def batch_specs(shape: pipeline.InstanceShape, batch_size: int,
+                keys: tuple[str, ...] | None = pipeline.MODEL_INPUTS) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shape and dtype of each batch array in `keys` (None: all) for `batch_size` bags padded to
+    Lt and Lr, the largest bucket: pipeline.bag_layout with a leading B."""
+    return {k: jax.ShapeDtypeStruct((batch_size, *bag_shape), dtype)
+            for k, (bag_shape, dtype) in pipeline.bag_layout(shape).items() if keys is None or k in keys}
+
+
+# By default XLA:CPU hands matrix products and reductions to YNNPACK and, in a forward-only step,
+# fuses chains of a BERT layer (a product with the GELU, LayerNorm or softmax after it) into single
+# YNNPACK graphs, which run slower there. YNNPACK for single matrix products only runs the demo's
+# evaluation step faster (docs/performance.md); the train step keeps the default, whose
+# reductions pay there. An experimental XLA:CPU option: CPU meshes only.
+CPU_EVAL_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@dataclasses.dataclass
+class Run:
+    """The parts of a run (see `build`).
+
+    Attributes:
+      config: the run's config. records_dir: its records ("" for synthetic batches).
+      shape: the batch layout's sizes (pipeline.bag_layout). model: the Clever model.
+      mesh: the device mesh; batch_sharding: bags split over all its devices.
+      tx: the optimiser. abstract_params: shapes, dtypes and shardings of the parameters.
+      state_shardings: shardings of every TrainState leaf.
+      train_step: the jitted train_step (state donated): (state, device batch) -> (state, metrics).
+      eval_step: the jitted eval_step: (params, device batch) -> (scores [B, R+1], evidence [B, R+1, N]).
+      num_bags: bags per split of the records (empty without records).
+      batch_shapes_seen: (local bags, text length, regions) of every device batch made so far.
+    """
+
+    config: ml_collections.ConfigDict
+    records_dir: str
+    shape: pipeline.InstanceShape
+    model: Clever
+    mesh: jax.sharding.Mesh
+    batch_sharding: jax.sharding.NamedSharding
+    tx: optax.GradientTransformation
+    abstract_params: Any
+    state_shardings: TrainState
+    train_step: Any
+    eval_step: Any
+    num_bags: dict[str, int]
+    batch_shapes_seen: set[tuple[int, int, int]] = dataclasses.field(default_factory=set)
+
+    def init_params(self) -> Any:
+        """Fresh parameters (config.seed), with the pretrained encoder merged in when config.model.pretrained."""
+        config = self.config
+        specs = batch_specs(self.shape, config.data.eval_batch_size)
+        batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), specs)
+        params = jax.jit(self.model.init)(jax.random.key(config.seed), batch)["params"]
+        if config.model.pretrained:
+            pretrained, report = weights.load_pretrained(text.pretrained_dir(config), self.model.encoder)
+            params = flax.core.unfreeze(params)
+            params["instance_encoder"] = weights.merge_pretrained(params["instance_encoder"], pretrained)
+            logging.info("Pretrained weights from %s: %d tensors loaded, %d unused (other layers, pooler), kept "
+                         "initial values for %s", report.source, len(report.loaded), len(report.ignored),
+                         ", ".join(report.not_in_checkpoint) or "nothing")
+        return params
+
+    def initial_state(self, params: Any = None) -> TrainState:
+        """The step-0 state placed on the mesh: `params`, else the best parameters of config.train.init_from,
+        else `init_params()`."""
+        if params is None and self.config.train.init_from:
+            logging.info("Initialising from the best checkpoint of %s", self.config.train.init_from)
+            params = Checkpoints(self.config.train.init_from).restore_params("best", self.abstract_params)
+        params = jax.device_put(self.init_params() if params is None else params, self.state_shardings.params)
+        opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                           lr_scale=jnp.ones((), jnp.float32), loss_scale=precision.initial_loss_scale(self.config))
+        return jax.device_put(state, self.state_shardings)
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of the train state (a restore or compilation target)."""
+        state = jax.eval_shape(lambda params: TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+            lr_scale=jnp.ones((), jnp.float32), loss_scale=precision.initial_loss_scale(self.config)),
+            self.abstract_params)
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                            self.state_shardings)
+
+    def local_batch_size(self, train: bool) -> int:
+        """This process's share of a global batch (config.data.batch_size or eval_batch_size)."""
+        data = self.config.data
+        size = data.batch_size if train else data.eval_batch_size
+        if size % self.mesh.size:
+            raise ValueError(f"batch size {size} must be a multiple of the number of devices ({self.mesh.size})")
+        return size // jax.process_count()
+
+    def loader(self, split: str, *, train: bool):
+        """This process's loader of a split's bags (training: shuffled by config.data.shuffle_seed, repeated)."""
+        data = self.config.data
+        return pipeline.make_loader(self.records_dir, split, self.shape, self.local_batch_size(train), train=train,
+                                    seed=data.shuffle_seed, worker_count=data.worker_count)
+
+    def device_batch(self, batch: dict) -> dict:
+        """The global device batch of this process's `batch`, its padding trimmed to a bucket.
+
+        Text and region axes are cut to the smallest multiple of config.data.length_multiple that
+        holds every process's real tokens (`batch_bucket`); 0 keeps Lt and Lr. The jitted steps
+        compile once per bucket shape, logged when first seen.
+        """
+        text_len, num_regions = batch_bucket(batch, self.config.data.length_multiple)
+        shape = (len(batch["bag_mask"]), text_len, num_regions)
+        if shape not in self.batch_shapes_seen:
+            self.batch_shapes_seen.add(shape)
+            logging.info("New batch shape (the step compiles for it): %d bags per process, text %d of %d, "
+                         "regions %d of %d", *shape[:2], self.shape.text_len, num_regions, self.shape.num_regions)
+        return sharding.global_batch(pipeline.trim_padding(batch, text_len, num_regions), self.batch_sharding)
+
+
+def build(config: ml_collections.ConfigDict, records_dir: str = "", devices: list | None = None) -> Run:
+    """The run of `config` over `records_dir` ("" = synthetic: sizes from the config) on `devices` (default: all).
+
+    The train step is jitted for config.data.batch_size bags per step, which must split evenly
+    over the devices and config.train.grad_accum_steps micro-batches.
+    """
+    shape = pipeline.instance_shape(config.data, records_dir) if records_dir else synthetic.instance_shape(config.data)
+    model = create_model(config, shape)
+    mesh = sharding.make_mesh(config, devices)
+    batch_sharding = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
+    specs = batch_specs(shape, config.data.eval_batch_size)
+    params = jax.eval_shape(lambda batch: model.init(jax.random.key(0), batch)["params"], specs)
+    tx = make_optimizer(config, params)
+    m = config.mesh
+    tree_shardings = functools.partial(sharding.tree_shardings, mesh=mesh, mode=m.params, min_size=m.fsdp_min_size)
+    state_shardings = TrainState(step=replicated, params=tree_shardings(params),
+                                 opt_state=tree_shardings(jax.eval_shape(tx.init, params)), lr_scale=replicated,
+                                 loss_scale=jax.tree.map(lambda _: replicated, precision.initial_loss_scale(config)))
+    abstract_params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), params,
+                                   state_shardings.params)
+
+    batch_size, steps = config.data.batch_size, config.train.grad_accum_steps
+    if steps < 1 or batch_size % (mesh.size * steps):
+        raise ValueError(
+            f"config.data.batch_size={batch_size} must be a multiple of the {mesh.size} devices x "
+            f"config.train.grad_accum_steps={steps}: every device takes the same number of bags per micro-batch")
+    jitted_train = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
+                           in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
+                           donate_argnums=0)
+    on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
+    jitted_eval = jax.jit(functools.partial(eval_step, model=model),
+                          in_shardings=(state_shardings.params, batch_sharding), out_shardings=batch_sharding,
+                          compiler_options=CPU_EVAL_COMPILER_OPTIONS if on_cpu else None)
+    splits = open_records(records_dir)[1] if records_dir else {}
+    return Run(config=config, records_dir=records_dir, shape=shape, model=model, mesh=mesh,
+               batch_sharding=batch_sharding, tx=tx, abstract_params=abstract_params,
+               state_shardings=state_shardings, train_step=jitted_train, eval_step=jitted_eval,
+               num_bags={split: len(source) for split, source in splits.items()})

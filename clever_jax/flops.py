@@ -1,0 +1,138 @@
+"""Sizes of a run (`Shapes`) and the analytic FLOP count of its steps; clever_jax.bench and
+clever_jax.memory share both.
+
+`step_flops` counts the matrix multiplies of one step analytically, 2 FLOPs per
+multiply-add; gathers (embeddings), elementwise work (GELU, LayerNorm, softmax, dropout, the
+optimiser) are left out. Forward parts, for B bags, N instances, L = Lt + Lr tokens (the timed
+batch's bucket), hidden H, FFN size I, region size F, pair size D = 4H, classifier hidden C
+(8H: config.model.classifier_width), R + 1 relations:
+
+  region projection        2 B N Lr F H
+  attention projections    per layer 2 B N L 4H^2  (query, key, value, output)
+  attention scores, mix    per layer 2 B N 2 L^2 H (q.k and probs.v)
+  FFN                      per layer 2 B N 2 L H I
+  classifier (instances)   2 B N (D C + C (R+1))  (all heads but avg in training)
+  head                     clever (train): per-relation bags 2 B (R+1) N D, the classifier's
+                           hidden layer on them 2 B (R+1) D C, its diagonal 2 B (R+1) C; att/clever
+                           (eval, factorised: models/heads.py): per-relation mixes of the instances'
+                           hidden pre-activations 2 B (R+1) N C, the diagonal 2 B (R+1) C;
+                           avg: mean 2 B N D + classifier on B bags; att (train):
+                           weighted sum 2 B N D + classifier on B bags; one (train): classifier
+                           on B bags; one/max (eval): nothing more.
+
+Convention: a train step is 3x its forward pass (backward = 2x forward: gradients of the inputs
+and of the weights of every matmul), except where JAX computes no input gradient: the region
+projection (its input is data) counts 2x, and for the `one` head the instance classifier, whose
+output only feeds an argmax, counts 1x. The analytic count is cross-checked against XLA's
+cost analysis of the compiled step (`xla_flops`, which also counts elementwise work and the
+optimiser, so it is a little higher).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clever_jax.builder import Run
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """Sizes of the benchmarked model and batches.
+
+    Attributes:
+      batch_size, eval_batch_size: B bags per train / eval batch.
+      bag_size: N. text_len: Lt. num_regions: Lr. region_dim: F. num_relations: R + 1.
+      hidden: H. intermediate: I (FFN). num_layers, num_heads: encoder layers and attention heads.
+      head, eval_head: the training and evaluation heads.
+      classifier_width: the classifier's hidden layer is classifier_width x H (C).
+    """
+
+    batch_size: int
+    eval_batch_size: int
+    bag_size: int
+    text_len: int
+    num_regions: int
+    region_dim: int
+    num_relations: int
+    hidden: int
+    intermediate: int
+    num_layers: int
+    num_heads: int
+    head: str
+    eval_head: str
+    classifier_width: int = 8
+
+    @property
+    def seq_len(self) -> int:
+        return self.text_len + self.num_regions
+
+    @classmethod
+    def of(cls, run: Run, text_len: int | None = None, num_regions: int | None = None) -> Shapes:
+        """The sizes of a built run (Lt and Lr: the padded lengths, or a batch's bucket if given)."""
+        enc, data = run.model.encoder, run.config.data
+        return cls(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size, bag_size=run.shape.bag_size,
+                   text_len=text_len or run.shape.text_len, num_regions=num_regions or run.shape.num_regions,
+                   region_dim=run.shape.region_dim, num_relations=run.shape.num_relations, hidden=enc.hidden_size,
+                   intermediate=enc.intermediate_size, num_layers=enc.num_layers, num_heads=enc.num_heads,
+                   head=run.model.head, eval_head=run.model.eval_head, classifier_width=run.model.classifier_width)
+
+
+
+def _head_flops(head: str, batch_size: int, s: Shapes, *, train: bool) -> float:
+    """Matmul FLOPs of a head after the instance classifier (forward)."""
+    b, n, d, c, r = batch_size, s.bag_size, 4 * s.hidden, s.classifier_width * s.hidden, s.num_relations
+    classify_bags = 2 * b * (d * c + c * r)
+    if head in ("att", "clever") and not train:
+        return 2 * b * r * n * c + 2 * b * r * c
+    if head == "clever":
+        return 2 * b * r * n * d + 2 * b * r * d * c + 2 * b * r * c
+    if head in ("avg", "att"):
+        return 2 * b * n * d + classify_bags
+    if head == "one":
+        return classify_bags if train else 0.0
+    if head == "max":
+        return 0.0
+    raise ValueError(f"unknown head {head!r}")
+
+
+def forward_flops(s: Shapes, batch_size: int, head: str, *, train: bool) -> dict[str, float]:
+    """Matmul FLOPs of one forward pass over `batch_size` bags, by part (module docstring)."""
+    seqs, length, h = batch_size * s.bag_size, s.seq_len, s.hidden
+    d, c = 4 * h, s.classifier_width * h
+    return {
+        "region_projection": 2.0 * seqs * s.num_regions * s.region_dim * h,
+        "attention_projections": 2.0 * s.num_layers * seqs * length * 4 * h * h,
+        "attention_scores": 2.0 * s.num_layers * seqs * 2 * length * length * h,
+        "ffn": 2.0 * s.num_layers * seqs * 2 * length * h * s.intermediate,
+        # Every head classifies the instances, except avg in training (it classifies only the mean).
+        "classifier_instances": 0.0 if train and head == "avg" else 2.0 * seqs * (d * c + c * s.num_relations),
+        "head": float(_head_flops(head, batch_size, s, train=train)),
+    }
+
+
+def step_flops(s: Shapes, eval_shapes: Shapes | None = None) -> dict[str, Any]:
+    """Analytic FLOPs of a train step (forward + backward) on batches of sizes `s` and an eval step
+    (forward) on batches of sizes `eval_shapes` (default `s`), with parts."""
+    forward = forward_flops(s, s.batch_size, s.head, train=True)
+    multiplier = {k: 3.0 for k in forward}
+    multiplier["region_projection"] = 2.0  # No gradient for the regions (data): weights only.
+    if s.head == "one":
+        multiplier["classifier_instances"] = 1.0  # Its output only feeds an argmax: no backward.
+    train_parts = {k: v * multiplier[k] for k, v in forward.items()}
+    eval_shapes = eval_shapes or s
+    eval_parts = forward_flops(eval_shapes, eval_shapes.eval_batch_size, eval_shapes.eval_head, train=False)
+    return {
+        "train": sum(train_parts.values()), "eval": sum(eval_parts.values()),
+        "train_parts": train_parts, "eval_parts": eval_parts,
+    }
+
+
+def xla_flops(program: Any) -> float:
+    """FLOPs by XLA's cost analysis of a compiled (or lowered) program; the analysis is a dict or,
+    depending on the JAX version, a list of dicts."""
+    analysis = program.cost_analysis()
+    if isinstance(analysis, dict):
+        analysis = [analysis]
+    return float(sum(a.get("flops", 0.0) for a in analysis or []))

@@ -1,0 +1,100 @@
+"""Every setting a run reads, each with its default.
+
+The defaults are the published CLEVER recipe wherever the paper's appendix or the authors'
+training script fixes a value (said in the comment); the other configs derive from this one and
+change only what they state: configs/demo.py (the embedded world on a CPU), configs/vg.py (Visual
+Genome), configs/vg_gpu10.py, vg_gpu.py, vg_tpu.py (hardware). Any value can be overridden on the
+command line, e.g. --config.train.lr=5e-5.
+"""
+
+import ml_collections
+
+from configs import world
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Parameter initialisation and dropout masks (each step folds its step number in).
+
+    config.data = data = ml_collections.ConfigDict()
+    data.source = "world"  # "world" (generated into world_dir) or "vg" (Visual Genome files on disk).
+    data.world = world.get_config("demo")  # The generated world's settings (configs/world.py).
+    data.world_dir = ""  # Folder of the generated world; "" = WORKDIR/world.
+    data.vg_dir = ""  # Folder of Visual Genome's image_data.json, objects.json and relationships.json.
+    data.features_path = ""  # VinVL-style TSV of region features (README, "Input formats").
+    data.feature_dim = 0  # Appearance size expected in the features file; 0 = take it from the file.
+    data.split_ratios = (0.71, 0.07, 0.22)  # Entity pairs per split (the paper's 6443 / 678 / 1964).
+    data.na_ratio = 1.0  # NA bags per positive bag in each split.
+    data.min_fact_count = 1  # Relationships needed for a triplet to be a fact (1: every distinct triplet).
+    data.bag_size = 50  # N instances per bag (paper).
+    data.sampler = "overlap"  # Instance ranking: "overlap" (IoU, then centre distance; paper) or "random".
+    data.seed = 0  # Splits, NA pairs and random bag sampling.
+    data.text_len = 70  # Lt word pieces per instance, [CLS] and [SEP] included (published code).
+    data.num_regions = 50  # Lr regions per instance (published code).
+    data.length_multiple = 0  # Cut each batch's trailing padding to multiples of this; 0 = always Lt and Lr.
+    data.batch_size = 60  # Bags per training batch, over all processes (paper).
+    data.eval_batch_size = 60  # Bags per evaluation batch, over all processes.
+    data.shuffle_seed = 0  # Order of the training bags and their sampled gold relations.
+    data.worker_count = 0  # Grain worker processes; 0 reads in the main process.
+
+    config.model = model = ml_collections.ConfigDict()
+    model.pretrained_dir = ""  # BERT or VinVL folder (config.json, vocab.txt, weights); "" = the packaged MiniLM.
+    model.pretrained = True  # Start the encoder from that folder's weights (False: random initialisation).
+    model.num_layers = 0  # Keep the first k encoder layers; 0 = all of them.
+    model.hidden_dropout = 0.1  # BERT dropout on embeddings, regions and layer outputs (published: 0.1).
+    model.attention_dropout = 0.1  # BERT dropout on attention probabilities (published: 0.1).
+    model.region_layer_norm = True  # LayerNorm after the region projection (Oscar's use_img_layernorm).
+    model.classifier_width = 8  # Shared classifier 4H -> width x H -> ReLU -> R + 1 (published: 8).
+    model.head = "clever"  # Training head: avg, one, att or clever.
+    model.eval_head = ""  # Evaluation head; "" = the training head ("max" for max pooling).
+    model.temperature = 11.0  # Tau of the contrastive attention (published script: 11).
+    model.bag_dropout = 0.2  # Dropout on bag representations in training.
+    model.dtype = "float32"  # Compute dtype: float32, bfloat16 or float16 (clever_jax/precision.py).
+    model.remat = False  # Recompute encoder layers in the backward pass (less memory, more compute).
+
+    config.train = train = ml_collections.ConfigDict()
+    train.lr = 7e-5  # Peak learning rate (paper appendix; the script's grid: 4e-5, 5e-5, 6e-5).
+    train.adam_b1 = 0.9  # AdamW's beta1 (published script).
+    train.adam_b2 = 0.98  # AdamW's beta2 (published script).
+    train.adam_eps = 1e-8  # AdamW's epsilon (PyTorch's default, which the script keeps).
+    train.weight_decay = 0.01  # AdamW weight decay (paper) ...
+    train.no_decay = ("bias", "scale", "out_bias")  # ... except on parameters of these names (biases, LayerNorm).
+    train.grad_clip = 1.0  # Global gradient-norm clip (published script).
+    train.freeze_word_embeddings = True  # No update of the word-embedding table (published script).
+    train.loss = "sampled"  # Cross-entropy on a gold relation sampled at each visit (paper), or "all_gold".
+    train.warmup_steps = 1000  # Linear warm-up steps (paper appendix; the script: 2000) ...
+    train.warmup_start = 0.1  # ... from this fraction of lr up to lr (paper: 7e-6 to 7e-5).
+    train.max_epochs = 18  # Upper bound on training (paper: 18 epochs).
+    train.eval_every_steps = 200  # Validation every k steps (published script: 200); 0 = once per epoch.
+    train.mauc_weight = 1.0  # Validation score = AUC + w * mAUC, in points (script grid: 1, 3, 5).
+    train.plateau_threshold = 0.1  # Gain over the best score that counts as improving (script: 0.001 on a 0-1 scale).
+    train.patience = 3  # Decay after this many evaluations in a row without improvement (script: 3) ...
+    train.cooldown = 0  # ... not counting this many evaluations after a decay (script: 0).
+    train.decay = 0.1  # Learning-rate factor of each decay (paper).
+    train.max_decays = 3  # Stop after this many decays (paper: three plateaus).
+    train.log_every = 50  # Steps between progress lines and TensorBoard points.
+    train.init_from = ""  # Workdir of another run whose best checkpoint initialises this one (paper: AVG).
+    train.grad_accum_steps = 1  # Micro-batches per optimiser step (batch_size / this bags each).
+    train.loss_scale_init = 2.0**15  # float16 only: initial dynamic loss scale ...
+    train.loss_scale_period = 2000  # ... doubled after this many finite steps in a row, halved on overflow.
+    train.checkpoints_to_keep = 1  # Steps kept in each of WORKDIR/checkpoints/latest and best.
+
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.data = -1  # Devices along the data axis (-1: all that are left).
+    mesh.fsdp = 1  # Devices along the parameter-sharding axis.
+    mesh.params = "replicated"  # "replicated", or "fsdp": parameters and optimiser state split over fsdp.
+    mesh.fsdp_min_size = 2**14  # FSDP leaves only: smaller leaves stay replicated.
+
+    config.distributed = distributed = ml_collections.ConfigDict()
+    distributed.enabled = False  # Multi-host: connect the processes with jax.distributed.initialize.
+    distributed.coordinator_address = ""  # "host:port" of process 0; "" = detect (TPU, Slurm, MPI, env).
+    distributed.num_processes = 0  # 0 = detect.
+    distributed.process_id = -1  # -1 = detect.
+    distributed.local_device_ids = ""  # This process's devices, e.g. "0,1"; "" = all it sees.
+
+    config.extract = extract = ml_collections.ConfigDict()
+    extract.split = "test"  # A split, or "all": every pair of the benchmark.
+    extract.top_k = 0  # Triplets written, best first; 0 = every (pair, relation) of the split.
+    extract.num_evidence = 3  # Evidence instances per triplet.
+    extract.evidence_dtype = "float16"  # Precision at which evidence weights are kept in memory (4 decimals written).
+    return config
