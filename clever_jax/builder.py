@@ -165,18 +165,17 @@ class Run:
             params = Checkpoints(self.config.train.init_from).restore_params("best", self.abstract_params)
         params = jax.device_put(self.init_params() if params is None else params, self.state_shardings.params)
         opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
-        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                           lr_scale=jnp.ones((), jnp.float32), loss_scale=precision.initial_loss_scale(self.config))
-        return jax.device_put(state, self.state_shardings)
+        return jax.device_put(self._step_zero(params, opt_state), self.state_shardings)
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state (a restore or compilation target)."""
-        state = jax.eval_shape(lambda params: TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
-            lr_scale=jnp.ones((), jnp.float32), loss_scale=precision.initial_loss_scale(self.config)),
-            self.abstract_params)
+        state = jax.eval_shape(lambda params: self._step_zero(params, self.tx.init(params)), self.abstract_params)
         return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
                             self.state_shardings)
+
+    def _step_zero(self, params: Any, opt_state: Any) -> TrainState:
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                          lr_scale=jnp.ones((), jnp.float32), loss_scale=precision.initial_loss_scale(self.config))
 
     def local_batch_size(self, train: bool) -> int:
         """This process's share of a global batch (config.data.batch_size or eval_batch_size)."""

@@ -32,7 +32,7 @@ def initialize(config: ml_collections.ConfigDict) -> None:
     config.distributed: coordinator_address ("" = detect), num_processes (0 = detect),
     process_id (-1 = detect), local_device_ids ("0,1": this process's devices; "" = all visible).
     This also starts JAX's preemption service (config jax_enable_preemption_service, on by default;
-    multi-host training needs it), which handles SIGTERM from then on: train.StopSignal.
+    multi-host training needs it), which handles SIGTERM from then on: StopSignal.
     """
     d = config.distributed
     if not d.enabled or jax.distributed.is_initialized():

@@ -1,8 +1,9 @@
 """Evaluation: score every bag of a split, its metrics, and the files a run's evaluation writes.
 
-`evaluate(run, params, split)` scores a split with a built run (clever_jax.builder) over one
-process or several and returns its metrics and `SplitOutputs`; `write_results` writes
-WORKDIR/metrics.json, WORKDIR/test_scores.npz and WORKDIR/pr_curve.png.
+`evaluate(run, params, split, grades)` scores a split with a built run (clever_jax.builder) over
+one process or several and returns its metrics and `SplitOutputs`; `world_grades` reads the
+generated world's graded truth for them; `write_results` writes WORKDIR/metrics.json,
+WORKDIR/test_scores.npz and WORKDIR/pr_curve.png.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def evaluate(run: Run, params: Any, split: str, grades: np.ndarray | None,
     return split_metrics(outputs, grades), outputs
 
 
-def load_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
+def world_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
     """Graded truth of the generated world (commonsense.json), None for real data."""
     if config.data.source != "world":
         return None

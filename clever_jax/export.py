@@ -95,7 +95,7 @@ def load_bundle(path: str) -> Bundle:
     model = Clever(
         encoder=EncoderConfig(**description["encoder"]), num_relations=description["num_relations"],
         head=description["head"], eval_head=description["eval_head"], temperature=description["temperature"],
-        classifier_width=description["classifier_width"],
+        classifier_width=description.get("classifier_width", 8),  # Bundles exported before it was a setting: 8.
     )
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(os.path.join(os.path.abspath(path), "params"))

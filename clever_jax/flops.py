@@ -79,7 +79,6 @@ class Shapes:
                    head=run.model.head, eval_head=run.model.eval_head, classifier_width=run.model.classifier_width)
 
 
-
 def _head_flops(head: str, batch_size: int, s: Shapes, *, train: bool) -> float:
     """Matmul FLOPs of a head after the instance classifier (forward)."""
     b, n, d, c, r = batch_size, s.bag_size, 4 * s.hidden, s.classifier_width * s.hidden, s.num_relations

@@ -29,10 +29,11 @@ def reject_renamed_flags(argv: list[str]) -> None:
     from clever_jax.data.text import RENAMED
 
     for arg in argv[1:]:
+        name = arg.split("=")[0]
         for old, new in RENAMED.items():
-            if arg.split("=")[0] == f"--config.model.{old}":
-                sys.exit(f"{arg.split('=')[0]}: renamed to --config.model.{new} (the pretrained encoder's folder; "
-                         "training checkpoints go to WORKDIR/checkpoints)")
+            if name.lstrip("-") == f"config.model.{old}":
+                sys.exit(f"{name}: renamed to --config.model.{new} (the pretrained encoder's folder; training "
+                         "checkpoints go to WORKDIR/checkpoints)")
 
 
 def quiet_libraries() -> None:
@@ -86,7 +87,7 @@ def run(config, workdir: str, mode: str) -> None:
         logging.info("Exported to %s", export.export_bundle(run, workdir))
         return
     params = Checkpoints(workdir).restore_params("best", run.abstract_params)
-    grades = evaluate.load_grades(config, workdir)
+    grades = evaluate.world_grades(config, workdir)
     results, outputs = {}, {}
     if mode in ("all", "eval"):  # Every process evaluates; process 0 writes the files.
         for split in ("val", "test"):

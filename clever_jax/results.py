@@ -67,7 +67,7 @@ def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool) -> di
         test = np.load(os.path.join(run_dir, "test_scores.npz"))
         curves[head.upper()] = metrics.micro_curve(test["scores"][:, 1:], test["labels"][:, 1:])
     records_dir = prepare.prepare(run_config, run_dir)
-    random_metrics, curves["Random"] = random_row(records_dir, evaluate.load_grades(run_config, run_dir))
+    random_metrics, curves["Random"] = random_row(records_dir, evaluate.world_grades(run_config, run_dir))
     rows = {"Random": random_metrics, **rows}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(rows, f, indent=1)

@@ -88,15 +88,20 @@ def warmup_lr(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     return t.lr * (t.warmup_start + (1.0 - t.warmup_start) * fraction)
 
 
-def _set_lr(opt_state: Any, lr: jax.Array) -> Any:
-    """Writes the learning rate into every injected-hyperparameter state."""
+def set_hyperparams(opt_state: Any, lr: jax.Array, config: ml_collections.ConfigDict) -> Any:
+    """Writes this step's learning rate and config.train's AdamW settings into the optimiser state.
 
-    def visit(node: Any) -> Any:
-        if isinstance(node, optax.InjectHyperparamsState):
-            return node._replace(hyperparams={**node.hyperparams, "learning_rate": lr})
-        return node
-
-    return jax.tree.map(visit, opt_state, is_leaf=lambda n: isinstance(n, optax.InjectHyperparamsState))
+    builder.make_optimizer injects them as state (one copy per parameter group; the "no_decay"
+    group keeps its weight decay of 0), so that the schedule can change the rate inside the jitted
+    step and a resumed run uses its config's values, not the checkpoint's. optax.tree_utils.tree_set
+    raises KeyError if a name is missing, rather than leaving the state as it was.
+    """
+    t = config.train
+    f32 = lambda value: jnp.asarray(value, jnp.float32)  # noqa: E731  The dtype the state holds.
+    opt_state = optax.tree_utils.tree_set(opt_state, learning_rate=f32(lr), b1=f32(t.adam_b1), b2=f32(t.adam_b2),
+                                          eps=f32(t.adam_eps))
+    decayed = lambda path, _: not any(getattr(k, "key", None) == "no_decay" for k in path)  # noqa: E731
+    return optax.tree_utils.tree_set(opt_state, decayed, weight_decay=f32(t.weight_decay))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +171,7 @@ def train_step(
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
     def update(state: TrainState) -> TrainState:
-        updates, opt_state = tx.update(grads, _set_lr(state.opt_state, lr), state.params)
+        updates, opt_state = tx.update(grads, set_hyperparams(state.opt_state, lr, config), state.params)
         return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
 
     # A branch rather than a select between the new and the old state, which kept the old state alive:
@@ -184,8 +189,6 @@ def eval_step(params: Any, batch: dict, *, model: Clever) -> tuple[jax.Array, ja
     return model.apply({"params": params}, batch)
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop.
 
@@ -199,7 +202,7 @@ class Trainer:
 
     def __init__(self, run: Run, workdir: str):
         self.run, self.config, self.workdir = run, run.config, workdir
-        self.grades = evaluate.load_grades(run.config, workdir)
+        self.grades = evaluate.world_grades(run.config, workdir)
 
     def train(self) -> dict:
         """Trains until the plateau schedule or max_epochs stops it; returns the best validation metrics."""

@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.length_multiple = 0  # Cut each batch's trailing padding to multiples of this; 0 = always Lt and Lr.
     data.batch_size = 60  # Bags per training batch, over all processes (paper).
     data.eval_batch_size = 60  # Bags per evaluation batch, over all processes.
-    data.shuffle_seed = 0  # Order of the training bags and their sampled gold relations.
+    data.shuffle_seed = 0  # Order of the training bags and their sampled gold relations (not tied to seed).
     data.worker_count = 0  # Grain worker processes; 0 reads in the main process.
 
     config.model = model = ml_collections.ConfigDict()

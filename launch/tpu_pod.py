@@ -7,7 +7,7 @@ Steps (`all` = create, setup, run):
   setup    on every worker: apt packages (Python 3.11, make, gcsfuse), this repository's HEAD
            (git archive) in ~/clever_jax with `make install-tpu` (.venv with jax[tpu]), and the
            inputs copied from --data_uri to ~/clever_data: vg/ (image_data.json, objects.json,
-           relationships.json), features.tsv and pretrained/ (the pretrained VinVL-base folder).
+           relationships.json), features.tsv and checkpoint/ (the pretrained VinVL-base folder).
   run      on every worker: mounts --ckpt_bucket at ~/clever_ckpt (gcsfuse), links
            ~/clever_jax/runs/RUN/checkpoints to ~/clever_ckpt/RUN/checkpoints (orbax needs one
            folder that every process sees) and starts clever_jax.main in the background
@@ -79,7 +79,7 @@ def start(args: argparse.Namespace, run: common.Runner) -> None:
     flags = (f"--config={shlex.quote(args.config)} --workdir={workdir} --config.distributed.enabled=True"
              f" --config.data.vg_dir=$HOME/{DATA}/vg"
              f" --config.data.features_path=$HOME/{DATA}/features.tsv"
-             f" --config.model.pretrained_dir=$HOME/{DATA}/pretrained")
+             f" --config.model.pretrained_dir=$HOME/{DATA}/checkpoint")
     flags = " ".join([flags, *map(shlex.quote, args.overrides)])
     run(ssh(args, f"cd {REPO} && {{ nohup .venv/bin/python -m clever_jax.main {flags}"
                   f" < /dev/null >> {workdir}/train.log 2>&1 & }}"))
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--accelerator_type", default="v4-32", help="Slice, e.g. v4-32 (4 hosts, 16 chips).")
     parser.add_argument("--version", default="tpu-ubuntu2204-base", help="TPU software version (v4: this one).")
     parser.add_argument("--spot", action="store_true", help="Spot capacity (preemptible; resume with `all`).")
-    parser.add_argument("--data_uri", help="gs:// folder with vg/, features.tsv and pretrained/.")
+    parser.add_argument("--data_uri", help="gs:// folder with vg/, features.tsv and checkpoint/.")
     parser.add_argument("--ckpt_bucket", type=word, help="Checkpoint bucket name (hierarchical namespace).")
     parser.add_argument("--run", type=word, default="vg_tpu", help="Run name: workdir runs/RUN, bucket folder RUN/.")
     parser.add_argument("--config", default="configs/vg_tpu.py", help="Config file, relative to the repository.")

@@ -127,7 +127,7 @@ def test_tpu_pod_all_creates_sets_up_and_starts_every_worker(fake_path):
     assert start[:5] == ["cd", "clever_jax", "&&", "{", "nohup"]
     assert "--config=configs/vg_tpu.py" in start and "--config.distributed.enabled=True" in start
     assert "--workdir=runs/r1" in start and "--config.train.lr=5e-5" in start
-    assert "--config.model.pretrained_dir=$HOME/clever_data/pretrained" in start
+    assert "--config.model.pretrained_dir=$HOME/clever_data/checkpoint" in start
     assert start[-7:] == ["<", "/dev/null", ">>", "runs/r1/train.log", "2>&1", "&", "}"]
     assert any(line.startswith("git archive ") for line in lines)
     assert any(" scp " in line and "--worker=all" in line for line in lines)

@@ -1,5 +1,6 @@
 """Training loop, resume, NaN handling, plateau schedule, initialisation, export and extraction."""
 
+import functools
 import json
 import os
 import signal
@@ -7,8 +8,11 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+import test_precision
 from jax.experimental import multihost_utils
+from multidevice_check import batch as fixed_batch
 
 from clever_jax import builder, distributed, evaluate, export, extract, train
 from clever_jax.checkpoints import Checkpoints
@@ -181,6 +185,33 @@ def test_plateau_follows_the_authors_rule():
     # 9-11 -> decay; 12-14 -> decay, the count starting again after each decay.
     assert [i + 1 for i, d in enumerate(decays) if d] == [7, 11, 14]
     assert plateau.best == 40.31 and plateau.decays == 3
+
+
+def test_each_step_takes_the_optimiser_settings_from_the_config():
+    """The rate and AdamW settings reach the optimiser state, whatever a checkpoint's state held."""
+    params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
+              "embeddings": {"word_embeddings": {"embedding": jnp.ones((3, 2))}}}
+    saved = builder.make_optimizer(tiny_config(adam_b2=0.999, weight_decay=0.05), params).init(params)
+    config = tiny_config(adam_b1=0.8, adam_b2=0.98, adam_eps=1e-6, weight_decay=0.01)
+    state = train.set_hyperparams(saved, jnp.float32(1e-3), config)
+    want = {"learning_rate": 1e-3, "b1": 0.8, "b2": 0.98, "eps": 1e-6}
+    for name, value in want.items():
+        found = optax.tree_utils.tree_get_all_with_path(state, name)
+        assert len(found) == 2 and all(float(v) == pytest.approx(value) for _, v in found), name  # Two groups.
+    decay = {"no_decay" in jax.tree_util.keystr(path): float(v)
+             for path, v in optax.tree_utils.tree_get_all_with_path(state, "weight_decay")}
+    assert decay == {False: pytest.approx(0.01), True: 0.0}
+
+
+def test_the_first_update_has_the_size_of_the_warmup_rate():
+    """Adam's first step moves every parameter by about the rate: the warm-up's lr x 0.1, not lr."""
+    config, model, _, state = test_precision.setup("float32", dropout=0.0)
+    config.train.update(warmup_steps=100, weight_decay=0.0)
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=builder.make_optimizer(config, state.params),
+                                     config=config))
+    new, metrics = step(state, fixed_batch(0))
+    moved = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, state.params)))
+    assert float(metrics["lr"]) == pytest.approx(1e-4) and moved == pytest.approx(1e-4, rel=0.05)
 
 
 def test_the_old_name_of_the_pretrained_folder_is_a_clear_error(tmp_path):

@@ -14,6 +14,7 @@ Writes WORKDIR/bench_data.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -43,7 +44,8 @@ def bench_build(workdir: str) -> dict:
     config = _BUILD_CONFIG.value.copy_and_resolve_references()
     w = _WORLD.value
     config.data.update(source="world", world=w, feature_dim=0)
-    config.data.world_dir = os.path.join(workdir, f"world-{w.num_images}-{w.feature_dim}-{w.seed}")
+    digest = hashlib.sha256(w.to_json(sort_keys=True).encode()).hexdigest()[:12]  # A changed world: a new folder.
+    config.data.world_dir = os.path.join(workdir, f"world-{w.num_images}-{w.feature_dim}-{digest}")
     if not all(os.path.isfile(os.path.join(config.data.world_dir, f)) for f in world.WORLD_FILES):
         start = time.perf_counter()
         child = multiprocessing.get_context("spawn").Process(

@@ -155,8 +155,9 @@ class Dropout(nn.Module):
 
     Why not jax.random.bernoulli: threefry spends some 20 rounds of integer work per random word
     and XLA:CPU writes the words to memory before using them; the hash is a few integer operations
-    that XLA fuses into the select that applies the mask (the demo train step's gain: README
-    "Throughput"). The index is the global one, so a sharded x gets the mask it gets on one device.
+    that XLA fuses into the select that applies the mask (the demo train step's gain:
+    docs/performance.md). The index is the global one, so a sharded x gets the mask it gets on one
+    device.
     """
 
     rate: float
