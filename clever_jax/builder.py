@@ -31,9 +31,7 @@ from clever_jax.data import pipeline, synthetic, text
 from clever_jax.data.records import open_records
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
-from clever_jax.train import TrainState, eval_step, train_step
-
-FROZEN = "frozen"
+from clever_jax.train import DECAY, FROZEN, NO_DECAY, TrainState, eval_step, train_step
 
 
 def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> EncoderConfig:
@@ -65,7 +63,7 @@ def param_labels(config: ml_collections.ConfigDict, params: Any) -> Any:
         names = [getattr(k, "key", str(k)) for k in path]
         if "word_embeddings" in names and t.freeze_word_embeddings:
             return FROZEN
-        return "no_decay" if names[-1] in t.no_decay else "decay"
+        return NO_DECAY if names[-1] in t.no_decay else DECAY
 
     return jax.tree_util.tree_map_with_path(label, params)
 
@@ -78,7 +76,7 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.Grad
         learning_rate=t.lr, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps, weight_decay=weight_decay)
     return optax.chain(
         optax.clip_by_global_norm(t.grad_clip),
-        optax.multi_transform({"decay": group(t.weight_decay), "no_decay": group(0.0), FROZEN: optax.set_to_zero()},
+        optax.multi_transform({DECAY: group(t.weight_decay), NO_DECAY: group(0.0), FROZEN: optax.set_to_zero()},
                               param_labels(config, params)),
     )
 

@@ -34,6 +34,9 @@ from clever_jax.models.clever import Clever, bag_loss
 if TYPE_CHECKING:
     from clever_jax.builder import Run
 
+# The optimiser's parameter groups (builder.make_optimizer); set_hyperparams needs their names.
+DECAY, NO_DECAY, FROZEN = "decay", "no_decay", "frozen"
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -91,7 +94,7 @@ def warmup_lr(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
 def set_hyperparams(opt_state: Any, lr: jax.Array, config: ml_collections.ConfigDict) -> Any:
     """Writes this step's learning rate and config.train's AdamW settings into the optimiser state.
 
-    builder.make_optimizer injects them as state (one copy per parameter group; the "no_decay"
+    builder.make_optimizer injects them as state (one copy per parameter group; the NO_DECAY
     group keeps its weight decay of 0), so that the schedule can change the rate inside the jitted
     step and a resumed run uses its config's values, not the checkpoint's. optax.tree_utils.tree_set
     raises KeyError if a name is missing, rather than leaving the state as it was.
@@ -100,7 +103,7 @@ def set_hyperparams(opt_state: Any, lr: jax.Array, config: ml_collections.Config
     f32 = lambda value: jnp.asarray(value, jnp.float32)  # noqa: E731  The dtype the state holds.
     opt_state = optax.tree_utils.tree_set(opt_state, learning_rate=f32(lr), b1=f32(t.adam_b1), b2=f32(t.adam_b2),
                                           eps=f32(t.adam_eps))
-    decayed = lambda path, _: not any(getattr(k, "key", None) == "no_decay" for k in path)  # noqa: E731
+    decayed = lambda path, _: not any(getattr(k, "key", None) == NO_DECAY for k in path)  # noqa: E731
     return optax.tree_utils.tree_set(opt_state, decayed, weight_decay=f32(t.weight_decay))
 
 
