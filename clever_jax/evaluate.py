@@ -31,17 +31,22 @@ if TYPE_CHECKING:
 class SplitOutputs:
     """Everything an evaluation pass produces for one split (P bags, N instances), in bag id order.
 
-    scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] (when
-    `keep_evidence`, else None), gold_attention [P, N] (the evidence of each bag's gold relations,
-    averaged), images/subjects/objects/annotated/instance_mask [P, N].
+    scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] and truth
+    [P, N, R+1] bool (the relations each instance truly shows; both when `keep_evidence`, else None),
+    gold_attention [P, N] (the evidence of each bag's gold relations, averaged), against_truth
+    [P, R+1, 4] (metrics.attention_against_truth of each gold relation's evidence; NaN for the other
+    relations and where no instance truly shows it), images/subjects/objects/annotated/instance_mask
+    [P, N].
     """
 
     scores: np.ndarray
     gold_attention: np.ndarray
+    against_truth: np.ndarray
     labels: np.ndarray
     pairs: np.ndarray
     bags: np.ndarray
     evidence: np.ndarray | None
+    truth: np.ndarray | None
     images: np.ndarray
     subjects: np.ndarray
     objects: np.ndarray
@@ -62,6 +67,16 @@ def _padded_batches(loader, batch_size: int, num_steps: int | None):
         raise ValueError("this process's shard of the split is empty: the split has fewer bags than processes")
     for _ in range(count, num_steps or 0):
         yield pipeline.pad_batch(empty, batch_size)
+
+
+def _against_truth(batch: dict, evidence: np.ndarray) -> np.ndarray:
+    """metrics.attention_against_truth of every gold relation of a batch's bags: [B, R+1, 4] (NaN elsewhere)."""
+    out = np.full((*batch["labels"].shape, len(metrics_lib.TRUTH_MEASURES)), np.nan)
+    bag, relation = np.nonzero(batch["labels"][:, 1:] > 0)
+    relation += 1
+    out[bag, relation] = metrics_lib.attention_against_truth(
+        evidence[bag, relation], batch["truth"][bag, :, relation], batch["instance_mask"][bag])
+    return out
 
 
 def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool = False,
@@ -86,14 +101,17 @@ def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool 
     if num_steps is None and jax.process_count() > 1:
         raise ValueError("run_eval over several processes needs num_steps (the same on every process)")
     keys = ("labels", "pair", "bag", "images", "subjects", "objects", "annotated", "instance_mask", "bag_mask")
-    collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence", "gold_attention")}
+    collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence", "truth", "gold_attention",
+                                                   "against_truth")}
     for batch in _padded_batches(loader, batch_size, num_steps):
         scores, evidence = jax.device_get(step_fn(params, batch))
         gold = batch["labels"] / np.maximum(batch["labels"].sum(axis=1, keepdims=True), 1)
         collected["gold_attention"].append(np.einsum("br,brn->bn", gold, evidence))
+        collected["against_truth"].append(_against_truth(batch, evidence))
         collected["scores"].append(scores)
         if keep_evidence:
             collected["evidence"].append(evidence.astype(evidence_dtype))
+            collected["truth"].append(batch["truth"])
         for k in keys:
             collected[k].append(batch[k])
     local = {k: np.concatenate(v) for k, v in collected.items() if v}
@@ -102,8 +120,9 @@ def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool 
     order = order[np.argsort(out["bag"][order], kind="stable")]
     out = {k: v[order] for k, v in out.items()}
     return SplitOutputs(
-        scores=out["scores"], gold_attention=out["gold_attention"], labels=out["labels"] > 0, pairs=out["pair"],
-        bags=out["bag"].astype(np.int64), evidence=out.get("evidence"), images=out["images"],
+        scores=out["scores"], gold_attention=out["gold_attention"], against_truth=out["against_truth"],
+        labels=out["labels"] > 0, pairs=out["pair"], bags=out["bag"].astype(np.int64), evidence=out.get("evidence"),
+        truth=out.get("truth"), images=out["images"],
         subjects=out["subjects"], objects=out["objects"], annotated=out["annotated"],
         instance_mask=out["instance_mask"],
     )
@@ -119,17 +138,35 @@ def concat_outputs(parts: list[SplitOutputs]) -> SplitOutputs:
 
 
 def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str, float]:
-    """Held-out metrics over the non-NA relations, Spearman against graded truth if given, and the
-    share of the gold relations' attention that lands on instances whose annotations relate the
-    pair (positive bags with such instances; `attention_chance` is what uniform attention gets)."""
+    """The metrics of a split's outputs (% unless said otherwise).
+
+    * The held-out metrics over the non-NA relations (metrics.held_out_metrics).
+    * attention_on_annotated: the share of the gold relations' attention on instances whose
+      annotations relate the pair (positive bags with such instances); attention_chance is what
+      uniform attention gets there.
+    * With the world's latent truth, over the (bag, gold relation) facts whose bag holds an
+      instance that truly shows the relation (metrics.attention_against_truth): attention_on_true
+      and its uniform attention_true_chance, top_evidence_true (the highest-weight instance truly
+      shows it) and attention_true_auc (a true instance outweighs a non-true one; 50 is chance).
+    * With graded truth: spearman (ρ over every test candidate, a fraction) and spearman_top (the
+      paper's protocol: every 50th of the top 10 % of candidates, `spearman_top_triplets` of them).
+    """
     metrics = metrics_lib.held_out_metrics(outputs.scores[:, 1:], outputs.labels[:, 1:])
     positive = ~outputs.labels[:, 0]
     attention = metrics_lib.attention_on_annotated(outputs.gold_attention[positive], outputs.annotated[positive],
                                                 outputs.instance_mask[positive])
     metrics["attention_on_annotated"] = 100 * attention["attention_on_annotated"]
     metrics["attention_chance"] = 100 * attention["chance"]
+    facts = outputs.against_truth.reshape(-1, len(metrics_lib.TRUTH_MEASURES))
+    facts = facts[~np.isnan(facts[:, 0])]
+    if len(facts):
+        for name, values in zip(metrics_lib.TRUTH_MEASURES, facts.T, strict=True):
+            metrics[name] = 100 * (float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan"))
     if grades is not None:
-        metrics["spearman"] = metrics_lib.commonsense_correlation(outputs.scores[:, 1:], outputs.pairs, grades)
+        scores = outputs.scores[:, 1:]
+        metrics["spearman"] = metrics_lib.commonsense_correlation(scores, outputs.pairs, grades)
+        metrics["spearman_top"], metrics["spearman_top_triplets"] = metrics_lib.spearman_top(scores, outputs.pairs,
+                                                                                              grades)
     return {k: float(v) for k, v in metrics.items()}
 
 

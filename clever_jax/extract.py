@@ -27,13 +27,15 @@ def write_triplets(
     vocab: Vocab,
     top_k: int = 0,
     num_evidence: int = 3,
+    with_truth: bool = False,
 ) -> int:
     """Writes `path` (JSON lines, best first); returns the number of triplets written.
 
     Each line: subject, relation, object, score, known (a fact of the split's knowledge base),
     and evidence: up to `num_evidence` instances with image_id, subject_box and object_box
     (x1, y1, x2, y2 pixels), weight (the head's attention or normalised instance probability)
-    and annotated (whether the image's annotations relate the two boxes).
+    and annotated (whether the image's annotations relate the two boxes); with `with_truth` (the
+    generated world) also true: whether the instance truly shows the triplet's relation.
 
     Args:
       outputs: an evaluate.SplitOutputs evaluated with keep_evidence=True.
@@ -49,6 +51,7 @@ def write_triplets(
     records = dict(zip(needed.tolist(), images_source.__getitems__(needed.tolist()), strict=True))
     subject_slot, object_slot = outputs.subjects[rows[:, None], best], outputs.objects[rows[:, None], best]
     annotated = outputs.annotated[rows[:, None], best]
+    true = outputs.truth[rows[:, None], best, relations[:, None]] if with_truth else None
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         for k, (row, relation) in enumerate(zip(rows.tolist(), relations.tolist(), strict=True)):
@@ -63,6 +66,7 @@ def write_triplets(
                     "object_box": [round(float(x), 1) for x in record["boxes"][object_slot[k, e]]],
                     "weight": round(float(best_weight[k, e]), 4),
                     "annotated": bool(annotated[k, e]),
+                    **({"true": bool(true[k, e])} if with_truth else {}),
                 })
             subject, obj = outputs.pairs[row]
             f.write(json.dumps({

@@ -12,13 +12,12 @@ batch's bucket), hidden H, FFN size I, region size F, pair size D = 4H, classifi
   attention scores, mix    per layer 2 B N 2 L^2 H (q.k and probs.v)
   FFN                      per layer 2 B N 2 L H I
   classifier (instances)   2 B N (D C + C (R+1))  (all heads but avg in training)
-  head                     clever (train): per-relation bags 2 B (R+1) N D, the classifier's
-                           hidden layer on them 2 B (R+1) D C, its diagonal 2 B (R+1) C; att/clever
-                           (eval, factorised: models/heads.py): per-relation mixes of the instances'
-                           hidden pre-activations 2 B (R+1) N C, the diagonal 2 B (R+1) C;
+  head                     clever (train and eval) and att (eval), factorised (models/heads.py):
+                           per-relation mixes of the instances' hidden pre-activations
+                           2 B (R+1) N C, the diagonal 2 B (R+1) C;
                            avg: mean 2 B N D + classifier on B bags; att (train):
                            weighted sum 2 B N D + classifier on B bags; one (train): classifier
-                           on B bags; one/max (eval): nothing more.
+                           on B bags; one/max (eval), vrd: nothing more.
 
 Convention: a train step is 3x its forward pass (backward = 2x forward: gradients of the inputs
 and of the weights of every matmul), except where JAX computes no input gradient: the region
@@ -83,15 +82,13 @@ def _head_flops(head: str, batch_size: int, s: Shapes, *, train: bool) -> float:
     """Matmul FLOPs of a head after the instance classifier (forward)."""
     b, n, d, c, r = batch_size, s.bag_size, 4 * s.hidden, s.classifier_width * s.hidden, s.num_relations
     classify_bags = 2 * b * (d * c + c * r)
-    if head in ("att", "clever") and not train:
+    if head == "clever" or (head == "att" and not train):
         return 2 * b * r * n * c + 2 * b * r * c
-    if head == "clever":
-        return 2 * b * r * n * d + 2 * b * r * d * c + 2 * b * r * c
     if head in ("avg", "att"):
         return 2 * b * n * d + classify_bags
     if head == "one":
         return classify_bags if train else 0.0
-    if head == "max":
+    if head in ("max", "vrd"):
         return 0.0
     raise ValueError(f"unknown head {head!r}")
 

@@ -96,7 +96,7 @@ def run(config, workdir: str, mode: str) -> None:
         evaluate.write_results(workdir, results, outputs["test"], f"{config.model.head} (test)")
         logging.info("Test: %s", " ".join(f"{k}={v:.2f}" for k, v in results["test"].items()))
     if mode in ("all", "extract"):
-        from clever_jax.data.records import open_records
+        from clever_jax.data.records import open_records, read_manifest
         from clever_jax.data.vocab import benchmark_vocab
         from clever_jax.extract import write_triplets
 
@@ -109,5 +109,6 @@ def run(config, workdir: str, mode: str) -> None:
         if distributed.is_main_process():
             path = os.path.join(workdir, "triplets.jsonl")
             count = write_triplets(path, outputs[split], open_records(records_dir)[0], benchmark_vocab(),
-                                   config.extract.top_k, config.extract.num_evidence)
+                                   config.extract.top_k, config.extract.num_evidence,
+                                   read_manifest(records_dir)["has_truth"])
             logging.info("Wrote %d triplets to %s", count, path)

@@ -14,7 +14,9 @@ precision_i = correct_i / (i + 1) and recall_i = correct_i / |test facts|.
   with a single test fact therefore has AUC 0 however it is ranked, because its recall is 1/1
   from the first point on. The published numbers include this quirk and we keep it.
 * F1: the maximum over the curve of 2PR / (P + R), taken as 0 where P + R = 0.
-* P@2%: precision at index ``int(0.02 * #candidates)``.
+* P@2%: precision at index ``int(0.02 * #candidates)``, the number of candidates P × R taken
+  first: ``int((0.02 * P) * R)`` is one rank earlier for some sizes (P = 29, 58 or 205 with
+  R = 100, where 0.02 * P is just below its decimal value).
 * Macro (m-) metrics: the same curve for each relation over that relation's P candidates (ties
   in pair order), for every relation with at least one test fact. Relations without test facts
   are left out of the means. mAUC and mF1 are the means of the per-relation values. mP@2% is the
@@ -46,7 +48,10 @@ __all__ = [
     "spearman",
     "load_grades",
     "commonsense_correlation",
+    "spearman_top",
     "attention_on_annotated",
+    "TRUTH_MEASURES",
+    "attention_against_truth",
     "precision_recall_plot",
 ]
 
@@ -182,7 +187,7 @@ def held_out_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]
 
     Returns:
       {"auc", "f1", "p@2%"}: micro curve over the P * R candidates, P@2% at index
-      ``int(0.02 * P * R)``; {"mauc", "mf1", "mp@2%"}: means over the relations with at least
+      ``int(0.02 * (P * R))``; {"mauc", "mf1", "mp@2%"}: means over the relations with at least
       one test fact of the per-relation AUC, best F1 and precision at index ``int(0.02 * P)``.
       Indices past the end of a curve are clamped to its last point (which only happens for
       a curve of length 0, rejected anyway, since int(0.02 K) <= K - 1 for K >= 1).
@@ -196,7 +201,7 @@ def held_out_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]
     return {
         "auc": auc(precision, recall),
         "f1": best_f1(precision, recall),
-        "p@2%": precision_at(precision, int(TOP_FRACTION * num_pairs * num_relations)),
+        "p@2%": precision_at(precision, int(TOP_FRACTION * (num_pairs * num_relations))),
         "mauc": float(np.mean(_auc(mprecision, mrecall))),
         "mf1": float(np.mean(_best_f1(mprecision, mrecall))),
         "mp@2%": float(100.0 * np.mean(mprecision[macro_index])),
@@ -301,21 +306,8 @@ def load_grades(commonsense_json_path: str | os.PathLike, vocab: Vocab | None = 
     return grades
 
 
-def commonsense_correlation(scores: np.ndarray, pairs: np.ndarray, grades: np.ndarray,
-                            top_k: int | None = None) -> float:
-    """Spearman's ρ between predicted scores and graded commonsense ground truth.
-
-    Args:
-      scores: float [P, R]: predictions for the test pairs; column j is relation j + 1.
-      pairs: int [P, 2]: (subject class, object class) of each row of `scores`.
-      grades: int [E, R + 1, E] from `load_grades` (index 1 is relation id 1; absent = 0).
-      top_k: None to correlate over all P × R candidates; else only over the k highest-scored
-        candidates (ties in pair-major order, as in `micro_curve`), like the paper's human
-        evaluation of top predictions. k larger than P × R means all of them.
-
-    Returns:
-      ρ, NaN when the scores or grades of the chosen candidates are all equal.
-    """
+def _candidate_grades(scores: np.ndarray, pairs: np.ndarray, grades: np.ndarray) -> np.ndarray:
+    """The grade of every candidate: int [P, R] (see `commonsense_correlation` for the arguments)."""
     scores = np.asarray(scores)
     pairs = np.asarray(pairs)
     grades = np.asarray(grades)
@@ -326,17 +318,46 @@ def commonsense_correlation(scores: np.ndarray, pairs: np.ndarray, grades: np.nd
     if pairs.size and (pairs.min() < 0 or pairs.max() >= grades.shape[0]):
         raise ValueError(f"pairs hold entity classes outside 0..{grades.shape[0] - 1}")
     # Advanced indices split by a slice put the pair axis first: [P, R + 1].
-    truth = grades[pairs[:, 0], :, pairs[:, 1]][:, 1:]
-    flat_scores = scores.ravel()
-    flat_truth = truth.ravel()
-    if top_k is not None:
-        if top_k < 2:
-            raise ValueError(f"top_k must be at least 2, got {top_k}")
-        if not np.all(np.isfinite(flat_scores)):
-            raise ValueError("scores contain NaN or infinite values")
-        chosen = np.argsort(-flat_scores, kind="stable")[:top_k]
-        flat_scores, flat_truth = flat_scores[chosen], flat_truth[chosen]
-    return spearman(flat_scores, flat_truth)
+    return grades[pairs[:, 0], :, pairs[:, 1]][:, 1:]
+
+
+def commonsense_correlation(scores: np.ndarray, pairs: np.ndarray, grades: np.ndarray) -> float:
+    """Spearman's ρ between the predicted scores of all P × R candidates and their grades.
+
+    Args:
+      scores: float [P, R]: predictions for the test pairs; column j is relation j + 1.
+      pairs: int [P, 2]: (subject class, object class) of each row of `scores`.
+      grades: int [E, R + 1, E] from `load_grades` (index 1 is relation id 1; absent = 0).
+
+    Returns:
+      ρ, NaN when the scores or grades are all equal.
+    """
+    return spearman(np.asarray(scores).ravel(), _candidate_grades(scores, pairs, grades).ravel())
+
+
+def spearman_top(scores: np.ndarray, pairs: np.ndarray, grades: np.ndarray, top_fraction: float = 0.1,
+                 stride: int = 50) -> tuple[float, int]:
+    """The paper's human evaluation with the graded truth in place of the annotators.
+
+    From the top `top_fraction` of the P × R candidates by score (ties in pair-major order, as in
+    `micro_curve`), every `stride`-th one (ranks 0, stride, 2 stride, ...; the paper: 1,200
+    triplets) is graded, and ρ is taken between their scores and grades.
+
+    Args:
+      scores, pairs, grades: as in `commonsense_correlation`.
+
+    Returns:
+      (ρ, the number of triplets sampled); ρ is NaN when fewer than two are sampled or their
+      scores or grades are all equal.
+    """
+    truth = _candidate_grades(scores, pairs, grades).ravel()
+    flat = np.asarray(scores, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("scores contain NaN or infinite values")
+    chosen = np.argsort(-flat, kind="stable")[:int(top_fraction * flat.size)][::stride]
+    if chosen.size < 2:
+        return float("nan"), int(chosen.size)
+    return spearman(flat[chosen], truth[chosen]), int(chosen.size)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -376,6 +397,47 @@ def attention_on_annotated(attention: np.ndarray, annotated: np.ndarray,
     chance = hit.sum(axis=1) / valid.sum(axis=1)
     return {"attention_on_annotated": float(mass.mean()), "chance": float(chance.mean()),
             "num_bags": int(counted.sum())}
+
+
+# The measures of `attention_against_truth`, in the order of its last axis.
+TRUTH_MEASURES = ("attention_on_true", "attention_true_chance", "top_evidence_true", "attention_true_auc")
+
+
+def attention_against_truth(attention: np.ndarray, truth: np.ndarray, instance_mask: np.ndarray) -> np.ndarray:
+    """How well each row's attention picks the instances that truly show its relation.
+
+    Args:
+      attention: float [K, N]: a bag's weights over its instances for one relation (e.g. a gold
+        relation), renormalised over the valid instances.
+      truth: bool [K, N]: the instance truly shows that relation (the world's latent truth).
+      instance_mask: bool [K, N]: valid (non-padding) instances.
+
+    Returns:
+      float64 [K, 4] in the order of TRUTH_MEASURES, fractions: the attention mass on the true
+      instances; what uniform attention puts there (#true / #valid); 1 if the highest-weight
+      instance (the first of equal ones) is true, else 0; and the ranking AUC, the probability
+      that a true instance outweighs a non-true one (ties count half). A row without a true
+      instance is NaN throughout; the AUC is NaN where every valid instance is true.
+    """
+    attention = np.asarray(attention, dtype=np.float64)
+    valid = np.asarray(instance_mask, dtype=bool)
+    true = np.asarray(truth, dtype=bool) & valid
+    if attention.ndim != 2 or attention.shape != valid.shape or attention.shape != true.shape:
+        raise ValueError(f"attention {attention.shape}, truth and instance_mask must all be [K, N]")
+    weights = np.where(valid, attention, 0.0)
+    total = weights.sum(axis=1)
+    mass = np.divide(np.where(true, weights, 0.0).sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
+    num_true, num_valid = true.sum(axis=1), valid.sum(axis=1)
+    chance = num_true / np.maximum(num_valid, 1)
+    top = np.take_along_axis(true, np.argmax(np.where(valid, attention, -np.inf), axis=1)[:, None], axis=1)[:, 0]
+    other = valid & ~true
+    pairs = true[:, :, None] & other[:, None, :]  # [K, N true, N other]
+    wins = (attention[:, :, None] > attention[:, None, :]) + 0.5 * (attention[:, :, None] == attention[:, None, :])
+    num_pairs = pairs.sum(axis=(1, 2))
+    auc = np.divide((wins * pairs).sum(axis=(1, 2)), num_pairs, out=np.full(len(mass), np.nan), where=num_pairs > 0)
+    out = np.stack([mass, chance, top.astype(np.float64), auc], axis=1)
+    out[num_true == 0] = np.nan
+    return out
 
 
 # ----------------------------------------------------------------------------- plot

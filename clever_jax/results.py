@@ -21,7 +21,10 @@ from clever_jax import evaluate, job, metrics
 from clever_jax.data import prepare
 from clever_jax.data.records import open_records, read_manifest
 
-METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "spearman")
+METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "spearman", "spearman_top", "attention_on_true",
+           "attention_true_chance", "top_evidence_true")
+HEADERS = {"spearman": "Spearman (all)", "spearman_top": "Spearman (top)", "attention_on_true": "Att. on true",
+           "attention_true_chance": "(chance)", "top_evidence_true": "Top evidence true"}
 
 
 def random_row(records_dir: str, grades: np.ndarray | None, seed: int = 0) -> tuple[dict, tuple]:
@@ -37,14 +40,17 @@ def random_row(records_dir: str, grades: np.ndarray | None, seed: int = 0) -> tu
     if grades is not None:
         pairs = np.stack([r["pair"] for r in records])
         row["spearman"] = metrics.commonsense_correlation(scores, pairs, grades)
+        row["spearman_top"], row["spearman_top_triplets"] = metrics.spearman_top(scores, pairs, grades)
     return row, metrics.micro_curve(scores, labels[:, 1:])
 
 
 def table(rows: dict[str, dict]) -> str:
-    header = "| Method | " + " | ".join(m.upper() if m != "spearman" else "Spearman" for m in METRICS) + " |"
+    """A Markdown table of the rows' METRICS (% but Spearman's ρ; "—" where a row has none)."""
+    header = "| Method | " + " | ".join(HEADERS.get(m, m.upper()) for m in METRICS) + " |"
     lines = [header, "|" + "---|" * (len(METRICS) + 1)]
     for name, row in rows.items():
-        cells = [f"{row[m]:.3f}" if m == "spearman" else f"{row[m]:.2f}" for m in METRICS if m in row]
+        cells = ["—" if m not in row else f"{row[m]:.3f}" if m.startswith("spearman") else f"{row[m]:.2f}"
+                 for m in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

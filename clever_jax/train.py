@@ -29,7 +29,7 @@ from absl import logging
 
 from clever_jax import distributed, evaluate, precision
 from clever_jax.checkpoints import Checkpoints
-from clever_jax.models.clever import Clever, bag_loss
+from clever_jax.models.clever import Clever, bag_loss, instance_loss
 
 if TYPE_CHECKING:
     from clever_jax.builder import Run
@@ -136,7 +136,10 @@ def loss_and_grads(
     def scaled_loss(params, micro, key):
         logits = model.apply({"params": params}, micro, micro["target"], method=Clever.train_logits,
                              rngs={"dropout": key})
-        loss = bag_loss(logits, micro["labels"], micro["target"], micro["bag_mask"], config.train.loss)
+        if model.head == "vrd":
+            loss = instance_loss(logits, micro["annotations"], micro["instance_mask"] & micro["bag_mask"][:, None])
+        else:
+            loss = bag_loss(logits, micro["labels"], micro["target"], micro["bag_mask"], config.train.loss)
         return loss * scale, loss
 
     grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)

@@ -45,10 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
     model.attention_dropout = 0.1  # BERT dropout on attention probabilities (published: 0.1).
     model.region_layer_norm = True  # LayerNorm after the region projection (Oscar's use_img_layernorm).
     model.classifier_width = 8  # Shared classifier 4H -> width x H -> ReLU -> R + 1 (published: 8).
-    model.head = "clever"  # Training head: avg, one, att or clever.
+    model.head = "clever"  # Training head: avg, one, att, clever, or vrd (instance-level baseline on annotations).
     model.eval_head = ""  # Evaluation head; "" = the training head ("max" for max pooling).
     model.temperature = 11.0  # Tau of the contrastive attention (published script: 11).
-    model.bag_dropout = 0.2  # Dropout on bag representations in training.
+    model.bag_dropout = 0.2  # Dropout on the avg/one/att bag representation in training (published 0.2; clever none).
     model.dtype = "float32"  # Compute dtype: float32, bfloat16 or float16 (clever_jax/precision.py).
     model.remat = False  # Recompute encoder layers in the backward pass (less memory, more compute).
 

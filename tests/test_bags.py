@@ -71,6 +71,23 @@ def test_overlap_ranking_matches_a_direct_sort(corpus):
     assert bags.annotated.tolist() == flags and any(flags)
 
 
+def test_true_relations_of_instances_match_a_loop(tmp_path):
+    """Instances get every relation a truth file (relationships.json's format) states for subject -> object."""
+    vg_dir, features_path = write_vg(tmp_path, random_images(60, 3, NAMES))
+    assert vg.ingest(vg_dir, features_path, VOCAB).true_relations is None  # Real data: no latent truth.
+    corpus = vg.ingest(vg_dir, features_path, VOCAB, truth_path=f"{vg_dir}/relationships.json")
+    candidates = bags_lib.enumerate_candidates(corpus, E)
+    instance, relation = bags_lib.true_relations(corpus, candidates.subjects, candidates.objects)
+    truth = {}
+    for s, o, r in zip(corpus.true_subjects.tolist(), corpus.true_objects.tolist(), corpus.true_relations.tolist(),
+                       strict=True):
+        truth.setdefault((s, o), []).append(r)
+    want = [(c, r) for c, (s, o) in enumerate(zip(candidates.subjects.tolist(), candidates.objects.tolist(),
+                                                   strict=True)) for r in truth.get((s, o), [])]
+    assert sorted(zip(instance.tolist(), relation.tolist(), strict=True)) == sorted(want) and want
+    assert np.all(np.diff(instance) >= 0)
+
+
 def test_random_sampler_keeps_a_seeded_subset(corpus):
     candidates = bags_lib.enumerate_candidates(corpus, E)
     codes, bag_index = np.unique(candidates.pair_codes, return_inverse=True)

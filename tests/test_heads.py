@@ -37,6 +37,8 @@ def softmax(x):
 
 
 def reference_train(head, v, mask, target, mlp):
+    if head == "vrd":  # the instance logits, padding included
+        return np.array([[mlp(x) for x in bag] for bag in v])
     out = []
     for b in range(B):
         inst = [v[b, j] for j in range(N) if mask[b, j]]
@@ -74,7 +76,7 @@ def reference_eval(head, v, mask, mlp):
             scores.append(softmax(np.array(s)))
         else:
             ev[:, : len(inst)] = (probs / probs.sum(axis=0)).T
-            scores.append(softmax(mlp(np.mean(inst, axis=0))) if head == "avg" else probs.max(axis=0))
+            scores.append(softmax(mlp(np.mean(inst, axis=0))) if head == "avg" else probs.max(axis=0))  # one/max/vrd
         evidence.append(ev)
     return np.array(scores), np.array(evidence)
 
@@ -96,9 +98,20 @@ def test_eval_scores_match_the_formula(setup, head):
     assert not np.asarray(evidence)[~np.broadcast_to(mask[:, None, :], evidence.shape)].any()
 
 
+@pytest.mark.parametrize("head", heads.TRAIN_HEADS)
+def test_bag_dropout_acts_on_every_head_but_clever(setup, head):
+    """The published CLEVER has no dropout on its bags B_r; AVG, ONE and ATT drop out their bag (vrd has none)."""
+    v, mask, target, bound, mlp = setup
+    args = (head, bound, jnp.asarray(v), jnp.asarray(mask), jnp.asarray(target))
+    dropped = np.asarray(heads.train_logits(*args, lambda x: 0.0 * x, TAU))  # drops every unit
+    if head in ("clever", "vrd"):
+        np.testing.assert_allclose(dropped, np.asarray(heads.train_logits(*args, lambda x: x, TAU)), rtol=1e-6)
+    else:
+        np.testing.assert_allclose(dropped, np.broadcast_to(mlp(np.zeros(D)), (B, R1)), rtol=1e-5, atol=1e-6)
+
+
 def test_clever_training_and_evaluation_give_the_same_scores(setup):
-    """Without dropout, training logits (bags through the hidden layer) and the factorised evaluation
-    (instance pre-activations mixed per relation) are one function."""
+    """CLEVER's training logits are its evaluation scores before the softmax (no bag dropout)."""
     v, mask, target, bound, _ = setup
     logits = heads.train_logits("clever", bound, jnp.asarray(v), jnp.asarray(mask), jnp.asarray(target),
                                 lambda x: x, TAU)

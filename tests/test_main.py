@@ -27,12 +27,14 @@ def test_prepare_builds_world_records_and_statistics(tmp_path, sampler):
     assert first.returncode == 0, first.stderr[-3000:]
     assert sorted(os.listdir(os.path.join(workdir, "world"))) == sorted(
         ["image_data.json", "objects.json", "relationships.json", "features.tsv", "captions.json",
-         "commonsense.json"])
+         "interactions.json", "commonsense.json"])
     stats = json.load(open(os.path.join(workdir, "stats.json")))
     for split in ("train", "val", "test"):
         sizes = stats["splits"][split]
         assert sizes["facts"] > 0 and sizes["entity_pairs"] > 0 and sizes["images"] > 0
         assert sizes["instances"] <= sizes["candidate_instances"]
+        assert 0 < sizes["instances_showing_a_gold_relation"] <= sizes["instances"]
+        assert 0 < sizes["facts_with_an_instance_showing_them"] <= sizes["facts"]
     assert stats["paper"]["test"]["facts"] == 3496
     assert stats["skipped"]["object_out_of_vocabulary"] > 0
     assert sum(stats["predicate_frequency"]["train"].values()) == stats["splits"]["train"]["facts"]

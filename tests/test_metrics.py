@@ -177,6 +177,30 @@ def test_matches_reference_loop(seed):
         assert ours[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
 
 
+@pytest.mark.parametrize("num_pairs", [29, 58, 205])
+def test_top_two_percent_index_at_sizes_where_the_product_order_matters(num_pairs):
+    """P@2% indexes at int(0.02 * (P * R)); int((0.02 * P) * R) is one rank earlier at these sizes."""
+    num_relations = 100
+    index = int(0.02 * (num_pairs * num_relations))
+    assert int((0.02 * num_pairs) * num_relations) == index - 1  # the sizes the issue names
+    scores = -np.arange(num_pairs * num_relations, dtype=np.float64).reshape(num_pairs, num_relations)
+    labels = np.zeros(scores.shape, bool)
+    labels.flat[index] = True  # the only fact is exactly at the P@2% rank: precision 1 / (index + 1)
+    rng = np.random.default_rng(num_pairs)
+    more = 3 * num_relations // 4  # other facts, for the macro metrics
+    labels[rng.integers(num_pairs, size=more), rng.integers(num_relations, size=more)] = True
+    ours = metrics.held_out_metrics(scores, labels)
+    assert ours["p@2%"] == pytest.approx(100 * labels.flat[:index + 1].sum() / (index + 1))
+    reference = reference_metrics(scores, labels)
+    for key, value in reference.items():
+        assert ours[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+    macro_index = int(0.02 * num_pairs)  # the per-relation curves' index
+    column = np.argsort(-scores, axis=0, kind="stable")
+    per_relation = [100 * labels[column[:macro_index + 1, r], r].mean()
+                    for r in range(num_relations) if labels[:, r].any()]
+    assert ours["mp@2%"] == pytest.approx(float(np.mean(per_relation)))
+
+
 def test_perfect_ranking():
     rng = np.random.default_rng(3)
     labels = rng.random((400, 20)) < 0.05
@@ -246,9 +270,6 @@ def test_load_grades_and_correlation(tmp_path):
     truth[0, 0], truth[0, 3], truth[1, 99] = 2, 1, 1
     expected = scipy.stats.spearmanr(scores.ravel(), truth.ravel()).statistic
     assert metrics.commonsense_correlation(scores, pairs, grades) == pytest.approx(expected)
-    # Top 3: scores 0.9 / 0.6 / 0.5 with grades 2 / 1 / 1.
-    top = metrics.commonsense_correlation(scores, pairs, grades, top_k=3)
-    assert top == pytest.approx(scipy.stats.spearmanr([0.9, 0.6, 0.5], [2, 1, 1]).statistic)
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"triplets": [triplets[0], {**triplets[1], "predicate": "levitating over"}]}))
@@ -256,7 +277,57 @@ def test_load_grades_and_correlation(tmp_path):
         metrics.load_grades(bad)
 
 
+def test_spearman_top_samples_every_fiftieth_of_the_top_tenth():
+    """The paper's protocol: of the top 10 % of candidates by score, ranks 0, 50, 100, ... are graded."""
+    rng = np.random.default_rng(5)
+    num_e = 8
+    grades = rng.integers(0, 3, size=(num_e, 101, num_e)).astype(np.int8)
+    grades[:, 0] = 0
+    pairs = rng.integers(0, num_e, size=(300, 2))
+    scores = np.round(rng.random((300, 100)), 3)  # ties: pair-major order decides
+    got, count = metrics.spearman_top(scores, pairs, grades)
+    flat = scores.ravel()
+    ranked = sorted(range(flat.size), key=lambda i: -flat[i])  # stable: ties keep pair-major order
+    sample = ranked[:3000][::50]
+    truth = np.array([grades[pairs[i // 100, 0], i % 100 + 1, pairs[i // 100, 1]] for i in sample])
+    assert count == 60
+    assert got == pytest.approx(scipy.stats.spearmanr(flat[sample], truth).statistic)
+    assert np.isnan(metrics.spearman_top(scores[:10, :10], pairs[:10], grades[:, :11])[0])  # fewer than two
+
+
 # ----------------------------------------------------------------------------- attention, plot
+
+
+def test_attention_against_truth_by_hand():
+    attention = np.array([
+        [0.5, 0.3, 0.2, 0.0],  # 3 valid, instance 0 true: mass 0.5, chance 1/3, top true, AUC 1
+        [0.1, 0.9, 7.0, 7.0],  # 2 valid (junk on padding ignored), instance 0 true: 0.1, 1/2, top false, AUC 0
+        [0.4, 0.4, 0.2, 0.0],  # instance 1 true: tie with a non-true one for top -> the first (false), AUC 3/4
+        [0.6, 0.4, 0.0, 0.0],  # nothing true: NaN
+        [0.5, 0.5, 0.0, 0.0],  # every valid instance true: AUC NaN
+    ])
+    truth = np.array([[1, 0, 0, 0], [1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 1], [1, 1, 0, 0]], dtype=bool)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 0, 0]], dtype=bool)
+    got = metrics.attention_against_truth(attention, truth, mask)
+    want = np.array([[0.5, 1 / 3, 1, 1.0], [0.1, 0.5, 0, 0.0], [0.4, 1 / 3, 0, 0.75],
+                     [np.nan] * 4, [1.0, 1.0, 1, np.nan]])
+    np.testing.assert_allclose(got, want, equal_nan=True)
+    assert metrics.TRUTH_MEASURES[0] == "attention_on_true"
+
+
+def test_attention_against_truth_of_uniform_and_perfect_attention():
+    rng = np.random.default_rng(0)
+    truth = rng.random((200, 8)) < 0.3
+    mask = np.ones_like(truth)
+    uniform = metrics.attention_against_truth(np.full(truth.shape, 1 / 8), truth, mask)
+    rows = truth.any(axis=1)
+    np.testing.assert_allclose(uniform[rows, 0], uniform[rows, 1])  # mass = chance
+    assert np.nanmean(uniform[:, 3]) == pytest.approx(0.5)
+    perfect = metrics.attention_against_truth(truth / truth.sum(axis=1, keepdims=True).clip(1), truth, mask)
+    assert np.all(perfect[rows, 0] == 1) and np.all(perfect[rows, 2] == 1)
+    assert np.all(np.isnan(perfect[~rows]))
+
+
 
 
 def test_attention_on_annotated_with_padding():

@@ -242,6 +242,39 @@ def test_initialise_from_another_runs_best_checkpoint(trained, world, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, state.params, best)
 
 
+def test_instance_loss_of_the_vrd_head():
+    """Mean over real instances of the cross-entropy with the instance's annotated relations (NA if none)."""
+    from clever_jax.models.clever import instance_loss
+
+    logits = np.log(np.array([[[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]]]))  # [1, 3, R+1 = 3]
+    annotations = np.array([[[0, 0, 0], [0, 1, 1], [0, 0, 1]]], bool)
+    mask = np.array([[True, True, False]])  # the third instance is padding
+    want = (-np.log(0.5) - (np.log(0.6) + np.log(0.3)) / 2) / 2
+    assert float(instance_loss(jnp.asarray(logits), jnp.asarray(annotations), jnp.asarray(mask))) == pytest.approx(want)
+
+
+def test_the_vrd_head_trains_on_each_instances_annotations():
+    """A train step of the vrd head optimises instance_loss of the instance logits (dropout off)."""
+    from clever_jax.models.clever import Clever, instance_loss
+
+    _, model, _, state = test_precision.setup("float32", dropout=0.0)
+    model = model.clone(head="vrd", eval_head="vrd")
+    config = tiny_config(lr=1e-3, warmup_steps=1)
+    tx = builder.make_optimizer(config, state.params)
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config))
+    batch = fixed_batch(0)
+    rng = np.random.default_rng(0)
+    batch["annotations"] = (rng.random((*batch["instance_mask"].shape, batch["labels"].shape[1])) < 0.2)
+    logits = model.apply({"params": state.params}, batch, batch["target"], method=Clever.train_logits,
+                         rngs={"dropout": jax.random.key(0)})
+    want = instance_loss(logits, batch["annotations"], batch["instance_mask"])
+    losses = []
+    for _ in range(8):
+        state, out = step(state, batch)
+        losses.append(float(out["loss"]))
+    assert losses[0] == pytest.approx(float(want), rel=1e-5) and losses[-1] < 0.8 * losses[0]
+
+
 def test_bag_loss_modes():
     logits = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]]))
     labels = jnp.array([[0, 1, 1], [1, 0, 0]], jnp.float32)
@@ -276,7 +309,8 @@ def test_extraction_ranks_triplets_with_their_evidence(trained, world, tmp_path)
     _, outputs = evaluate.evaluate(trainer.run, params, "test", trainer.grades, keep_evidence=True)
     images, _ = open_records(world[1])
     path = str(tmp_path / "triplets.jsonl")
-    count = extract.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=2)
+    count = extract.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=2,
+                                   with_truth=True)
     lines = [json.loads(line) for line in open(path)]
     assert count == len(lines) == len(outputs.bags) * 100
     scores = [t["score"] for t in lines]
@@ -294,6 +328,52 @@ def test_extraction_ranks_triplets_with_their_evidence(trained, world, tmp_path)
             assert evidence["subject_box"] in boxes and evidence["object_box"] in boxes
             subject_row = boxes.index(evidence["subject_box"])
             assert vocab.entities[record["classes"][subject_row]] == triplet["subject"]
+    # "true": the evidence instance truly shows the triplet's relation in the world.
+    relation_id = {name: i for i, name in enumerate(benchmark_vocab().relations)}
+    flags = [(e["image_id"], tuple(map(int, e["subject_box"])), tuple(map(int, e["object_box"])),
+              relation_id[t["relation"]]) in world_truth() for t in lines for e in t["evidence"]]
+    assert [e["true"] for t in lines for e in t["evidence"]] == flags and any(flags)
+    metrics = evaluate.split_metrics(outputs, trainer.grades)
+    facts = outputs.against_truth[..., 0] >= 0  # Defined: a gold relation some instance truly shows.
+    assert metrics["top_evidence_true"] == pytest.approx(100 * np.mean(outputs.against_truth[..., 2][facts]))
+    assert 0 < metrics["attention_true_chance"] < 100 and 0 <= metrics["attention_on_true"] <= 100
+    assert 0 <= metrics["attention_true_auc"] <= 100 and metrics["spearman_top_triplets"] >= 2
+
+
+@functools.cache
+def world_truth() -> frozenset:
+    """(image id, subject box, object box, relation id) of everything the tiny world's images truly
+    show, from its latent interactions (World.true_wordings, not the files); boxes x1, y1, x2, y2."""
+    from clever_jax.data import world as world_lib
+
+    config = tiny_config().data.world
+    w = world_lib.World(config)
+    true = set()
+    for chunk in world_lib.iter_chunks(config, w):
+        x, y, bw, bh = chunk.obj_box.T
+        key = [(int(i), b) for i, b in zip(chunk.image_ids[chunk.obj_image],
+                                           map(tuple, np.stack([x, y, x + bw, y + bh], 1).tolist()), strict=True)]
+        subj, obj, pred = w.true_wordings(chunk)
+        true |= {(*key[s], key[o][1], int(p) + 1) for s, o, p in zip(subj, obj, pred, strict=True)}
+    return frozenset(true)
+
+
+def test_instance_truth_in_the_batches_is_the_worlds_latent_truth(world):
+    """Truth travels from the world through ingestion, bags and records to every batch: truth[b, n, r]
+    iff instance n of bag b truly shows relation r."""
+    config, true = tiny_config(), world_truth()
+    images, _ = open_records(world[1])
+    run = builder.build(config, world[1])
+    checked = shown = 0
+    for batch in run.loader("test", train=False):
+        for b, n in zip(*np.nonzero(batch["instance_mask"]), strict=True):
+            record = images[int(batch["images"][b, n])]
+            boxes = record["boxes"].astype(int).tolist()
+            s, o = tuple(boxes[batch["subjects"][b, n]]), tuple(boxes[batch["objects"][b, n]])
+            want = [(int(record["image_id"]), s, o, r) in true for r in range(101)]
+            assert batch["truth"][b, n].tolist() == want
+            checked, shown = checked + 1, shown + sum(want)
+    assert checked > 100 and shown > 20
 
 
 @pytest.mark.slow

@@ -162,6 +162,34 @@ def test_truth_covers_everything_the_scenes_show(sample):
         assert (cs.entities[s], cs.predicates[p], cs.entities[o]) in truth
 
 
+def test_interactions_file_states_every_vocabulary_wording_of_every_true_interaction(tiny_dir):
+    """interactions.json: per image, the canonical predicate of each true interaction subject -> object,
+    inverse wordings with the two swapped, every record a plausible triplet of commonsense.json, and every
+    faithful annotation one of them."""
+    config = world_presets.get_config("tiny")
+    w = world.World(config)
+    chunk = next(world.iter_chunks(config, w))
+    objects = _load(tiny_dir, "objects.json")
+    object_ids = np.concatenate([[o["object_id"] for o in image["objects"]] for image in objects])
+    truth = _load(tiny_dir, "interactions.json")
+    assert [image["image_id"] for image in truth] == [image["image_id"] for image in objects]
+    stated = {(image["image_id"], r["subject"]["object_id"], r["predicate"], r["object"]["object_id"])
+              for image in truth for r in image["relationships"]}
+    image_of = chunk.image_ids[chunk.obj_image]
+    for s, o, t in zip(chunk.inter_subj, chunk.inter_obj, chunk.inter_triplet, strict=True):
+        assert (image_of[s], object_ids[s], w.cs.predicates[w.cs.pred[t]], object_ids[o]) in stated
+    worn_by = [(i, s, o) for i, s, p, o in stated if p == "worn by"]
+    assert worn_by and all((i, o, "wearing", s) in stated for i, s, o in worn_by)
+    plausible = {(t["subject"], t["predicate"], t["object"]) for t in _load(tiny_dir, "commonsense.json")["triplets"]}
+    name = dict(zip(object_ids.tolist(), (w.cs.entities[e] for e in chunk.obj_entity), strict=True))
+    in_vocabulary = [(name[s], p, name[o]) for _, s, p, o in stated if w.cs.entities.index(name[s]) < 100
+                     and w.cs.entities.index(name[o]) < 100]
+    assert in_vocabulary and set(in_vocabulary) <= plausible
+    faithful = np.isin(chunk.rel_kind, (world.CANONICAL, world.REWORDED)) & (chunk.rel_surface < 100)
+    for s, p, o in zip(chunk.rel_subj[faithful], chunk.rel_surface[faithful], chunk.rel_obj[faithful], strict=True):
+        assert (image_of[s], object_ids[s], w.cs.predicates[p], object_ids[o]) in stated
+
+
 def test_annotation_is_incomplete_reworded_and_noisy(sample):
     w, chunks = sample
     cs, config = w.cs, w.config

@@ -59,11 +59,45 @@ def enumerate_candidates(corpus: Corpus, num_entities: int) -> Candidates:
     )
 
 
-def annotated(corpus: Corpus, subjects: np.ndarray, objects: np.ndarray) -> np.ndarray:
-    """bool [C]: whether some relationship record relates subject -> object."""
-    num_objects = len(corpus.object_ids)
-    linked = corpus.rel_subjects * num_objects + corpus.rel_objects
-    return np.isin(subjects.astype(np.int64) * num_objects + objects, linked)
+def instance_relations(
+    num_objects: int, pair_subjects: np.ndarray, pair_objects: np.ndarray, pair_relations: np.ndarray,
+    subjects: np.ndarray, objects: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The relations stated between two objects, for every instance subject -> object.
+
+    Args:
+      num_objects: O, object rows are 0..O-1.
+      pair_subjects, pair_objects, pair_relations: [L] statements (subject row, object row, relation id).
+      subjects, objects: [M] the instances' object rows.
+
+    Returns:
+      instance int64 [T] (ascending) and relation id int64 [T]: one entry per statement about an
+      instance's two objects (in that direction).
+    """
+    stated = pair_subjects.astype(np.int64) * num_objects + pair_objects
+    order = np.argsort(stated, kind="stable")
+    stated = stated[order]
+    key = subjects.astype(np.int64) * num_objects + objects
+    low = np.searchsorted(stated, key, side="left")
+    count = np.searchsorted(stated, key, side="right") - low
+    instance = np.repeat(np.arange(len(key)), count)
+    within = np.arange(instance.size) - np.repeat(np.cumsum(count) - count, count)
+    return instance, pair_relations[order][low[instance] + within].astype(np.int64)
+
+
+def annotated_relations(corpus: Corpus, subjects: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(instance [T], relation id [T]): the relationship records of each instance subject -> object."""
+    return instance_relations(len(corpus.object_ids), corpus.rel_subjects, corpus.rel_objects, corpus.rel_relations,
+                              subjects, objects)
+
+
+def true_relations(corpus: Corpus, subjects: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(instance [T], relation id [T]): what each instance subject -> object truly shows (the generated
+    world's latent truth); both empty for real data (corpus.true_relations is None)."""
+    if corpus.true_relations is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return instance_relations(len(corpus.object_ids), corpus.true_subjects, corpus.true_objects,
+                              corpus.true_relations, subjects, objects)
 
 
 @dataclasses.dataclass
@@ -73,16 +107,29 @@ class Bags:
     Attributes:
       start: int64 [P + 1]: bag p owns instances start[p]:start[p + 1] (ranked best first).
       subjects, objects, images: int64 [M] object and image rows of the kept instances.
-      annotated: bool [M] whether the annotations relate the two objects.
       available: int64 [P] candidate instances of each bag before truncation to the bag size.
+      annotation_instance, annotation_relation: int64 [A] the relationship records of each kept
+        instance (`annotated_relations`).
+      truth_instance, truth_relation: int64 [T] the relations each kept instance truly shows
+        (`true_relations`; empty for real data).
     """
 
     start: np.ndarray
     subjects: np.ndarray
     objects: np.ndarray
     images: np.ndarray
-    annotated: np.ndarray
     available: np.ndarray
+    annotation_instance: np.ndarray
+    annotation_relation: np.ndarray
+    truth_instance: np.ndarray
+    truth_relation: np.ndarray
+
+    @property
+    def annotated(self) -> np.ndarray:
+        """bool [M]: whether the annotations relate the instance's two objects."""
+        flags = np.zeros(len(self.subjects), bool)
+        flags[self.annotation_instance] = True
+        return flags
 
 
 def _overlap_key(boxes: np.ndarray, subjects: np.ndarray, objects: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
@@ -137,11 +184,16 @@ def build_bags(
     kept = order[rank < bag_size]
     kept_per_bag = np.minimum(available, bag_size)
     subjects, objects = candidates.subjects[kept], candidates.objects[kept]
+    annotation_instance, annotation_relation = annotated_relations(corpus, subjects, objects)
+    truth_instance, truth_relation = true_relations(corpus, subjects, objects)
     return Bags(
         start=np.concatenate([[0], np.cumsum(kept_per_bag)]).astype(np.int64),
         subjects=subjects,
         objects=objects,
         images=candidates.images[kept],
-        annotated=annotated(corpus, subjects, objects),
         available=available.astype(np.int64),
+        annotation_instance=annotation_instance,
+        annotation_relation=annotation_relation,
+        truth_instance=truth_instance,
+        truth_relation=truth_relation,
     )

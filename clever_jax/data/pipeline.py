@@ -12,6 +12,9 @@ shapes and the synthetic batches of the benchmark all follow it:
   subject_span, object_span int32 [B, N, 2]: [start, end) of the subject's and object's tag
     word pieces in the text (subject's region is region 0, object's is region 1)
   instance_mask bool [B, N], annotated bool [B, N] (do the annotations relate the pair there?)
+  annotations bool [B, N, R + 1]: the relations the annotations state between each instance's
+    two objects; truth bool [B, N, R + 1]: the relations each instance truly shows (the generated
+    world's latent truth; all False for real data)
   images int32 [B, N] image record index, subjects/objects int32 [B, N] object index in it
   labels float32 [B, R + 1] multi-hot (NA bags: relation 0), target int32 [B] a gold relation
     sampled anew at every visit, pair int32 [B, 2] entity classes, bag int64 [B], bag_mask bool [B]
@@ -65,6 +68,7 @@ def bag_layout(shape: InstanceShape) -> dict[str, tuple[tuple[int, ...], type]]:
         "regions": ((n, lr, shape.region_dim), np.float32), "region_mask": ((n, lr), np.bool_),
         "subject_span": ((n, 2), np.int32), "object_span": ((n, 2), np.int32),
         "instance_mask": ((n,), np.bool_), "annotated": ((n,), np.bool_),
+        "annotations": ((n, shape.num_relations), np.bool_), "truth": ((n, shape.num_relations), np.bool_),
         "images": ((n,), np.int32), "subjects": ((n,), np.int32), "objects": ((n,), np.int32),
         "labels": ((shape.num_relations,), np.float32), "target": ((), np.int32), "pair": ((2,), np.int32),
         "bag": ((), np.int64), "bag_mask": ((), np.bool_),
@@ -146,7 +150,10 @@ def assemble_bag(bag: dict, images: list[dict], shape: InstanceShape, target: in
         out[key][:n, 1] = np.minimum(text_pos[:, j] + piece_lengths[:, j], lt - 1)
 
     out["instance_mask"][:n] = True
-    out["annotated"][:n] = bag["annotated"][:n]
+    for key in ("annotations", "truth"):
+        stated = bag[key][bag[key][:, 0] < n]  # (instance, relation id) pairs
+        out[key][stated[:, 0], stated[:, 1]] = True
+    out["annotated"][:] = out["annotations"].any(axis=1)
     out["images"][:n] = bag["images"][:n]
     out["subjects"][:n], out["objects"][:n] = subjects, objects
     out["labels"][bag["labels"]] = 1.0

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from clever_jax.data import text, world
-from clever_jax.data.bags import build_bags, enumerate_candidates
+from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
 from clever_jax.data.benchmark import PAPER_SIZES, SPLITS, Benchmark, build_benchmark
 from clever_jax.data.records import MANIFEST, RECORDS_VERSION, write_records
 from clever_jax.data.vg import VG_FILES, Corpus, ingest
@@ -39,6 +39,11 @@ and the region features in config.data.features_path ({features_path}):
   {{"objects": [{{"object_id": int (optional), "rect": [x1, y1, x2, y2], "class": str,
   "feature": base64 float32 appearance vector}}, ...]}} for the annotated boxes.
 Then run again, e.g. --config.data.vg_dir=/data/vg --config.data.features_path=/data/vg/features.tsv"""
+
+
+def truth_path(config: ml_collections.ConfigDict, vg_dir: str) -> str | None:
+    """The latent truth (interactions.json) of the generated world; None for real data."""
+    return os.path.join(vg_dir, "interactions.json") if config.data.source == "world" else None
 
 
 def input_paths(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
@@ -71,12 +76,20 @@ def fingerprint(config: ml_collections.ConfigDict, files: list[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def statistics(corpus: Corpus, benchmark: Benchmark, bag_start: np.ndarray, annotated: np.ndarray,
-               available: np.ndarray, vocab: Vocab) -> dict:
-    """Per-split sizes shaped like the paper's benchmark numbers, predicate frequencies, skips."""
-    instances = np.diff(bag_start)
+def statistics(corpus: Corpus, benchmark: Benchmark, bags: Bags, vocab: Vocab) -> dict:
+    """Per-split sizes shaped like the paper's benchmark numbers, predicate frequencies, skips; with the
+    world's latent truth also the instances that truly show a gold relation of their bag and the facts
+    (bag, gold relation) whose bag holds such an instance."""
+    instances = np.diff(bags.start)
     bag_of_instance = np.repeat(np.arange(benchmark.num_bags), instances)
     na_bag = benchmark.labels[benchmark.label_start[:-1]] == 0
+    num_relations = vocab.num_relations
+    gold = np.repeat(np.arange(benchmark.num_bags), np.diff(benchmark.label_start)) * num_relations + benchmark.labels
+    true_bag = bag_of_instance[bags.truth_instance]
+    shown = np.isin(true_bag * num_relations + bags.truth_relation, gold[benchmark.labels > 0])
+    shown_facts = np.unique(true_bag[shown] * num_relations + bags.truth_relation[shown])
+    shows_gold = np.zeros(len(bag_of_instance), bool)
+    shows_gold[bags.truth_instance[shown]] = True
     splits, frequency = {}, {}
     for s, name in enumerate(SPLITS):
         facts = benchmark.facts(s)
@@ -87,9 +100,12 @@ def statistics(corpus: Corpus, benchmark: Benchmark, bag_start: np.ndarray, anno
             "na_pairs": int((in_split & na_bag).sum()),
             "images": int((benchmark.image_split == s).sum()),
             "instances": int(instances[in_split].sum()),
-            "candidate_instances": int(available[in_split].sum()),
-            "annotated_instances": int(annotated[in_split[bag_of_instance]].sum()),
+            "candidate_instances": int(bags.available[in_split].sum()),
+            "annotated_instances": int(bags.annotated[in_split[bag_of_instance]].sum()),
         }
+        if corpus.true_relations is not None:
+            splits[name]["instances_showing_a_gold_relation"] = int(shows_gold[in_split[bag_of_instance]].sum())
+            splits[name]["facts_with_an_instance_showing_them"] = int(in_split[shown_facts // num_relations].sum())
         counts = np.bincount(facts[:, 1], minlength=vocab.num_relations)[1:]
         frequency[name] = {p: int(c) for p, c in zip(vocab.predicates, counts, strict=True) if c}
     return {
@@ -116,6 +132,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
     model_dir = text.pretrained_dir(config)
     vg_dir, features_path = input_paths(config, workdir)
     inputs = [os.path.join(vg_dir, name) for name in VG_FILES] + [features_path, os.path.join(model_dir, "vocab.txt")]
+    inputs += [truth_path(config, vg_dir)] if truth_path(config, vg_dir) else []
     build_dir = os.path.join(workdir, "records", fingerprint(config, inputs))
     if os.path.isfile(os.path.join(build_dir, STATS)) and os.path.isfile(os.path.join(build_dir, MANIFEST)):
         logging.info("Reusing the records in %s", build_dir)
@@ -137,7 +154,7 @@ def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, mo
         logging.info("%s: %.1f s", stage, timings[stage])
         clock = time.perf_counter()
 
-    corpus = ingest(vg_dir, features_path, vocab, data.feature_dim or None)
+    corpus = ingest(vg_dir, features_path, vocab, data.feature_dim or None, truth_path(config, vg_dir))
     lap("ingest")
     num_entities = len(vocab.entities)
     candidates = enumerate_candidates(corpus, num_entities)
@@ -155,11 +172,12 @@ def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, mo
     lap("bags")
     tokenizer = text.load_tokenizer(model_dir)
     pieces, lengths = text.tokenize_names(tokenizer, corpus.object_names)
-    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id, "num_relations": vocab.num_relations}
+    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id, "num_relations": vocab.num_relations,
+            "has_truth": corpus.true_relations is not None}
     os.makedirs(build_dir, exist_ok=True)
     write_records(build_dir, corpus, benchmark, bags, pieces, lengths, meta)
     lap("records")
-    stats = statistics(corpus, benchmark, bags.start, bags.annotated, bags.available, vocab)
+    stats = statistics(corpus, benchmark, bags, vocab)
     stats["timings_s"] = timings
     with open(os.path.join(build_dir, STATS), "w") as f:
         json.dump(stats, f, indent=1)

@@ -10,7 +10,10 @@ tag_lengths int32 [K] (pieces per tag).
 
 Bag record (splits train/val/test): bag int64, pair int32 [2] (subject, object class),
 labels int32 [L] (relation ids; [0] for NA), images int32 [N] (image record index), subjects and
-objects int32 [N] (object index within that image record), annotated bool [N].
+objects int32 [N] (object index within that image record), annotations int32 [A, 2] (instance,
+relation id) for every relationship record of an instance's two objects, truth int32 [T, 2] the
+same for every relation an instance truly shows (the generated world's latent truth; none for
+real data, and manifest["has_truth"] says which).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.vg import GEOMETRY_DIM, Corpus, box_geometry, read_region_features
 
-RECORDS_VERSION = "1.0.0"
+RECORDS_VERSION = "1.1.0"
 MANIFEST = "manifest.json"
 
 
@@ -93,7 +96,8 @@ class BagRecords(_GeneratedRecords):
             "images": tfds.features.Tensor(shape=(None,), dtype=np.int32),
             "subjects": tfds.features.Tensor(shape=(None,), dtype=np.int32),
             "objects": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "annotated": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
+            "annotations": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
+            "truth": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
         })
 
 
@@ -116,11 +120,19 @@ def _image_examples(corpus: Corpus, image_rows: np.ndarray, pieces: np.ndarray, 
         }
 
 
+def _bag_statements(instance: np.ndarray, relation: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """int32 [k, 2] (instance within the bag, relation id) of the statements about instances lo..hi-1
+    (`instance` ascending)."""
+    first, last = np.searchsorted(instance, [lo, hi])
+    return np.stack([instance[first:last] - lo, relation[first:last]], 1).astype(np.int32)
+
+
 def _bag_examples(corpus: Corpus, benchmark: Benchmark, bags: Bags, record_of_image: np.ndarray, split: int):
     for bag in np.flatnonzero(benchmark.split == split):
         lo, hi = bags.start[bag], bags.start[bag + 1]
         images = bags.images[lo:hi]
         first_object = corpus.object_start[images]
+
         yield int(bag), {
             "bag": bag,
             "pair": benchmark.pairs[bag].astype(np.int32),
@@ -128,7 +140,8 @@ def _bag_examples(corpus: Corpus, benchmark: Benchmark, bags: Bags, record_of_im
             "images": record_of_image[images].astype(np.int32),
             "subjects": (bags.subjects[lo:hi] - first_object).astype(np.int32),
             "objects": (bags.objects[lo:hi] - first_object).astype(np.int32),
-            "annotated": bags.annotated[lo:hi],
+            "annotations": _bag_statements(bags.annotation_instance, bags.annotation_relation, lo, hi),
+            "truth": _bag_statements(bags.truth_instance, bags.truth_relation, lo, hi),
         }
 
 

@@ -49,6 +49,9 @@ class Corpus:
       features_path: the region feature file.
       feature_dim: appearance dimension stored in that file (geometry excluded).
       skipped: counted skips by reason.
+      true_subjects, true_objects, true_relations: like rel_*, what truly holds between two
+        objects (the generated world's interactions.json); None for real data, which has only
+        annotations.
     """
 
     image_ids: np.ndarray
@@ -66,6 +69,9 @@ class Corpus:
     features_path: str
     feature_dim: int
     skipped: dict[str, int]
+    true_subjects: np.ndarray | None = None
+    true_objects: np.ndarray | None = None
+    true_relations: np.ndarray | None = None
 
     @property
     def num_images(self) -> int:
@@ -227,7 +233,8 @@ def read_image_sizes(path: str) -> dict[int, tuple[int, int]]:
     return sizes
 
 
-def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | None = None) -> Corpus:
+def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | None = None,
+           truth_path: str | None = None) -> Corpus:
     """Reads and validates a Visual Genome directory and its region features.
 
     Args:
@@ -235,6 +242,8 @@ def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | Non
       features_path: VinVL-style TSV of region features (one line per image).
       vocab: the benchmark vocabulary names are normalised onto.
       feature_dim: expected appearance dimension, or None to take it from the file.
+      truth_path: the generated world's interactions.json (relationships.json's format: what truly
+        holds between objects), or None.
     """
     skipped: collections.Counter[str] = collections.Counter()
     sizes = read_image_sizes(os.path.join(vg_dir, "image_data.json"))
@@ -310,9 +319,13 @@ def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | Non
     object_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     object_image = np.repeat(np.arange(len(counts)), counts)
     relationships_path = os.path.join(vg_dir, "relationships.json")
-    rel_subjects, rel_objects, rel_relations = _read_relationships(
+    rel_subjects, rel_objects, rel_relations = read_relationships(
         relationships_path, vocab, object_ids_arr, np.concatenate(classes), object_image, skipped
     )
+    truth = (None, None, None)
+    if truth_path is not None:  # Its skips are the world's own (OOV objects), not the user's: not counted.
+        truth = read_relationships(truth_path, vocab, object_ids_arr, np.concatenate(classes), object_image,
+                                   collections.Counter())
     return Corpus(
         image_ids=np.asarray(image_ids, np.int64),
         image_sizes=np.asarray(image_sizes, np.int32),
@@ -329,10 +342,13 @@ def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | Non
         features_path=os.fspath(features_path),
         feature_dim=feature_dim,
         skipped={k: v for k, v in sorted(skipped.items()) if v},
+        true_subjects=truth[0],
+        true_objects=truth[1],
+        true_relations=truth[2],
     )
 
 
-def _read_relationships(
+def read_relationships(
     path: str,
     vocab: Vocab,
     object_ids: np.ndarray,
@@ -340,7 +356,8 @@ def _read_relationships(
     object_image: np.ndarray,
     skipped: collections.Counter,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Object rows of subject and object, and relation ids, of the usable relationships."""
+    """Object rows of subject and object, and relation ids, of the usable relationships of `path`
+    (relationships.json's format); the others are counted in `skipped`."""
     subject_ids, obj_ids, relations = [], [], []
     for index, record in iter_json_list(path):
         where = f"{path}: record {index}"

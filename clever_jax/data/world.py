@@ -29,8 +29,10 @@ from clever_jax.data import world_commonsense
 from clever_jax.data.vocab import IRREGULAR_PLURALS
 
 WORLD_FILES = (
-    "image_data.json", "objects.json", "relationships.json", "features.tsv", "captions.json", "commonsense.json",
+    "image_data.json", "objects.json", "relationships.json", "features.tsv", "captions.json", "interactions.json",
+    "commonsense.json",
 )
+STREAMED_FILES = WORLD_FILES[:-1]  # Written image by image; commonsense.json at the end.
 CHUNK_IMAGES = 512  # Images sampled together; part of the random stream, so fixed.
 LATENT_DIMS = (32, 16, 16)  # Appearance latent: class, pose, nuisance (projected to feature_dim).
 
@@ -221,6 +223,22 @@ class World:
             rel_subj_name=self._names(rng, self.entity_names, obj_entity[rels["rel_subj"]]),
             rel_obj_name=self._names(rng, self.entity_names, obj_entity[rels["rel_obj"]]),
         )
+
+    def true_wordings(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every vocabulary wording of every true interaction of a chunk, grouped by image.
+
+        Returns:
+          subject and object rows int64 [W] (swapped for an inverse wording such as "worn by") and
+          the predicate int64 [W] (vocabulary index 0..99 = relation id - 1). Out-of-vocabulary
+          paraphrases are left out; entities may be out of the vocabulary.
+        """
+        surface = self.cs.render_surface[chunk.inter_triplet]  # [I, K], -1 pads
+        interaction, k = np.nonzero((surface >= 0) & (surface < len(self.cs.predicates)))
+        inverse = self.cs.render_inverse[chunk.inter_triplet][interaction, k]
+        subj = np.where(inverse, chunk.inter_obj[interaction], chunk.inter_subj[interaction])
+        obj = np.where(inverse, chunk.inter_subj[interaction], chunk.inter_obj[interaction])
+        order = np.argsort(chunk.obj_image[subj], kind="stable")
+        return subj[order], obj[order], surface[interaction, k][order]
 
     def _names(self, rng, variants: list[list[str]], ids: np.ndarray) -> list[str]:
         """Names as annotators write them: mostly clean, `name_variant_rate` of them varied."""
@@ -559,6 +577,9 @@ def _write_chunk(world: World, chunk: Chunk, out: dict, next_ids: list[int]) -> 
     captions: dict[int, list[str]] = {}
     for img, text, _ in chunk.captions:
         captions.setdefault(img, []).append(text)
+    true_subj, true_obj, true_pred = world.true_wordings(chunk)
+    true_start = np.searchsorted(chunk.obj_image[true_subj], np.arange(num + 1)).tolist()
+    true_subj, true_obj, true_pred = true_subj.tolist(), true_obj.tolist(), true_pred.tolist()
 
     def ref(row: int, name: str) -> dict:
         x, y, w, h = boxes[row]
@@ -589,6 +610,12 @@ def _write_chunk(world: World, chunk: Chunk, out: dict, next_ids: list[int]) -> 
             for k in range(rel_start[i], rel_start[i + 1])
         ]
         out["relationships.json"].add({"image_id": image_id, "relationships": relationships})
+        truth = [
+            {"predicate": world.cs.predicates[true_pred[k]], "subject": {"object_id": obj_ids[true_subj[k]]},
+             "object": {"object_id": obj_ids[true_obj[k]]}}
+            for k in range(true_start[i], true_start[i + 1])
+        ]
+        out["interactions.json"].add({"image_id": image_id, "relationships": truth})
         record = {"image_h": height, "image_w": width, "num_boxes": len(regions), "objects": regions}
         out["features.tsv"].write(f"{image_id}\t{_JSON.encode(record)}\n")
         for text in captions.get(i, []):
@@ -619,7 +646,7 @@ def generate(config: ml_collections.ConfigDict, out_dir: str | os.PathLike) -> N
             os.remove(os.path.join(out_dir, name))
     world = World(config)
     partial = {name: os.path.join(out_dir, name + ".partial") for name in WORLD_FILES}
-    handles = {name: open(partial[name], "w", encoding="utf-8", newline="\n") for name in WORLD_FILES[:5]}
+    handles = {name: open(partial[name], "w", encoding="utf-8", newline="\n") for name in STREAMED_FILES}
     try:
         out = {name: _ListWriter(f) for name, f in handles.items() if name != "features.tsv"}
         out["features.tsv"] = handles["features.tsv"]

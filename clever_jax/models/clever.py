@@ -24,7 +24,7 @@ class Clever(nn.Module):
       head: training head, one of heads.TRAIN_HEADS.
       eval_head: evaluation head, one of heads.EVAL_HEADS.
       temperature: tau of the contrastive attention.
-      bag_dropout: dropout on bag representations (training only).
+      bag_dropout: dropout on the bag representation of avg, one and att in training (clever has none).
       classifier_width: the classifier's hidden layer has classifier_width x H units.
     """
 
@@ -47,7 +47,7 @@ class Clever(nn.Module):
         return self.instance_encoder(*(batch[k] for k in ENCODER_INPUTS), deterministic=not train)
 
     def train_logits(self, batch: dict, target: jax.Array) -> jax.Array:
-        """Bag logits [B, R+1] for the cross-entropy with target [B] (dropout on)."""
+        """Bag logits [B, R+1] for the cross-entropy with target [B] (dropout on); vrd: instance logits [B, N, R+1]."""
         v = self.encode(batch, train=True)
         return heads.train_logits(
             self.head, self.classifier, v, batch["instance_mask"], target,
@@ -58,6 +58,21 @@ class Clever(nn.Module):
         """Evaluation: scores [B, R+1] and evidence weights [B, R+1, N]."""
         v = self.encode(batch, train=False)
         return heads.eval_scores(self.eval_head, self.classifier, v, batch["instance_mask"], self.temperature)
+
+
+def instance_loss(logits: jax.Array, annotations: jax.Array, instance_mask: jax.Array) -> jax.Array:
+    """The vrd head's loss: mean over real instances of the cross-entropy with their annotated
+    relations (the mean over them; NA for an instance without annotations).
+
+    Args:
+      logits: [B, N, R+1]. annotations: bool [B, N, R+1] (relation 0 unused). instance_mask: bool [B, N]
+        real instances of real bags.
+    """
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    annotations = jnp.asarray(annotations)
+    targets = annotations.at[..., 0].set(~annotations[..., 1:].any(axis=-1)).astype(jnp.float32)
+    per_instance = -(log_probs * targets).sum(axis=-1) / targets.sum(axis=-1)
+    return (per_instance * instance_mask).sum() / jnp.maximum(instance_mask.sum(), 1)
 
 
 def bag_loss(logits: jax.Array, labels: jax.Array, target: jax.Array, bag_mask: jax.Array, mode: str) -> jax.Array:

@@ -9,15 +9,20 @@ N instances, D = 4H pair features, R + 1 relations (0 is NA).
   att     selective attention with the gold relation as query (train); eval: for each relation
           r, attention by logits[:, r], B_r = sum_j a_j^r v_j, score_r = classifier(B_r)[r]
   clever  contrastive attention: the att eval path in training too, a_j^r = softmax_j(logits_j[r] / tau),
-          s_r = classifier(B_r)[r], loss = CE over s (InfoNCE over relations)
+          s_r = classifier(B_r)[r], loss = CE over s (InfoNCE over relations); as published, no
+          dropout on the bags B_r (the other heads apply bag dropout to their bag)
   max     (eval only) per relation, max over instances of the instance probability
+  vrd     the instance-level baseline (not distantly supervised): the classifier trained on every
+          instance with the relations its own annotations state (NA when none), as a visual
+          relation detector is; eval: max
 
 Computing s_r needs only the classifier's hidden layer per relation and one column of its output
 layer (`RelationClassifier.diagonal`): the R x R logits matrix is never formed. In evaluation the
 hidden layer is linear up to its ReLU, so W B_r + b = sum_j a_j^r (W v_j + b) where the attention
 sums to 1 (a bag with at least one instance; a padding bag, with none, gets 0 instead of b): the
 per-relation pre-activations mix the instances' pre-activations (N weights each) instead of
-multiplying R + 1 bags of D features by W. Training cannot: bag dropout acts on B_r itself.
+multiplying R + 1 bags of D features by W. CLEVER trains through the same path (it has no bag
+dropout, which would act on B_r itself).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-TRAIN_HEADS = ("avg", "one", "att", "clever")
+TRAIN_HEADS = ("avg", "one", "att", "clever", "vrd")
 EVAL_HEADS = (*TRAIN_HEADS, "max")
 _NEG = -1e30
 
@@ -96,22 +101,24 @@ def train_logits(
     dropout,
     temperature: float,
 ) -> jax.Array:
-    """Bag logits [B, R+1] whose cross-entropy with `target` [B] is the training loss.
+    """Bag logits [B, R+1] whose cross-entropy with `target` [B] is the training loss; for vrd the
+    instance logits [B, N, R+1] (clever.instance_loss).
 
     Args:
       head: one of TRAIN_HEADS.
       classifier: the shared classifier (bound).
       v: [B, N, D] instance representations. mask: bool [B, N].
       target: int [B] the gold relation the bag is trained on.
-      dropout: callable applied to bag representations.
+      dropout: callable applied to bag representations (avg, one, att; clever has none).
       temperature: tau of the contrastive attention.
     """
     if head == "avg":
         return classifier(dropout(mean_bag(v, mask)))
-    if head == "clever":
-        attention = relation_attention(classifier(v), mask, temperature)
-        return classifier.diagonal(dropout(per_relation_bags(attention, v)))
+    if head == "clever":  # No bag dropout: the published CLEVER's dropout branch is unreachable.
+        return contrastive_logits(classifier, v, mask, temperature)[0]
     logits = classifier(v)  # [B, N, R+1]
+    if head == "vrd":
+        return logits
     if head == "one":
         gold_prob = jnp.take_along_axis(jax.nn.softmax(logits), target[:, None, None], axis=2)[..., 0]  # [B, N]
         best = jnp.argmax(jnp.where(mask, gold_prob, -1.0), axis=1)
@@ -121,6 +128,23 @@ def train_logits(
         attention = masked_softmax(gold_logit, mask, axis=1)
         return classifier(dropout(jnp.einsum("bn,bnd->bd", attention.astype(v.dtype), v)))
     raise ValueError(f"unknown training head {head!r}; expected one of {TRAIN_HEADS}")
+
+
+def contrastive_logits(classifier: RelationClassifier, v: jax.Array, mask: jax.Array,
+                       temperature: float) -> tuple[jax.Array, jax.Array]:
+    """s_r = classifier(B_r)[r] with B_r = sum_j a_j^r v_j, a^r = softmax_j(logits_j[r] / temperature).
+
+    Args:
+      v: [B, N, D] instance representations. mask: bool [B, N].
+
+    Returns:
+      s [B, R+1] (float32; 0 pre-activations, not the hidden bias, for a bag without instances) and
+      the attention a [B, R+1, N]. B_r is never formed: its pre-activations are the attention-
+      weighted instance pre-activations (see the module docstring).
+    """
+    pre = classifier.hidden(v)  # [B, N, C]
+    attention = relation_attention(classifier.output(pre), mask, temperature)
+    return classifier.output_diagonal(per_relation_bags(attention, pre)), attention
 
 
 def eval_scores(
@@ -134,16 +158,14 @@ def eval_scores(
       evidence: [B, R+1, N] how much each instance supports each relation (attention for
         att/clever; the instance's probability, normalised over the bag, otherwise).
     """
-    pre = classifier.hidden(v)  # [B, N, C]
-    logits = classifier.output(pre)  # [B, N, R+1]
     if head in ("att", "clever"):
-        attention = relation_attention(logits, mask, temperature if head == "clever" else 1.0)
-        # = classifier.diagonal(per_relation_bags(attention, v)) for bags with an instance (see above).
-        return jax.nn.softmax(classifier.output_diagonal(per_relation_bags(attention, pre))), attention
+        s, attention = contrastive_logits(classifier, v, mask, temperature if head == "clever" else 1.0)
+        return jax.nn.softmax(s), attention
+    logits = classifier(v)  # [B, N, R+1]
     instance_prob = einops.rearrange(jax.nn.softmax(logits), "b n r -> b r n") * mask[:, None, :]  # [B, R+1, N]
     evidence = instance_prob / jnp.maximum(instance_prob.sum(axis=-1, keepdims=True), 1e-12)
     if head == "avg":
         return jax.nn.softmax(classifier(mean_bag(v, mask))), evidence
-    if head in ("one", "max"):
+    if head in ("one", "max", "vrd"):
         return instance_prob.max(axis=-1), evidence
     raise ValueError(f"unknown evaluation head {head!r}; expected one of {EVAL_HEADS}")
