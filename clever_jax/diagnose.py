@@ -42,6 +42,7 @@ from ml_collections import config_flags
 from clever_jax import builder, job
 from clever_jax import metrics as metrics_lib
 from clever_jax.checkpoints import Checkpoints
+from clever_jax.data import pipeline
 from clever_jax.models.clever import Clever
 
 PERCENTILES = (10, 50, 90)
@@ -60,6 +61,7 @@ def score_instances(run: builder.Run, params, split: str) -> dict[str, np.ndarra
     keys = ("labels", "pair", "annotations", "truth", "instance_mask", "bag_mask")
     parts: dict[str, list] = {k: [] for k in (*keys, "v", "logits", "geometry")}
     for batch in run.loader(split, train=False):
+        batch = pipeline.pad_batch(batch, run.local_batch_size(train=False))  # Whole batches for the devices.
         v, logits = jax.device_get(step(params, run.device_batch(batch)))
         parts["v"].append(np.asarray(v, np.float32))
         parts["logits"].append(np.asarray(logits))
@@ -98,7 +100,7 @@ def logistic_regression(x: np.ndarray, y: np.ndarray, steps: int = 500, lr: floa
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     x = (x - mean) / scale
     weights, bias, target = np.zeros(x.shape[1], np.float32), 0.0, y.astype(np.float32)
-    for _ in range(steps):  # A fit on a few thousand rows, not a training step.
+    for _ in range(steps):  # An analysis fit on one split's instances, not a training step.
         error = 1 / (1 + np.exp(-(x @ weights + bias))) - target
         weights -= lr * (x.T @ error / len(target) + l2 * weights)
         bias -= lr * float(error.mean())
@@ -111,8 +113,7 @@ def ranking_probe(train: dict, split: dict, key: str) -> dict:
     valid = train["instance_mask"]
     mean, scale, weights, bias = logistic_regression(train[key][valid], train["truth"][valid][:, 1:].any(axis=-1))
     score = ((split[key] - mean) / scale) @ weights + bias  # [P, N]
-    bag, relation = np.nonzero(split["labels"][:, 1:] > 0)
-    relation += 1
+    bag, relation = metrics_lib.gold_relations(split["labels"])
     rows = metrics_lib.attention_against_truth(score[bag], split["truth"][bag, :, relation],
                                                split["instance_mask"][bag])
     rows = rows[~np.isnan(rows[:, 0])]
@@ -122,10 +123,11 @@ def ranking_probe(train: dict, split: dict, key: str) -> dict:
 
 def logit_spread(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray, temperature: float) -> dict:
     """Spread of the gold relations' instance logits within bags (module docstring)."""
-    bag, relation = np.nonzero(labels[:, 1:] > 0)
-    relation += 1
+    bag, relation = metrics_lib.gold_relations(labels)
     keep = mask[bag].sum(axis=1) >= 2
     bag, relation = bag[keep], relation[keep]
+    if not len(bag):
+        return {"facts": 0, "temperature": temperature}
     gold = logits[bag, :, relation]  # [K, N]
     valid = mask[bag]
     high = np.where(valid, gold, -np.inf).max(axis=1)
@@ -166,7 +168,11 @@ def relation_accuracy(logits: np.ndarray, stated: np.ndarray, pair: np.ndarray, 
 
 
 def diagnose(config, workdir: str, split: str) -> dict:
-    """The diagnosis of a trained run (module docstring); also written to WORKDIR/diagnosis.json."""
+    """The diagnosis of a trained run (module docstring); also written to WORKDIR/diagnosis.json.
+    One process (any number of its devices); with split "train" the probes are scored on the
+    instances they were fitted on."""
+    if jax.process_count() > 1:
+        raise ValueError("clever_jax.diagnose runs in one process; start it without jax.distributed")
     records_dir = job.prepare_records(config, workdir)
     run = builder.build(config, records_dir)
     params = Checkpoints(workdir).restore_params("best", run.abstract_params)

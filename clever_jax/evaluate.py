@@ -71,9 +71,8 @@ def _padded_batches(loader, batch_size: int, num_steps: int | None):
 
 def _against_truth(batch: dict, evidence: np.ndarray) -> np.ndarray:
     """metrics.attention_against_truth of every gold relation of a batch's bags: [B, R+1, 4] (NaN elsewhere)."""
-    out = np.full((*batch["labels"].shape, len(metrics_lib.TRUTH_MEASURES)), np.nan)
-    bag, relation = np.nonzero(batch["labels"][:, 1:] > 0)
-    relation += 1
+    out = np.full((*batch["labels"].shape, len(metrics_lib.TRUTH_MEASURES)), np.nan, np.float32)
+    bag, relation = metrics_lib.gold_relations(batch["labels"])
     out[bag, relation] = metrics_lib.attention_against_truth(
         evidence[bag, relation], batch["truth"][bag, :, relation], batch["instance_mask"][bag])
     return out

@@ -110,5 +110,5 @@ def run(config, workdir: str, mode: str) -> None:
             path = os.path.join(workdir, "triplets.jsonl")
             count = write_triplets(path, outputs[split], open_records(records_dir)[0], benchmark_vocab(),
                                    config.extract.top_k, config.extract.num_evidence,
-                                   read_manifest(records_dir)["has_truth"])
+                                   read_manifest(records_dir).get("has_truth", False))
             logging.info("Wrote %d triplets to %s", count, path)

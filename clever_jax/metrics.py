@@ -50,6 +50,7 @@ __all__ = [
     "commonsense_correlation",
     "spearman_top",
     "attention_on_annotated",
+    "gold_relations",
     "TRUTH_MEASURES",
     "attention_against_truth",
     "precision_recall_plot",
@@ -340,8 +341,9 @@ def spearman_top(scores: np.ndarray, pairs: np.ndarray, grades: np.ndarray, top_
     """The paper's human evaluation with the graded truth in place of the annotators.
 
     From the top `top_fraction` of the P × R candidates by score (ties in pair-major order, as in
-    `micro_curve`), every `stride`-th one (ranks 0, stride, 2 stride, ...; the paper: 1,200
-    triplets) is graded, and ρ is taken between their scores and grades.
+    `micro_curve`), every `stride`-th one (ranks 0, stride, 2 stride, ...; the paper grades
+    1,200 triplets over three models, about 400 per model) is graded, and ρ is taken between
+    their scores and grades.
 
     Args:
       scores, pairs, grades: as in `commonsense_correlation`.
@@ -397,6 +399,12 @@ def attention_on_annotated(attention: np.ndarray, annotated: np.ndarray,
     chance = hit.sum(axis=1) / valid.sum(axis=1)
     return {"attention_on_annotated": float(mass.mean()), "chance": float(chance.mean()),
             "num_bags": int(counted.sum())}
+
+
+def gold_relations(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The facts of bags: labels [P, R+1] multi-hot -> (bag [K], relation id [K], 1..R), NA left out."""
+    bag, relation = np.nonzero(np.asarray(labels)[:, 1:] > 0)
+    return bag, relation + 1
 
 
 # The measures of `attention_against_truth`, in the order of its last axis.

@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
         # processes agreeing on one costs a host all-gather per step that waits for the previous step.
         length_multiple=0,
     )
+    # bag_dropout applies to the AVG model CLEVER starts from (and ONE, ATT); CLEVER's bags have none.
     config.model.update(
         pretrained=True, num_layers=0, hidden_dropout=0.1, attention_dropout=0.1, region_layer_norm=True,
         classifier_width=8, head="clever", eval_head="", temperature=11.0, bag_dropout=0.2,

@@ -328,8 +328,6 @@ def test_attention_against_truth_of_uniform_and_perfect_attention():
     assert np.all(np.isnan(perfect[~rows]))
 
 
-
-
 def test_attention_on_annotated_with_padding():
     attention = np.array([
         [0.5, 0.3, 0.2, 0.0],  # 3 valid, instance 0 annotated: mass 0.5, chance 1/3

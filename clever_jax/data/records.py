@@ -132,7 +132,6 @@ def _bag_examples(corpus: Corpus, benchmark: Benchmark, bags: Bags, record_of_im
         lo, hi = bags.start[bag], bags.start[bag + 1]
         images = bags.images[lo:hi]
         first_object = corpus.object_start[images]
-
         yield int(bag), {
             "bag": bag,
             "pair": benchmark.pairs[bag].astype(np.int32),

@@ -76,8 +76,9 @@ def synthetic_batch(shape: InstanceShape, batch_size: int, rng: np.random.Genera
     batch["labels"][np.arange(b), target] = 1.0
     index = lambda high: rng.integers(0, high, (b, n)) * instance_mask  # noqa: E731
     batch["annotated"][:] = instance_mask & (rng.random((b, n)) < 0.1)
-    for key in ("annotations", "truth"):
-        batch[key][np.arange(b)[:, None], np.arange(n), target[:, None]] = batch["annotated"]
+    shows = batch["annotated"] | (instance_mask & (rng.random((b, n)) < 0.2))  # More truly shown than annotated.
+    for key, flags in (("annotations", batch["annotated"]), ("truth", shows)):
+        batch[key][np.arange(b)[:, None], np.arange(n), target[:, None]] = flags
     batch["images"][:], batch["subjects"][:] = index(1000), index(2)
     batch["objects"][:] = index(2) + 2 * instance_mask
     batch["pair"][:] = rng.integers(0, 100, (b, 2))

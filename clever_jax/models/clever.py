@@ -62,7 +62,9 @@ class Clever(nn.Module):
 
 def instance_loss(logits: jax.Array, annotations: jax.Array, instance_mask: jax.Array) -> jax.Array:
     """The vrd head's loss: mean over real instances of the cross-entropy with their annotated
-    relations (the mean over them; NA for an instance without annotations).
+    relations (the mean over them; NA for an instance without annotations). With gradient
+    accumulation it is the mean of the micro-batches' means, which weighs instances equally only
+    when the micro-batches hold as many real instances.
 
     Args:
       logits: [B, N, R+1]. annotations: bool [B, N, R+1] (relation 0 unused). instance_mask: bool [B, N]

@@ -17,7 +17,8 @@ N instances, D = 4H pair features, R + 1 relations (0 is NA).
           relation detector is; eval: max
 
 Computing s_r needs only the classifier's hidden layer per relation and one column of its output
-layer (`RelationClassifier.diagonal`): the R x R logits matrix is never formed. In evaluation the
+layer (`RelationClassifier.output_diagonal`, used by `contrastive_logits`): the R x R logits
+matrix is never formed. In evaluation the
 hidden layer is linear up to its ReLU, so W B_r + b = sum_j a_j^r (W v_j + b) where the attention
 sums to 1 (a bag with at least one instance; a padding bag, with none, gets 0 instead of b): the
 per-relation pre-activations mix the instances' pre-activations (N weights each) instead of
@@ -58,10 +59,6 @@ class RelationClassifier(nn.Module):
         """Logits from the hidden layer's pre-activations: [..., C] -> [..., R + 1]."""
         h = nn.relu(pre)
         return (h @ self.out_kernel.astype(h.dtype)).astype(jnp.float32) + self.out_bias
-
-    def diagonal(self, per_relation: jax.Array) -> jax.Array:
-        """Logit of relation r for representation r: [..., R + 1, D] -> [..., R + 1]."""
-        return self.output_diagonal(self.hidden(per_relation))
 
     def output_diagonal(self, pre: jax.Array) -> jax.Array:
         """Logit of relation r from pre-activations r: [..., R + 1, C] -> [..., R + 1]."""
