@@ -20,7 +20,7 @@ Scores every instance of a split with the run's best checkpoint and writes WORKD
 * probes (the world's latent truth only): how much a linear model can tell, from one instance,
   whether it truly shows its bag's gold relation. A logistic regression is fitted on the train
   split's instances to "the two boxes truly interact" and its scores rank the instances of each
-  (bag, gold relation) fact of the split like attention (metrics.attention_against_truth: AUC,
+  (bag, gold relation) fact of the split like attention (grounding.attention_against_truth: AUC,
   top instance true, and its chance). pair_geometry reads 18 numbers of the two boxes (both
   boxes, centre offset, log size ratios, overlaps, edge offsets); representation reads the run's
   pair representation v. The first says what the world's boxes carry, the second what the
@@ -39,8 +39,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import builder, job
-from clever_jax import metrics as metrics_lib
+from clever_jax import builder, grounding, job
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import pipeline
 from clever_jax.models.clever import Clever
@@ -113,8 +112,8 @@ def ranking_probe(train: dict, split: dict, key: str) -> dict:
     valid = train["instance_mask"]
     mean, scale, weights, bias = logistic_regression(train[key][valid], train["truth"][valid][:, 1:].any(axis=-1))
     score = ((split[key] - mean) / scale) @ weights + bias  # [P, N]
-    bag, relation = metrics_lib.gold_relations(split["labels"])
-    rows = metrics_lib.attention_against_truth(score[bag], split["truth"][bag, :, relation],
+    bag, relation = grounding.gold_relations(split["labels"])
+    rows = grounding.attention_against_truth(score[bag], split["truth"][bag, :, relation],
                                                split["instance_mask"][bag])
     rows = rows[~np.isnan(rows[:, 0])]
     return {"facts": int(len(rows)), "ranking_auc": float(100 * np.nanmean(rows[:, 3])),
@@ -123,7 +122,7 @@ def ranking_probe(train: dict, split: dict, key: str) -> dict:
 
 def logit_spread(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray, temperature: float) -> dict:
     """Spread of the gold relations' instance logits within bags (module docstring)."""
-    bag, relation = metrics_lib.gold_relations(labels)
+    bag, relation = grounding.gold_relations(labels)
     keep = mask[bag].sum(axis=1) >= 2
     bag, relation = bag[keep], relation[keep]
     if not len(bag):

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from clever_jax import distributed
+from clever_jax import distributed, grounding
 from clever_jax import metrics as metrics_lib
 from clever_jax.data import pipeline
 
@@ -34,7 +34,7 @@ class SplitOutputs:
     scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] and truth
     [P, N, R+1] bool (the relations each instance truly shows; both when `keep_evidence`, else None),
     gold_attention [P, N] (the evidence of each bag's gold relations, averaged), against_truth
-    [P, R+1, 4] (metrics.attention_against_truth of each gold relation's evidence; NaN for the other
+    [P, R+1, 4] (grounding.attention_against_truth of each gold relation's evidence; NaN for the other
     relations and where no instance truly shows it), images/subjects/objects/annotated/instance_mask
     [P, N].
     """
@@ -70,10 +70,10 @@ def _padded_batches(loader, batch_size: int, num_steps: int | None):
 
 
 def _against_truth(batch: dict, evidence: np.ndarray) -> np.ndarray:
-    """metrics.attention_against_truth of every gold relation of a batch's bags: [B, R+1, 4] (NaN elsewhere)."""
-    out = np.full((*batch["labels"].shape, len(metrics_lib.TRUTH_MEASURES)), np.nan, np.float32)
-    bag, relation = metrics_lib.gold_relations(batch["labels"])
-    out[bag, relation] = metrics_lib.attention_against_truth(
+    """grounding.attention_against_truth of every gold relation of a batch's bags: [B, R+1, 4] (NaN elsewhere)."""
+    out = np.full((*batch["labels"].shape, len(grounding.TRUTH_MEASURES)), np.nan, np.float32)
+    bag, relation = grounding.gold_relations(batch["labels"])
+    out[bag, relation] = grounding.attention_against_truth(
         evidence[bag, relation], batch["truth"][bag, :, relation], batch["instance_mask"][bag])
     return out
 
@@ -144,7 +144,7 @@ def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str,
       annotations relate the pair (positive bags with such instances); attention_chance is what
       uniform attention gets there.
     * With the world's latent truth, over the (bag, gold relation) facts whose bag holds an
-      instance that truly shows the relation (metrics.attention_against_truth): attention_on_true
+      instance that truly shows the relation (grounding.attention_against_truth): attention_on_true
       and its uniform attention_true_chance, top_evidence_true (the highest-weight instance truly
       shows it) and attention_true_auc (a true instance outweighs a non-true one; 50 is chance).
     * With graded truth: spearman (ρ over every test candidate, a fraction) and spearman_top (the
@@ -152,14 +152,14 @@ def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str,
     """
     metrics = metrics_lib.held_out_metrics(outputs.scores[:, 1:], outputs.labels[:, 1:])
     positive = ~outputs.labels[:, 0]
-    attention = metrics_lib.attention_on_annotated(outputs.gold_attention[positive], outputs.annotated[positive],
+    attention = grounding.attention_on_annotated(outputs.gold_attention[positive], outputs.annotated[positive],
                                                 outputs.instance_mask[positive])
     metrics["attention_on_annotated"] = 100 * attention["attention_on_annotated"]
     metrics["attention_chance"] = 100 * attention["chance"]
-    facts = outputs.against_truth.reshape(-1, len(metrics_lib.TRUTH_MEASURES))
+    facts = outputs.against_truth.reshape(-1, len(grounding.TRUTH_MEASURES))
     facts = facts[~np.isnan(facts[:, 0])]
     if len(facts):
-        for name, values in zip(metrics_lib.TRUTH_MEASURES, facts.T, strict=True):
+        for name, values in zip(grounding.TRUTH_MEASURES, facts.T, strict=True):
             metrics[name] = 100 * (float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan"))
     if grades is not None:
         scores = outputs.scores[:, 1:]
