@@ -155,9 +155,10 @@ def relation_accuracy(logits: np.ndarray, stated: np.ndarray, pair: np.ndarray, 
         return {"instances": 0}
     stated = stated[bag, instance, 1:]  # [M, R]
     predicted = np.argmax(logits[bag, instance, 1:], axis=-1)  # [M]
-    codes, pair_of = np.unique(pair[bag, 0] * 100_000 + pair[bag, 1], return_inverse=True)
+    codes, pair_of = np.unique(pair[bag], axis=0, return_inverse=True)
     counts = np.zeros((len(codes), stated.shape[1]))
     np.add.at(counts, pair_of, stated)
+    pair_of = pair_of.reshape(-1)
     prior = np.argmax(counts, axis=1)[pair_of]  # the pair's most frequent stated relation
     rows = np.arange(len(bag))
     return {"instances": int(len(bag)), "pairs": int(len(codes)),
