@@ -41,7 +41,7 @@ def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> Encode
     m = config.model
     return EncoderConfig.from_hf(
         hf_config, region_dim=region_dim, num_layers=m.num_layers or None, region_layer_norm=m.region_layer_norm,
-        hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
+        pair_geometry=m.pair_geometry, hidden_dropout=m.hidden_dropout, attention_dropout=m.attention_dropout,
         dtype=jnp.dtype(precision.check_policy(config)), remat=m.remat,
         freeze_word_embeddings=config.train.freeze_word_embeddings,
     )
@@ -50,6 +50,7 @@ def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> Encode
 def create_model(config: ml_collections.ConfigDict, shape: pipeline.InstanceShape) -> Clever:
     m = config.model
     return Clever(encoder=encoder_config(config, shape.region_dim), num_relations=shape.num_relations,
+                  encoder_type=m.encoder,
                   head=m.head, eval_head=m.eval_head or m.head, temperature=m.temperature, bag_dropout=m.bag_dropout,
                   classifier_width=m.classifier_width)
 
@@ -149,6 +150,8 @@ class Run:
         if config.model.pretrained:
             pretrained, report = weights.load_pretrained(text.pretrained_dir(config), self.model.encoder)
             params = flax.core.unfreeze(params)
+            if config.model.encoder == "cnn":  # Only its word vectors come from the checkpoint.
+                pretrained = {"embeddings": {"word_embeddings": pretrained["embeddings"]["word_embeddings"]}}
             params["instance_encoder"] = weights.merge_pretrained(params["instance_encoder"], pretrained)
             logging.info("Pretrained weights from %s: %d tensors loaded, %d unused (other layers, pooler), kept "
                          "initial values for %s", report.source, len(report.loaded), len(report.ignored),

@@ -42,7 +42,9 @@ from ml_collections import config_flags
 from clever_jax import builder, grounding, job
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import pipeline
+from clever_jax.data.vg import GEOMETRY_DIM
 from clever_jax.models.clever import Clever
+from clever_jax.models.encoder import pair_geometry
 
 PERCENTILES = (10, 50, 90)
 
@@ -64,29 +66,12 @@ def score_instances(run: builder.Run, params, split: str) -> dict[str, np.ndarra
         v, logits = jax.device_get(step(params, run.device_batch(batch)))
         parts["v"].append(np.asarray(v, np.float32))
         parts["logits"].append(np.asarray(logits))
-        parts["geometry"].append(pair_geometry(batch["regions"][..., 0, -6:], batch["regions"][..., 1, -6:]))
+        geometry = batch["regions"][..., :2, -GEOMETRY_DIM:]
+        parts["geometry"].append(np.asarray(pair_geometry(geometry[..., 0, :], geometry[..., 1, :])))
         for k in keys:
             parts[k].append(batch[k])
     out = {k: np.concatenate(v) for k, v in parts.items()}
     return {k: v[out["bag_mask"]] for k, v in out.items()}
-
-
-def pair_geometry(subject: np.ndarray, obj: np.ndarray) -> np.ndarray:
-    """18 numbers of two boxes from their region geometry [..., 6] (x1, y1, x2, y2 over the image
-    size, width, height): both boxes, centre offset, log width and height ratios, the intersection
-    over each box's area and over their union, and three vertical edge offsets."""
-    eps = 1e-6
-    width = np.maximum(np.minimum(subject[..., 2], obj[..., 2]) - np.maximum(subject[..., 0], obj[..., 0]), 0)
-    height = np.maximum(np.minimum(subject[..., 3], obj[..., 3]) - np.maximum(subject[..., 1], obj[..., 1]), 0)
-    inter = width * height
-    area_s, area_o = subject[..., 4] * subject[..., 5] + eps, obj[..., 4] * obj[..., 5] + eps
-    centre = (subject[..., :2] + subject[..., 2:4]) / 2 - (obj[..., :2] + obj[..., 2:4]) / 2
-    return np.concatenate([
-        subject[..., :4], obj[..., :4], centre,
-        np.log((subject[..., 4:6] + eps) / (obj[..., 4:6] + eps)),
-        np.stack([inter / area_s, inter / area_o, inter / (area_s + area_o - inter),
-                  subject[..., 3] - obj[..., 1], subject[..., 3] - obj[..., 3], subject[..., 1] - obj[..., 1]], -1),
-    ], axis=-1).astype(np.float32)
 
 
 def logistic_regression(x: np.ndarray, y: np.ndarray, steps: int = 500, lr: float = 0.5,

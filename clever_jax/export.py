@@ -51,7 +51,8 @@ def export_bundle(run: Run, workdir: str) -> str:
     model, shape = run.model, run.shape
     encoder = {k: (str(jnp.dtype(v)) if k == "dtype" else v) for k, v in dataclasses.asdict(model.encoder).items()}
     description = {
-        "encoder": encoder, "num_relations": model.num_relations, "head": model.head, "eval_head": model.eval_head,
+        "encoder": encoder, "num_relations": model.num_relations, "encoder_type": model.encoder_type,
+        "head": model.head, "eval_head": model.eval_head,
         "temperature": model.temperature, "classifier_width": model.classifier_width, "cls_id": shape.cls_id,
         "sep_id": shape.sep_id, "region_dim": shape.region_dim,
     }
@@ -94,6 +95,7 @@ def load_bundle(path: str) -> Bundle:
         description = json.load(f)
     model = Clever(
         encoder=EncoderConfig(**description["encoder"]), num_relations=description["num_relations"],
+        encoder_type=description.get("encoder_type", "vlp"),  # Bundles exported before the CNN encoder: vlp.
         head=description["head"], eval_head=description["eval_head"], temperature=description["temperature"],
         classifier_width=description.get("classifier_width", 8),  # Bundles exported before it was a setting: 8.
     )

@@ -188,6 +188,8 @@ def bert_params_from_state_dict(state: Mapping[str, Any], config: EncoderConfig,
                              f"needs {shapes[path]}{' (transposed)' if transpose else ''}")
         flat[path] = value
         loaded.append(key)
+    # The pair-geometry embedding (config.pair_geometry) is ours: no checkpoint has it.
+    missing_optional += sorted({"/".join(path[:1]) for path in shapes if path[0].startswith("pair_")})
     used = set(loaded)
     report = ImportReport(source=source, loaded=tuple(loaded), ignored=tuple(k for k in state if k not in used),
                           not_in_checkpoint=tuple(missing_optional))

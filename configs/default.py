@@ -40,10 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = model = ml_collections.ConfigDict()
     model.pretrained_dir = ""  # BERT or VinVL folder (config.json, vocab.txt, weights); "" = the packaged MiniLM.
     model.pretrained = True  # Start the encoder from that folder's weights (False: random initialisation).
+    model.encoder = "vlp"  # Instance encoder: "vlp" (BERT over tags + regions, paper) or "cnn" (Table 2's ablation).
     model.num_layers = 0  # Keep the first k encoder layers; 0 = all of them.
     model.hidden_dropout = 0.1  # BERT dropout on embeddings, regions and layer outputs (published: 0.1).
     model.attention_dropout = 0.1  # BERT dropout on attention probabilities (published: 0.1).
     model.region_layer_norm = True  # LayerNorm after the region projection (Oscar's use_img_layernorm).
+    model.pair_geometry = False  # Embed the query pair's relative geometry into its two regions (published: no).
     model.classifier_width = 8  # Shared classifier 4H -> width x H -> ReLU -> R + 1 (published: 8).
     model.head = "clever"  # Training head: avg, one, att, clever, or vrd (instance-level baseline on annotations).
     model.eval_head = ""  # Evaluation head; "" = the training head ("max" for max pooling).

@@ -14,7 +14,9 @@ from flax import traverse_util
 
 from clever_jax import weights
 from clever_jax.data import text
+from clever_jax.models import encoder as encoder_module
 from clever_jax.models.encoder import BertTextModel, Dropout, EncoderConfig, InstanceEncoder, fmix32, span_mean
+from clever_jax.models.region_pair import RegionPairEncoder
 
 TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
                      max_position_embeddings=32, region_dim=6)
@@ -271,6 +273,80 @@ def test_pair_pooling():
     assert batch["object_span"][0, 0, 0] == batch["object_span"][0, 0, 1]
     np.testing.assert_array_equal(v[0, 0, 3 * h:], 0.0)
     assert np.asarray(span_mean(jnp.ones((2, 4, 3)), jnp.array([[1, 1], [4, 4]]))).tolist() == [[0.0] * 3] * 2
+
+
+def test_pair_geometry_numbers():
+    # A 0.2 x 0.4 subject inside a 0.5 x 0.6 object, their bottoms 0.1 apart (region geometry: x1, y1, x2, y2, w, h).
+    subject = np.array([0.2, 0.3, 0.4, 0.7, 0.2, 0.4], np.float32)
+    obj = np.array([0.1, 0.2, 0.6, 0.8, 0.5, 0.6], np.float32)
+    g = np.asarray(encoder_module.pair_geometry(subject, obj))
+    expected = [*subject[:4], *obj[:4], 0.3 - 0.35, 0.5 - 0.5, np.log(0.2 / 0.5), np.log(0.4 / 0.6),
+                1.0, 0.08 / 0.30, 0.08 / 0.30, 0.7 - 0.2, 0.7 - 0.8, 0.3 - 0.2]
+    np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-6)
+    # Disjoint boxes overlap by nothing; swapping the roles negates the offsets and log ratios.
+    apart = np.asarray(encoder_module.pair_geometry(subject, subject + np.array([0.5, 0, 0.5, 0, 0, 0], np.float32)))
+    np.testing.assert_allclose(apart[12:15], 0.0)
+    swapped = np.asarray(encoder_module.pair_geometry(obj, subject))
+    np.testing.assert_allclose(swapped[8:12], -g[8:12], rtol=1e-5, atol=1e-6)
+    assert np.isfinite(np.asarray(encoder_module.pair_geometry(np.zeros(6), np.zeros(6)))).all()
+
+
+def test_pair_geometry_embedding_joins_the_two_query_regions_only():
+    flat = dataclasses.replace(TINY, num_layers=0, hidden_dropout=0.0)
+    paired = dataclasses.replace(flat, pair_geometry=True)
+    batch = make_batch(paired)
+    batch["regions"][..., 4:] = np.abs(batch["regions"][..., 4:])  # Widths and heights are positive.
+    params = init_params(paired)
+    assert set(params) == set(init_params(flat)) | {"pair_embedding", "pair_layer_norm"}
+    base = {k: v for k, v in params.items() if not k.startswith("pair_")}
+    lt = batch["text_ids"].shape[-1]
+    with_pair = np.asarray(encode(paired, params, batch, method=InstanceEncoder.encode))  # No layers: embeddings.
+    without = np.asarray(encode(flat, base, batch, method=InstanceEncoder.encode))
+    np.testing.assert_array_equal(with_pair[..., lt + 2:, :], without[..., lt + 2:, :])
+    np.testing.assert_array_equal(with_pair[..., :lt, :], without[..., :lt, :])
+    geometry = encoder_module.pair_geometry(batch["regions"][..., 0, :], batch["regions"][..., 1, :])
+    pair = InstanceEncoder(paired).apply({"params": params}, geometry, method=lambda m, g: m.pair_layer_norm(
+        m.pair_embedding(g)))
+    for k in (lt, lt + 1):
+        np.testing.assert_allclose(with_pair[..., k, :], without[..., k, :] + np.asarray(pair), atol=1e-5)
+    # Checkpoints have no pair embedding: the import keeps its initial values and says so.
+    state = {k[len("bert."):]: v for k, v in fake_vinvl_state(TINY, extra_layers=0).items() if k.startswith("bert.")}
+    _, report = weights.bert_params_from_state_dict(state, dataclasses.replace(VINVL, pair_geometry=True))
+    assert report.not_in_checkpoint[-2:] == ("pair_embedding", "pair_layer_norm")
+    # Garbage in masked query regions (a padding instance) stays out of the result.
+    empty = {k: x.copy() for k, x in batch.items()}
+    empty["region_mask"][1, 2], empty["text_mask"][1, 2] = False, False
+    empty["regions"][1, 2] = -100.0
+    assert np.isfinite(np.asarray(encode(paired, params, empty, method=InstanceEncoder.encode))).all()
+
+
+def test_cnn_style_encoder_reads_the_two_query_regions_and_the_names_word_vectors():
+    config = dataclasses.replace(TINY, region_dim=10, hidden_dropout=0.0)
+    batch = make_batch(config)
+    model = RegionPairEncoder(config)
+    inputs = lambda b: tuple(b[k] for k in INPUTS)  # noqa: E731
+    params = model.init(jax.random.key(0), *inputs(batch), deterministic=True)["params"]
+    assert set(params) == {"embeddings", "pair_mlp_in", "pair_mlp_norm", "pair_mlp_out"}
+    v = np.asarray(model.apply({"params": params}, *inputs(batch), deterministic=True))
+    h = config.hidden_size
+    assert v.shape == (2, 3, 4 * h)
+    table = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
+    for b, n in np.ndindex(2, 3):
+        start, end = batch["subject_span"][b, n]
+        np.testing.assert_allclose(v[b, n, 2 * h:3 * h], table[batch["text_ids"][b, n, start:end]].mean(0), atol=1e-6)
+    np.testing.assert_array_equal(v[0, 0, 3 * h:], 0.0)  # Empty object span.
+    # Only the two query regions' appearance counts: not the others, not the box geometry (as in the paper).
+    changed = {k: x.copy() for k, x in batch.items()}
+    changed["regions"][..., 2:, :] += 5.0
+    changed["regions"][..., :2, -6:] += 1.0
+    np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, *inputs(changed), deterministic=True)), v)
+    changed["regions"][0, 0, 1, 0] += 1.0
+    moved = np.asarray(model.apply({"params": params}, *inputs(changed), deterministic=True))
+    assert not np.allclose(moved[0, 0, :2 * h], v[0, 0, :2 * h]) and np.allclose(moved[1:], v[1:])
+    # With pair_geometry the box geometry joins the MLP's input.
+    paired = RegionPairEncoder(dataclasses.replace(config, pair_geometry=True))
+    params = paired.init(jax.random.key(0), *inputs(batch), deterministic=True)["params"]
+    assert params["pair_mlp_in"]["kernel"].shape == (2 * 4 + 18, 2 * h)
 
 
 def test_padding_does_not_change_outputs():

@@ -14,9 +14,9 @@ import test_precision
 from jax.experimental import multihost_utils
 from multidevice_check import batch as fixed_batch
 
-from clever_jax import builder, distributed, evaluate, export, extract, train
+from clever_jax import builder, distributed, evaluate, export, extract, train, weights
 from clever_jax.checkpoints import Checkpoints
-from clever_jax.data import pipeline, prepare
+from clever_jax.data import pipeline, prepare, text
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.models.clever import bag_loss
@@ -273,6 +273,25 @@ def test_the_vrd_head_trains_on_each_instances_annotations():
         state, out = step(state, batch)
         losses.append(float(out["loss"]))
     assert losses[0] == pytest.approx(float(want), rel=1e-5) and losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.slow
+def test_the_cnn_encoder_starts_from_the_checkpoints_word_vectors_and_trains(world, tmp_path):
+    world_dir, records_dir = world
+    config = tiny_config()
+    config.data.world_dir, config.model.encoder = world_dir, "cnn"
+    config.train.max_epochs = 1
+    trainer = train.Trainer(builder.build(config, records_dir), str(tmp_path))
+    params = trainer.run.init_params()["instance_encoder"]
+    _, state = weights.load_checkpoint_dir(text.pretrained_dir(config))
+    np.testing.assert_array_equal(params["embeddings"]["word_embeddings"]["embedding"],
+                                  state["embeddings.word_embeddings.weight"])
+    assert "encoder" not in params  # No Transformer layers.
+    labels = builder.param_labels(config, {"instance_encoder": params})["instance_encoder"]
+    assert labels["embeddings"]["word_embeddings"]["embedding"] == builder.FROZEN
+    trainer.train()
+    with open(tmp_path / "history.json") as f:
+        assert np.isfinite(json.load(f)[-1]["score"])
 
 
 def test_bag_loss_modes():

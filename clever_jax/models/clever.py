@@ -8,8 +8,10 @@ import jax.numpy as jnp
 
 from clever_jax.models import heads
 from clever_jax.models.encoder import Dropout, EncoderConfig, InstanceEncoder
+from clever_jax.models.region_pair import RegionPairEncoder
 
 ENCODER_INPUTS = ("text_ids", "text_mask", "regions", "region_mask", "subject_span", "object_span")
+ENCODERS = {"vlp": InstanceEncoder, "cnn": RegionPairEncoder}
 
 
 class Clever(nn.Module):
@@ -20,6 +22,8 @@ class Clever(nn.Module):
 
     Attributes:
       encoder: the instance encoder's configuration (hidden size H).
+      encoder_type: "vlp" (InstanceEncoder: a BERT over tags and regions, the paper's) or "cnn"
+        (RegionPairEncoder: the paper's CNN-based ablation, an MLP over the two query regions).
       num_relations: R + 1.
       head: training head, one of heads.TRAIN_HEADS.
       eval_head: evaluation head, one of heads.EVAL_HEADS.
@@ -30,6 +34,7 @@ class Clever(nn.Module):
 
     encoder: EncoderConfig
     num_relations: int
+    encoder_type: str = "vlp"
     head: str = "clever"
     eval_head: str = "clever"
     temperature: float = 1.0
@@ -37,7 +42,9 @@ class Clever(nn.Module):
     classifier_width: int = 8
 
     def setup(self) -> None:
-        self.instance_encoder = InstanceEncoder(self.encoder)
+        if self.encoder_type not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder_type!r}; expected one of {sorted(ENCODERS)}")
+        self.instance_encoder = ENCODERS[self.encoder_type](self.encoder)
         width = self.classifier_width * self.encoder.hidden_size
         self.classifier = heads.RelationClassifier(width, self.num_relations, dtype=self.encoder.dtype)
         self.dropout = Dropout(self.bag_dropout)

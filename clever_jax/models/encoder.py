@@ -10,6 +10,7 @@ Parameter tree (checkpoint import in clever_jax/weights.py relies on these names
 
   embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, embeddings/layer_norm
   region_embedding/{kernel,bias}, region_layer_norm (only with config.region_layer_norm)
+  pair_embedding/{kernel,bias}, pair_layer_norm (only with config.pair_geometry; no checkpoint has them)
   encoder/layer_{i}/attention/{query,key,value,output}/{kernel,bias}, encoder/layer_{i}/attention_layer_norm,
   encoder/layer_{i}/{intermediate,output}/{kernel,bias}, encoder/layer_{i}/output_layer_norm
 
@@ -33,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clever_jax.data.vg import GEOMETRY_DIM
+
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
@@ -43,6 +46,8 @@ class EncoderConfig:
       type_vocab_size, layer_norm_eps, hidden_dropout, attention_dropout: as in a BERT config.json.
       region_dim: F, size of one region feature (appearance + 6 box geometry values).
       region_layer_norm: LayerNorm after the region projection (Oscar's `use_img_layernorm`).
+      pair_geometry: add an embedding of the query pair's relative geometry (`pair_geometry`, 18
+        numbers) to the subject and object region embeddings (not in the published encoder).
       initializer_range: stddev of the normal initialiser of kernels and embeddings.
       dtype: compute dtype (params are always float32); a name such as "bfloat16" is accepted.
       remat: recompute each layer's activations in the backward pass (nn.remat).
@@ -62,6 +67,7 @@ class EncoderConfig:
     attention_dropout: float = 0.1
     region_dim: int = 2054
     region_layer_norm: bool = False
+    pair_geometry: bool = False
     initializer_range: float = 0.02
     dtype: Any = jnp.float32
     remat: bool = False
@@ -275,6 +281,26 @@ class BertTextModel(nn.Module):
         return BertStack(self.config, name="encoder")(x, text_mask, deterministic=deterministic)
 
 
+def pair_geometry(subject: jax.Array, obj: jax.Array) -> jax.Array:
+    """18 numbers of a box pair from their region geometry [..., 6] (x1, y1, x2, y2 over the image
+    size, width, height) -> float32 [..., 18]: both boxes, the centre offset, log width and height
+    ratios, the intersection over each box's area and over their union, and three vertical edge
+    offsets (subject bottom - object top, the bottoms, the tops). Sizes are floored at 1e-6."""
+    subject, obj = jnp.asarray(subject, jnp.float32), jnp.asarray(obj, jnp.float32)
+    eps = 1e-6
+    width = jnp.maximum(jnp.minimum(subject[..., 2], obj[..., 2]) - jnp.maximum(subject[..., 0], obj[..., 0]), 0)
+    height = jnp.maximum(jnp.minimum(subject[..., 3], obj[..., 3]) - jnp.maximum(subject[..., 1], obj[..., 1]), 0)
+    inter = width * height
+    size_s, size_o = jnp.maximum(subject[..., 4:6], eps), jnp.maximum(obj[..., 4:6], eps)
+    area_s, area_o = size_s[..., 0] * size_s[..., 1], size_o[..., 0] * size_o[..., 1]
+    centre = (subject[..., :2] + subject[..., 2:4]) / 2 - (obj[..., :2] + obj[..., 2:4]) / 2
+    return jnp.concatenate([
+        subject[..., :4], obj[..., :4], centre, jnp.log(size_s / size_o),
+        jnp.stack([inter / area_s, inter / area_o, inter / (area_s + area_o - inter),
+                   subject[..., 3] - obj[..., 1], subject[..., 3] - obj[..., 3], subject[..., 1] - obj[..., 1]], -1),
+    ], axis=-1)
+
+
 def span_mean(hidden: jax.Array, span: jax.Array) -> jax.Array:
     """Mean of hidden [..., L, H] over positions [start, end) of span int [..., 2]; 0 if empty. -> [..., H]."""
     positions = jnp.arange(hidden.shape[-2])
@@ -318,6 +344,9 @@ class InstanceEncoder(nn.Module):
         self.region_embedding = _dense(cfg, cfg.hidden_size, "region_embedding")
         if cfg.region_layer_norm:
             self.region_layer_norm = _layer_norm(cfg, "region_layer_norm")
+        if cfg.pair_geometry:
+            self.pair_embedding = _dense(cfg, cfg.hidden_size, "pair_embedding")
+            self.pair_layer_norm = _layer_norm(cfg, "pair_layer_norm")
         self.region_dropout = Dropout(cfg.hidden_dropout)
         self.encoder = BertStack(cfg)
 
@@ -330,6 +359,10 @@ class InstanceEncoder(nn.Module):
         r = self.region_embedding(regions)
         if self.config.region_layer_norm:
             r = self.region_layer_norm(r)
+        if self.config.pair_geometry:  # The same pair embedding joins the subject's and the object's region.
+            geometry = jnp.where(region_mask[..., :2, None], regions[..., :2, -GEOMETRY_DIM:], 0)
+            pair = self.pair_layer_norm(self.pair_embedding(pair_geometry(geometry[..., 0, :], geometry[..., 1, :])))
+            r = jnp.concatenate([r[..., :2, :] + pair[..., None, :].astype(r.dtype), r[..., 2:, :]], axis=-2)
         r = self.region_dropout(r, deterministic=deterministic)
         x = jnp.concatenate([text, r.astype(text.dtype)], axis=-2)
         mask = jnp.concatenate([text_mask, region_mask], axis=-1).astype(bool)

@@ -1,0 +1,244 @@
+"""The paper's ablations on one benchmark, with CLEVER against AVG over several seeds.
+
+  python -m clever_jax.study --config=configs/demo.py --workdir=runs/study [--seeds=0,1]
+      [--parts=seeds,table2,table3,fig4] [--bag_sizes=1,2,4,8,16,32]
+
+* seeds: AVG and CLEVER for every seed s. Seed s sets the world's images (data.world.seed), the
+  splits (data.seed), the parameter initialisation (seed) and the bag order (data.shuffle_seed);
+  each seed has its own world in WORKDIR/world-s<s>. The latent commonsense stays the same.
+* table2 (first seed): the paper's Table 2 — CLEVER, VLP -> CNN (CLEVER on the CNN-style encoder,
+  clever_jax/models/region_pair.py), CST-ATT -> AVG, ONE, ATT (the contrastive attention replaced
+  by the other bag heads).
+* table3 (first seed): bag samplers, overlap (the config's, paper) and random. The paper's third,
+  CLIP similarity, needs an image-text matching score that the encoder does not have (no
+  vision-language pretraining here): not run, and the results say so.
+* fig4 (first seed): CLEVER with bags of each of --bag_sizes instances (paper: 1 to 32), train
+  and test alike.
+
+Every run is a cell in WORKDIR/<name> trained with clever_jax.job (an interrupted run resumes from
+its latest checkpoint); a cell whose test scores exist is reused, so a study longer than a session
+completes over several. Each run's wall time is kept in WORKDIR/<name>/study_time.json. CLEVER
+starts from scratch like AVG (same budget for both; `clever_jax.results` has the paper's
+initialisation from AVG). Writes WORKDIR/study.json (every cell's test metrics, the tables, the
+seed means with min and max), WORKDIR/study.md and the figures WORKDIR/fig4_bag_size.png and
+WORKDIR/seeds.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from clever_jax import job
+
+PARTS = ("seeds", "table2", "table3", "fig4")
+SEED_METRICS = ("auc", "mauc", "attention_on_true", "attention_true_chance", "top_evidence_true",
+                "attention_true_auc", "spearman_top")
+TABLE_METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "top_evidence_true", "attention_true_auc")
+SIMILARITY_NOTE = ("CLIP-style similarity sampler: not run; the encoder has no image-text matching score "
+                   "(it is not vision-language pre-trained)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One training run of the study: its folder name, its seed and its config settings."""
+
+    name: str
+    seed: int
+    settings: tuple[tuple[str, object], ...] = ()  # (dotted config path, value)
+
+
+def cells(parts: list[str], seeds: list[int], bag_sizes: list[int], default_bag_size: int) -> list[Cell]:
+    """The runs the parts need, in order, without repeats (the first seed's AVG and CLEVER serve
+    every part)."""
+    unknown = set(parts) - set(PARTS)
+    if unknown or not seeds:
+        raise ValueError(f"parts {sorted(unknown)} unknown (expected some of {PARTS})" if unknown else "no seeds")
+    first = seeds[0]
+    out = [Cell(f"{head}-s{first}", first, (("model.head", head),)) for head in ("avg", "clever")]
+    if "seeds" in parts:
+        out += [Cell(f"{head}-s{s}", s, (("model.head", head),)) for s in seeds[1:] for head in ("avg", "clever")]
+    if "table2" in parts:
+        out += [Cell(f"{head}-s{first}", first, (("model.head", head),)) for head in ("one", "att")]
+        out.append(Cell(f"cnn-clever-s{first}", first, (("model.head", "clever"), ("model.encoder", "cnn"))))
+    if "table3" in parts:
+        out.append(Cell(f"random-clever-s{first}", first, (("model.head", "clever"), ("data.sampler", "random"))))
+    if "fig4" in parts:
+        out += [Cell(f"bag{n}-clever-s{first}", first, (("model.head", "clever"), ("data.bag_size", n)))
+                for n in bag_sizes if n != default_bag_size]
+    return out
+
+
+def cell_config(config: ml_collections.ConfigDict, workdir: str, cell: Cell) -> ml_collections.ConfigDict:
+    """The config of a cell: the study's, with the cell's seed and settings."""
+    c = config.copy_and_resolve_references()
+    c.seed = c.data.seed = c.data.shuffle_seed = c.data.world.seed = cell.seed
+    c.data.world_dir = os.path.join(workdir, f"world-s{cell.seed}")
+    for path, value in cell.settings:
+        *parents, leaf = path.split(".")
+        node = c
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return c
+
+
+def run_cell(config: ml_collections.ConfigDict, workdir: str, cell: Cell) -> dict:
+    """Trains and tests the cell unless its test scores exist; returns its test metrics and wall time."""
+    run_dir = os.path.join(workdir, cell.name)
+    timing = os.path.join(run_dir, "study_time.json")
+    if not os.path.isfile(os.path.join(run_dir, "test_scores.npz")):
+        logging.info("Study cell %s in %s", cell.name, run_dir)
+        start = time.time()
+        job.run(cell_config(config, workdir, cell), run_dir, "all")
+        with open(timing, "w") as f:
+            json.dump({"seconds": time.time() - start}, f)
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        test = json.load(f)["test"]
+    seconds = None
+    if os.path.isfile(timing):
+        with open(timing) as f:
+            seconds = json.load(f)["seconds"]
+    return {"test": test, "seconds": seconds}
+
+
+def seed_summary(results: dict[str, dict], seeds: list[int]) -> dict:
+    """Per head (AVG, CLEVER) and metric: the values of each seed, their mean, min and max."""
+    out = {}
+    for head in ("avg", "clever"):
+        values = {m: [results[f"{head}-s{s}"]["test"][m] for s in seeds] for m in SEED_METRICS}
+        out[head.upper()] = {m: {"values": v, "mean": float(np.mean(v)), "min": float(np.min(v)),
+                                 "max": float(np.max(v))} for m, v in values.items()}
+    differences = {m: [results[f"clever-s{s}"]["test"][m] - results[f"avg-s{s}"]["test"][m] for s in seeds]
+                   for m in ("auc", "mauc")}
+    out["CLEVER - AVG"] = {m: {"values": v, "mean": float(np.mean(v)), "min": float(np.min(v)),
+                               "max": float(np.max(v))} for m, v in differences.items()}
+    return out
+
+
+def tables(results: dict[str, dict], parts: list[str], seeds: list[int], bag_sizes: list[int],
+           default_bag_size: int) -> dict[str, dict[str, str]]:
+    """The tables' rows: table name -> row name -> cell name."""
+    s = seeds[0]
+    out = {}
+    if "table2" in parts:
+        out["table2"] = {"CLEVER": f"clever-s{s}", "VLP -> CNN": f"cnn-clever-s{s}", "CST-ATT -> AVG": f"avg-s{s}",
+                         "CST-ATT -> ONE": f"one-s{s}", "CST-ATT -> ATT": f"att-s{s}"}
+    if "table3" in parts:
+        out["table3"] = {"Random": f"random-clever-s{s}", "Overlap": f"clever-s{s}"}
+    if "fig4" in parts:
+        out["fig4"] = {f"bag {n}": f"clever-s{s}" if n == default_bag_size else f"bag{n}-clever-s{s}"
+                       for n in bag_sizes}
+    return out
+
+
+def markdown(summary: dict, rows: dict[str, dict[str, str]], results: dict[str, dict], seeds: list[int]) -> str:
+    """study.md: the seed comparison and each table (metrics in %, Spearman's rho as is)."""
+    lines = [f"## CLEVER and AVG over seeds {', '.join(map(str, seeds))} (mean, min-max)", "",
+             "| Method | " + " | ".join(SEED_METRICS) + " |", "|" + "---|" * (len(SEED_METRICS) + 1)]
+    for head, row in summary.items():
+        cells = [f"{row[m]['mean']:.2f} ({row[m]['min']:.2f}-{row[m]['max']:.2f})" if m in row else "—"
+                 for m in SEED_METRICS]
+        lines.append(f"| {head} | " + " | ".join(cells) + " |")
+    for name, table in rows.items():
+        lines += ["", f"## {name} (seed {seeds[0]})", "", "| Row | " + " | ".join(TABLE_METRICS) + " | minutes |",
+                  "|" + "---|" * (len(TABLE_METRICS) + 2)]
+        for row, cell in table.items():
+            r = results[cell]
+            minutes = "—" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}"
+            lines.append(f"| {row} | " + " | ".join(f"{r['test'][m]:.2f}" for m in TABLE_METRICS) + f" | {minutes} |")
+        if name == "table3":
+            lines += ["", SIMILARITY_NOTE + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plots(summary: dict, rows: dict[str, dict[str, str]], results: dict[str, dict], seeds: list[int],
+          workdir: str) -> None:
+    """fig4_bag_size.png (AUC, mAUC and their mean against the bag size) and seeds.png (AUC and
+    mAUC of AVG and CLEVER for each seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "fig4" in rows:
+        sizes = [int(name.split()[1]) for name in rows["fig4"]]
+        tests = [results[cell]["test"] for cell in rows["fig4"].values()]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for label, values in (("AUC", [t["auc"] for t in tests]), ("mAUC", [t["mauc"] for t in tests]),
+                              ("average", [(t["auc"] + t["mauc"]) / 2 for t in tests])):
+            ax.plot(sizes, values, marker="o", label=label)
+        ax.set(xscale="log", xlabel="bag size (instances)", ylabel="test (%)", title="CLEVER by bag size")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(workdir, "fig4_bag_size.png"), dpi=120)
+        plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
+    for ax, metric in zip(axes, ("auc", "mauc"), strict=True):
+        for k, head in enumerate(("AVG", "CLEVER")):
+            ax.scatter([k] * len(seeds), summary[head][metric]["values"], label=head)
+            ax.hlines(summary[head][metric]["mean"], k - 0.2, k + 0.2)
+        ax.set(xticks=[0, 1], xticklabels=["AVG", "CLEVER"], ylabel=f"test {metric.upper()} (%)",
+               title=f"{metric.upper()} over seeds {', '.join(map(str, seeds))}")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "seeds.png"), dpi=120)
+    plt.close(fig)
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str, parts: list[str], seeds: list[int],
+              bag_sizes: list[int]) -> dict:
+    """Runs (or reuses) every cell, then writes study.json, study.md and the figures; returns study.json's content."""
+    default_bag_size = int(config.data.bag_size)
+    todo = cells(parts, seeds, bag_sizes, default_bag_size)
+    results = {cell.name: run_cell(config, workdir, cell) for cell in todo}
+    summary_seeds = seeds if "seeds" in parts else seeds[:1]
+    summary = seed_summary(results, summary_seeds)
+    rows = tables(results, parts, seeds, bag_sizes, default_bag_size)
+    known = [r["seconds"] for r in results.values() if r["seconds"] is not None]
+    notes = [SIMILARITY_NOTE] if "table3" in parts else []
+    study = {"cells": results, "seeds": summary, "tables": rows, "notes": notes,
+             "total_minutes": sum(known) / 60, "timed_cells": len(known), "cells_run": len(results)}
+    with open(os.path.join(workdir, "study.json"), "w") as f:
+        json.dump(study, f, indent=1)
+    with open(os.path.join(workdir, "study.md"), "w") as f:
+        f.write(markdown(summary, rows, results, summary_seeds))
+    plots(summary, rows, results, summary_seeds, workdir)
+    return study
+
+
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a program (see clever_jax.bench)."""
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=False)
+    flags.DEFINE_string("workdir", "runs/study", "Folder for the runs, study.json, study.md and the figures.")
+    flags.DEFINE_list("parts", list(PARTS), f"Parts of the study, among {', '.join(PARTS)}.")
+    flags.DEFINE_list("seeds", ["0", "1"], "Seeds of the AVG/CLEVER comparison (the first serves the other parts).")
+    flags.DEFINE_list("bag_sizes", ["1", "2", "4", "8", "16", "32"], "Bag sizes of fig4.")
+    flags.mark_flags_as_required(["config"])
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    job.quiet_libraries()
+    args = flags.FLAGS
+    os.makedirs(args.workdir, exist_ok=True)
+    study = run_study(args.config, args.workdir, args.parts, [int(s) for s in args.seeds],
+                      [int(n) for n in args.bag_sizes])
+    with open(os.path.join(args.workdir, "study.md")) as f:
+        print(f.read())
+    print(f"{study['cells_run']} runs, {study['total_minutes']:.1f} minutes of training and testing "
+          f"({study['timed_cells']} timed)")
+
+
+if __name__ == "__main__":
+    define_flags()
+    job.reject_renamed_flags(sys.argv)
+    app.run(main)
