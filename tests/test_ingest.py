@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import FEATURE_DIM, feature_b64, write_vg
 
-from clever_jax.data import vg
+from clever_jax.data import jsonio, vg
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.vocab import benchmark_vocab
 
@@ -148,3 +148,63 @@ def test_box_outside_the_image_is_skipped(tmp_path):
 def test_geometry_is_appended_relative_to_image_size():
     geometry = vg.box_geometry(np.array([[10, 20, 60, 70]], np.float32), np.array([100, 200]))
     np.testing.assert_allclose(geometry, [[0.1, 0.1, 0.6, 0.35, 0.5, 0.25]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("tail", ['[{"image_id": 9, "url": "", "width": 5, "height": 5}]', "junk", "]"])
+def test_anything_after_the_json_list_is_an_error(small_vg, tail):
+    """Concatenated shards or junk after the list would otherwise drop data silently."""
+    vg_dir, features_path = small_vg
+    _rewrite(os.path.join(vg_dir, "image_data.json"), lambda t: t.rstrip() + "\n" + tail + "\n")
+    with pytest.raises(DataError, match=r"image_data\.json: the JSON list of \d+ records ends at char \d+, but "
+                                        r"more follows .*concatenated lists"):
+        vg.ingest(vg_dir, features_path, VOCAB)
+    path = os.path.join(vg_dir, "empty.json")
+    with open(path, "w") as f:
+        f.write("[] []")
+    with pytest.raises(DataError, match="list of 0 records"):
+        list(jsonio.iter_json_list(path))
+    with open(path, "w") as f:
+        f.write(" [1, 2] \n\n")
+    assert list(jsonio.iter_json_list(path)) == [(0, 1), (1, 2)]
+
+
+def test_an_image_twice_in_relationships_is_an_error(small_vg):
+    vg_dir, features_path = small_vg
+    path = os.path.join(vg_dir, "relationships.json")
+    with open(path) as f:
+        records = json.load(f)
+    with open(path, "w") as f:
+        json.dump(records + records[:1], f)
+    with pytest.raises(DataError, match=rf"relationships\.json: record {len(records)}: image 1 appears twice"):
+        vg.ingest(vg_dir, features_path, VOCAB)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_boxes_are_errors(small_vg, value):
+    vg_dir, features_path = small_vg
+    objects = os.path.join(vg_dir, "objects.json")
+    _rewrite(objects, lambda t: t.replace('"w": 50', f'"w": {value}', 1))
+    with pytest.raises(DataError, match=r"objects\.json: record 0 \(image 1\), object 0: x, y, w, h must be finite"):
+        vg.ingest(vg_dir, features_path, VOCAB)
+    _rewrite(objects, lambda t: t.replace(f'"w": {value}', '"w": 50', 1))
+    _rewrite(features_path, lambda t: t.replace('"rect": [10, 10, 60, 90]', f'"rect": [{value}, 10, 60, 90]', 1))
+    with pytest.raises(DataError, match=r"features\.tsv: line 1 \(image 1\), region 0: 'rect' must be finite"):
+        vg.ingest(vg_dir, features_path, VOCAB)
+
+
+def test_non_finite_features_are_errors_naming_line_image_and_region(small_vg):
+    vg_dir, features_path = small_vg
+    corpus = vg.ingest(vg_dir, features_path, VOCAB)
+    with open(features_path) as f:
+        lines = f.read().split("\n")
+    record = json.loads(lines[1].split("\t")[1])
+    record["objects"][2]["feature"] = feature_b64([1.0, np.nan, 0.0, 0.0])
+    lines[1] = lines[1].split("\t")[0] + "\t" + json.dumps(record)
+    with open(features_path, "w") as f:
+        f.write("\n".join(lines))
+    row = 1
+    lo, hi = corpus.object_start[row], corpus.object_start[row + 1]
+    slots = corpus.feature_slots[lo:hi]
+    assert 2 in slots.tolist()
+    with pytest.raises(DataError, match=r"features\.tsv: line 2 \(image 2\), region 2: the feature holds NaN"):
+        vg.read_region_features(features_path, corpus.feature_offsets[row], slots, FEATURE_DIM)

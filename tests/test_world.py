@@ -62,12 +62,27 @@ def test_same_config_gives_identical_files_and_another_seed_differs(tmp_path, ti
     for name in world.WORLD_FILES:
         with open(tiny_dir / name, "rb") as a, open(tmp_path / "again" / name, "rb") as b:
             assert a.read() == b.read(), name
-    assert sorted(os.listdir(tmp_path / "again")) == sorted(world.WORLD_FILES)  # No partial files left.
+    assert sorted(os.listdir(tmp_path / "again")) == sorted((*world.WORLD_FILES, world.MARKER))  # No partial files.
     config.seed = 1
     world.generate(config, tmp_path / "other")
     for name in ("objects.json", "relationships.json", "features.tsv", "captions.json"):
         with open(tiny_dir / name, "rb") as a, open(tmp_path / "other" / name, "rb") as b:
             assert a.read() != b.read(), name
+
+
+def test_the_world_is_never_written_over_other_files(tmp_path, tiny_dir):
+    """A folder of the user's (e.g. Visual Genome's files) is refused untouched; a world's own folder is rewritten."""
+    config = world_presets.get_config("tiny")
+    users = tmp_path / "vg"
+    users.mkdir()
+    (users / "image_data.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"not writing the generated world here: .*'image_data\.json'"):
+        world.generate(config, users)
+    assert os.listdir(users) == ["image_data.json"] and (users / "image_data.json").read_text() == "[]"
+    world.generate(config, tmp_path / "new" / "world")  # A new folder, then the world's own folder again.
+    (tmp_path / "new" / "world" / "objects.json").write_text("stale")
+    world.generate(config, tmp_path / "new" / "world")
+    assert (tmp_path / "new" / "world" / "objects.json").read_bytes() == (tiny_dir / "objects.json").read_bytes()
 
 
 def test_files_follow_visual_genome_formats(tiny_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,9 @@ def iter_json_list(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """Yields (record index, record) for each element of a file holding one JSON list.
 
     Decodes one element at a time, so a file of millions of records never becomes one
-    huge Python structure. Raises DataError naming the file, record and character offset.
+    huge Python structure. The list must be the whole file: anything but whitespace after its
+    closing bracket (a second list of concatenated shards, junk) is an error, raised once the
+    records are read. Raises DataError naming the file, record and character offset.
     """
     path = os.fspath(path)
     try:
@@ -40,6 +43,7 @@ def iter_json_list(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     pos = _skip_whitespace(text, pos + 1)
     index = 0
     if text.startswith("]", pos):
+        _check_end(path, text, pos + 1, index)
         return
     while True:
         try:
@@ -52,12 +56,28 @@ def iter_json_list(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         if text.startswith(",", pos):
             pos = _skip_whitespace(text, pos + 1)
         elif text.startswith("]", pos):
+            _check_end(path, text, pos + 1, index)
             return
         else:
             raise DataError(
                 f"{path}: after record {index - 1}: expected ',' or ']' at char {pos}, "
                 f"found {text[pos:pos + 20]!r} (truncated or malformed file?)"
             )
+
+
+def _check_end(path: str, text: str, pos: int, count: int) -> None:
+    """DataError unless only whitespace follows the list's closing bracket (which ends at pos)."""
+    rest = _skip_whitespace(text, pos)
+    if rest < len(text):
+        raise DataError(f"{path}: the JSON list of {count} records ends at char {pos}, but more follows at char "
+                        f"{rest}: {text[rest:rest + 20]!r} (concatenated lists? the file must hold one list)")
+
+
+def finite(values: list[float], what: str, where: str) -> list[float]:
+    """`values` if every one is finite; DataError naming `where` and `what` otherwise."""
+    if not all(math.isfinite(v) for v in values):
+        raise DataError(f"{where}: {what} must be finite numbers, found {values!r:.80}")
+    return values
 
 
 def field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:

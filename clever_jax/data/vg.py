@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from clever_jax.data.jsonio import DataError, field, iter_json_list
+from clever_jax.data.jsonio import DataError, field, finite, iter_json_list
 from clever_jax.data.vocab import Vocab, clean, singular
 
 VG_FILES = ("image_data.json", "objects.json", "relationships.json")
@@ -154,8 +154,9 @@ def index_features(path: str, feature_dim: int | None) -> tuple[dict[int, _Featu
                         f"{rwhere}: feature has {dim if dim > 0 else 'a non-float32 number of'} "
                         f"values, expected {feature_dim} float32 values (base64)"
                     )
-                if len(rect) != 4 or not all(isinstance(v, int | float) for v in rect):
+                if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
                     raise DataError(f"{rwhere}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
+                finite(rect, "'rect'", rwhere)
                 rects.append(rect)
                 ids.append(region.get("object_id"))
             if image_id in index:
@@ -183,6 +184,12 @@ def read_region_features(path: str, offset: int, slots: np.ndarray, feature_dim:
             out[row] = np.frombuffer(base64.b64decode(regions[slot]["feature"]), "<f4")
         except (binascii.Error, ValueError) as e:
             raise DataError(f"{path}: image {int(image_part)}, region {slot}: bad feature: {e}") from e
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        with open(path, "rb") as f:
+            line = f.read(offset).count(b"\n") + 1
+        raise DataError(f"{path}: line {line} (image {int(image_part)}), region {int(slots[np.argmax(bad)])}: the "
+                        "feature holds NaN or infinite values")
     return out
 
 
@@ -215,7 +222,7 @@ def _object_name(obj: dict, where: str) -> str:
 
 
 def _xywh(obj: dict, where: str) -> list[float]:
-    return [float(field(obj, key, int | float, where)) for key in ("x", "y", "w", "h")]
+    return finite([float(field(obj, key, int | float, where)) for key in ("x", "y", "w", "h")], "x, y, w, h", where)
 
 
 def read_image_sizes(path: str) -> dict[int, tuple[int, int]]:
@@ -359,9 +366,13 @@ def read_relationships(
     """Object rows of subject and object, and relation ids, of the usable relationships of `path`
     (relationships.json's format); the others are counted in `skipped`."""
     subject_ids, obj_ids, relations = [], [], []
+    seen_images = set()
     for index, record in iter_json_list(path):
         where = f"{path}: record {index}"
         image_id = field(record, "image_id", int, where)
+        if image_id in seen_images:
+            raise DataError(f"{where}: image {image_id} appears twice (its relationships would count twice)")
+        seen_images.add(image_id)
         for k, rel in enumerate(field(record, "relationships", list, f"{where} (image {image_id})")):
             rwhere = f"{where} (image {image_id}), relationship {k}"
             predicate = field(rel, "predicate", str, rwhere)
