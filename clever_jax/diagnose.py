@@ -39,7 +39,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import builder, grounding, job
+from clever_jax import builder, files, grounding, job
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import pipeline
 from clever_jax.data.vg import GEOMETRY_DIM
@@ -177,8 +177,7 @@ def diagnose(config, workdir: str, split: str) -> dict:
     if os.path.isfile(history_path):
         with open(history_path) as f:
             result["history"] = [{"step": h["step"], "score": h["score"]} for h in json.load(f)]
-    with open(os.path.join(workdir, "diagnosis.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    files.write_json(os.path.join(workdir, "diagnosis.json"), result)
     return result
 
 

@@ -9,7 +9,6 @@ WORKDIR/test_scores.npz and WORKDIR/pr_curve.png.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from clever_jax import distributed, grounding
+from clever_jax import distributed, files, grounding
 from clever_jax import metrics as metrics_lib
 from clever_jax.data import pipeline
 
@@ -200,9 +199,8 @@ def write_results(workdir: str, results: dict[str, dict], test: SplitOutputs, la
     pairs, bags of the test split) and pr_curve.png (the test curve, named `label`) into `workdir`."""
     if not distributed.is_main_process():
         return
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    np.savez_compressed(os.path.join(workdir, "test_scores.npz"), scores=test.scores, labels=test.labels,
-                        pairs=test.pairs, bags=test.bags)
+    files.write_json(os.path.join(workdir, "metrics.json"), results)
+    with files.atomic_write(os.path.join(workdir, "test_scores.npz"), "wb") as f:
+        np.savez_compressed(f, scores=test.scores, labels=test.labels, pairs=test.pairs, bags=test.bags)
     curve = metrics_lib.micro_curve(test.scores[:, 1:], test.labels[:, 1:])
     metrics_lib.precision_recall_plot({label: curve}, os.path.join(workdir, "pr_curve.png"))

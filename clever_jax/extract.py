@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
+from clever_jax import files
 from clever_jax.data.vocab import Vocab
 
 
@@ -52,8 +52,7 @@ def write_triplets(
     subject_slot, object_slot = outputs.subjects[rows[:, None], best], outputs.objects[rows[:, None], best]
     annotated = outputs.annotated[rows[:, None], best]
     true = outputs.truth[rows[:, None], best, relations[:, None]] if with_truth else None
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    with files.atomic_write(path) as f:
         for k, (row, relation) in enumerate(zip(rows.tolist(), relations.tolist(), strict=True)):
             evidence = []
             for e in range(best.shape[1]):

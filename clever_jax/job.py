@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging as pylogging
 import os
@@ -60,10 +61,21 @@ def prepare_records(config, workdir: str) -> str:
 
 
 def run(config, workdir: str, mode: str) -> None:
-    """Runs one mode (see clever_jax.main)."""
+    """Runs one mode (see clever_jax.main) holding the workdir's lock (process 0; clever_jax.workdir),
+    after checking that the config's result settings are the workdir's run's."""
+    from clever_jax import workdir as workdir_lib
+
     distributed.initialize(config)  # Before anything touches the devices.
-    if not distributed.is_main_process():
+    main = distributed.is_main_process()
+    if not main:
         logging.set_verbosity(logging.WARNING)  # Process 0 reports progress; the others only problems.
+    with workdir_lib.lock(workdir) if main else contextlib.nullcontext():
+        if mode != "prepare":
+            workdir_lib.check_settings(config, workdir, write=main and mode in ("all", "train"))
+        _run(config, workdir, mode)
+
+
+def _run(config, workdir: str, mode: str) -> None:
     from clever_jax.data import prepare
 
     records_dir = prepare_records(config, workdir)

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from clever_jax import files
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 
 __all__ = [
@@ -390,7 +391,5 @@ def precision_recall_plot(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], p
     axes.grid(True, alpha=0.3)
     axes.legend(loc="upper right", fontsize="small")
     figure.tight_layout()
-    parent = os.path.dirname(os.fspath(path))
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    figure.savefig(os.fspath(path), format="png")
+    with files.atomic_write(path, "wb") as f:
+        figure.savefig(f, format="png")

@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import evaluate, job, metrics
+from clever_jax import evaluate, files, job, metrics
 from clever_jax.data import prepare
 from clever_jax.data.records import open_records, read_manifest
 
@@ -75,9 +75,8 @@ def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool) -> di
     records_dir = prepare.prepare(run_config, run_dir)
     random_metrics, curves["Random"] = random_row(records_dir, evaluate.world_grades(run_config, run_dir))
     rows = {"Random": random_metrics, **rows}
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
+    files.write_json(os.path.join(workdir, "results.json"), rows)
+    with files.atomic_write(os.path.join(workdir, "results.md")) as f:
         f.write(table(rows) + "\n")
     metrics.precision_recall_plot(curves, os.path.join(workdir, "pr_curves.png"))
     return rows

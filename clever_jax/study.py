@@ -37,7 +37,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import job
+from clever_jax import files, job
 
 PARTS = ("seeds", "table2", "table3", "fig4")
 SEED_METRICS = ("auc", "mauc", "attention_on_true", "attention_true_chance", "top_evidence_true",
@@ -99,8 +99,7 @@ def run_cell(config: ml_collections.ConfigDict, workdir: str, cell: Cell) -> dic
         logging.info("Study cell %s in %s", cell.name, run_dir)
         start = time.time()
         job.run(cell_config(config, workdir, cell), run_dir, "all")
-        with open(timing, "w") as f:
-            json.dump({"seconds": time.time() - start}, f)
+        files.write_json(timing, {"seconds": time.time() - start})
     with open(os.path.join(run_dir, "metrics.json")) as f:
         test = json.load(f)["test"]
     seconds = None
@@ -160,38 +159,42 @@ def markdown(summary: dict, rows: dict[str, dict[str, str]], results: dict[str, 
     return "\n".join(lines) + "\n"
 
 
+def _save(figure, path: str) -> None:
+    figure.tight_layout()
+    with files.atomic_write(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=120)
+
+
 def plots(summary: dict, rows: dict[str, dict[str, str]], results: dict[str, dict], seeds: list[int],
           workdir: str) -> None:
     """fig4_bag_size.png (AUC, mAUC and their mean against the bag size) and seeds.png (AUC and
     mAUC of AVG and CLEVER for each seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     if "fig4" in rows:
         sizes = [int(name.split()[1]) for name in rows["fig4"]]
         tests = [results[cell]["test"] for cell in rows["fig4"].values()]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        figure = Figure(figsize=(5, 3.5))
+        FigureCanvasAgg(figure)  # Agg rendering without touching pyplot's global backend.
+        ax = figure.add_subplot()
         for label, values in (("AUC", [t["auc"] for t in tests]), ("mAUC", [t["mauc"] for t in tests]),
                               ("average", [(t["auc"] + t["mauc"]) / 2 for t in tests])):
             ax.plot(sizes, values, marker="o", label=label)
         ax.set(xscale="log", xlabel="bag size (instances)", ylabel="test (%)", title="CLEVER by bag size")
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(os.path.join(workdir, "fig4_bag_size.png"), dpi=120)
-        plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
-    for ax, metric in zip(axes, ("auc", "mauc"), strict=True):
-        for k, head in enumerate(("AVG", "CLEVER")):
-            ax.scatter([k] * len(seeds), summary[head][metric]["values"], label=head)
-            ax.hlines(summary[head][metric]["mean"], k - 0.2, k + 0.2)
+        _save(figure, os.path.join(workdir, "fig4_bag_size.png"))
+    figure = Figure(figsize=(7, 3.5))
+    FigureCanvasAgg(figure)
+    for k, metric in enumerate(("auc", "mauc")):
+        ax = figure.add_subplot(1, 2, k + 1)
+        for x, head in enumerate(("AVG", "CLEVER")):
+            ax.scatter([x] * len(seeds), summary[head][metric]["values"], label=head)
+            ax.hlines(summary[head][metric]["mean"], x - 0.2, x + 0.2)
         ax.set(xticks=[0, 1], xticklabels=["AVG", "CLEVER"], ylabel=f"test {metric.upper()} (%)",
                title=f"{metric.upper()} over seeds {', '.join(map(str, seeds))}")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "seeds.png"), dpi=120)
-    plt.close(fig)
+    _save(figure, os.path.join(workdir, "seeds.png"))
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str, parts: list[str], seeds: list[int],
@@ -207,9 +210,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, parts: list[str],
     notes = [SIMILARITY_NOTE] if "table3" in parts else []
     study = {"cells": results, "seeds": summary, "tables": rows, "notes": notes,
              "total_minutes": sum(known) / 60, "timed_cells": len(known), "cells_run": len(results)}
-    with open(os.path.join(workdir, "study.json"), "w") as f:
-        json.dump(study, f, indent=1)
-    with open(os.path.join(workdir, "study.md"), "w") as f:
+    files.write_json(os.path.join(workdir, "study.json"), study)
+    with files.atomic_write(os.path.join(workdir, "study.md")) as f:
         f.write(markdown(summary, rows, results, summary_seeds))
     plots(summary, rows, results, summary_seeds, workdir)
     return study

@@ -13,7 +13,6 @@ to the log, to TensorBoard event files in WORKDIR and, per validation, to WORKDI
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from clever_jax import distributed, evaluate, precision
+from clever_jax import distributed, evaluate, files, precision
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.models.clever import Clever, bag_loss, instance_loss
 
@@ -296,8 +295,7 @@ class Trainer:
             if writer is not None:
                 writer.close()
         if distributed.is_main_process():
-            with open(os.path.join(self.workdir, "history.json"), "w") as f:
-                json.dump(history, f, indent=1)
+            files.write_json(os.path.join(self.workdir, "history.json"), history)
         return max(history, key=lambda h: h["score"]) if history else {}
 
 

@@ -80,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
     train.loss_scale_init = 2.0**15  # float16 only: initial dynamic loss scale ...
     train.loss_scale_period = 2000  # ... doubled after this many finite steps in a row, halved on overflow.
     train.checkpoints_to_keep = 1  # Steps kept in each of WORKDIR/checkpoints/latest and best.
+    train.allow_changed_config = False  # Resume or evaluate a workdir with other result settings (workdir.py).
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = -1  # Devices along the data axis (-1: all that are left).

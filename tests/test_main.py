@@ -27,7 +27,7 @@ def test_prepare_builds_world_records_and_statistics(tmp_path, sampler):
     assert first.returncode == 0, first.stderr[-3000:]
     assert sorted(os.listdir(os.path.join(workdir, "world"))) == sorted(
         ["image_data.json", "objects.json", "relationships.json", "features.tsv", "captions.json",
-         "interactions.json", "commonsense.json"])
+         "interactions.json", "commonsense.json", ".clever_jax_world"])
     stats = json.load(open(os.path.join(workdir, "stats.json")))
     for split in ("train", "val", "test"):
         sizes = stats["splits"][split]

@@ -352,6 +352,21 @@ def test_extraction_ranks_triplets_with_their_evidence(trained, world, tmp_path)
     flags = [(e["image_id"], tuple(map(int, e["subject_box"])), tuple(map(int, e["object_box"])),
               relation_id[t["relation"]]) in world_truth() for t in lines for e in t["evidence"]]
     assert [e["true"] for t in lines for e in t["evidence"]] == flags and any(flags)
+    # An extraction that dies part-way (here: at its 50th triplet) leaves the previous file whole.
+    before = open(path).read()
+    real_dumps, calls = json.dumps, []
+
+    def dying_dumps(value, **kwargs):
+        calls.append(1)
+        if len(calls) == 50:
+            raise KeyboardInterrupt
+        return real_dumps(value, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extract.json, "dumps", dying_dumps)
+        with pytest.raises(KeyboardInterrupt):
+            extract.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=1)
+    assert open(path).read() == before and os.listdir(tmp_path) == ["triplets.jsonl"]
     metrics = evaluate.split_metrics(outputs, trainer.grades)
     facts = outputs.against_truth[..., 0] >= 0  # Defined: a gold relation some instance truly shows.
     assert metrics["top_evidence_true"] == pytest.approx(100 * np.mean(outputs.against_truth[..., 2][facts]))

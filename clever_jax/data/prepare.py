@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from clever_jax import files
 from clever_jax.data import text, world
 from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
 from clever_jax.data.benchmark import PAPER_SIZES, SPLITS, Benchmark, build_benchmark
@@ -179,5 +180,4 @@ def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, mo
     lap("records")
     stats = statistics(corpus, benchmark, bags, vocab)
     stats["timings_s"] = timings
-    with open(os.path.join(build_dir, STATS), "w") as f:
-        json.dump(stats, f, indent=1)
+    files.write_json(os.path.join(build_dir, STATS), stats)

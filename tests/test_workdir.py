@@ -1,0 +1,61 @@
+"""A workdir belongs to one run: its lock and its settings."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from clever_jax import job, workdir
+from configs import demo
+
+
+def test_a_live_lock_refuses_a_second_command_and_a_stale_one_is_taken_over(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with workdir.lock(run_dir):
+        owner = json.load(open(os.path.join(run_dir, workdir.LOCK)))
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        with pytest.raises(workdir.WorkdirInUse, match=rf"in use by process {os.getpid()} on "):
+            with workdir.lock(run_dir):
+                pass
+        # job.run stops before anything is written (no world, no records).
+        with pytest.raises(workdir.WorkdirInUse):
+            job.run(demo.get_config("tiny"), run_dir, "prepare")
+        assert sorted(os.listdir(run_dir)) == [workdir.LOCK]
+    assert os.listdir(run_dir) == []  # Released.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(os.path.join(run_dir, workdir.LOCK), "w") as f:
+        json.dump({"pid": int(gone.stdout), "host": socket.gethostname(), "started": "earlier"}, f)
+    with workdir.lock(run_dir):  # Its process has exited: taken over.
+        assert json.load(open(os.path.join(run_dir, workdir.LOCK)))["pid"] == os.getpid()
+    with open(os.path.join(run_dir, workdir.LOCK), "w") as f:
+        json.dump({"pid": 1, "host": "another-host", "started": "earlier"}, f)
+    with pytest.raises(workdir.WorkdirInUse, match=r"on another-host .* delete .*run\.lock"):
+        with workdir.lock(run_dir):
+            pass
+
+
+def test_changed_result_settings_stop_and_list_the_differences(tmp_path):
+    run_dir = str(tmp_path)
+    config = demo.get_config("tiny")
+    workdir.check_settings(config, run_dir, write=True)
+    saved = json.load(open(tmp_path / workdir.SETTINGS))
+    assert saved["train.lr"] == config.train.lr and saved["seed"] == 0 and "train.log_every" not in saved
+    faster = demo.get_config("tiny")
+    faster.data.worker_count, faster.train.log_every, faster.model.remat = 2, 1, True  # Not result settings.
+    workdir.check_settings(faster, run_dir, write=True)
+    changed = demo.get_config("tiny")
+    changed.train.lr, changed.model.head = 1e-3, "avg"
+    with pytest.raises(workdir.ChangedSettings) as error:
+        workdir.check_settings(changed, run_dir, write=True)
+    message = str(error.value)
+    assert "model.head: 'clever' (the run's) -> 'avg' (now)" in message
+    assert f"train.lr: {config.train.lr!r} (the run's) -> 0.001 (now)" in message and "allow_changed_config" in message
+    # Evaluating a CLEVER run as AVG stops before any work.
+    with pytest.raises(workdir.ChangedSettings, match="model.head"):
+        job.run(changed, run_dir, "eval")
+    changed.train.allow_changed_config = True
+    workdir.check_settings(changed, run_dir, write=True)  # The deliberate case: logged, saved.
+    assert json.load(open(tmp_path / workdir.SETTINGS))["model.head"] == "avg"
