@@ -147,11 +147,15 @@ class Run:
         specs = batch_specs(self.shape, config.data.eval_batch_size)
         batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), specs)
         params = jax.jit(self.model.init)(jax.random.key(config.seed), batch)["params"]
-        if config.model.pretrained:
+        if config.model.pretrained and config.model.encoder == "cnn":  # Only its word vectors.
+            table, source = weights.load_word_embeddings(text.pretrained_dir(config))
+            params = flax.core.unfreeze(params)
+            params["instance_encoder"] = weights.merge_pretrained(
+                params["instance_encoder"], {"embeddings": {"word_embeddings": {"embedding": table}}})
+            logging.info("Pretrained word vectors from %s; the region MLP starts from its initial values", source)
+        elif config.model.pretrained:
             pretrained, report = weights.load_pretrained(text.pretrained_dir(config), self.model.encoder)
             params = flax.core.unfreeze(params)
-            if config.model.encoder == "cnn":  # Only its word vectors come from the checkpoint.
-                pretrained = {"embeddings": {"word_embeddings": pretrained["embeddings"]["word_embeddings"]}}
             params["instance_encoder"] = weights.merge_pretrained(params["instance_encoder"], pretrained)
             logging.info("Pretrained weights from %s: %d tensors loaded, %d unused (other layers, pooler), kept "
                          "initial values for %s", report.source, len(report.loaded), len(report.ignored),

@@ -42,9 +42,8 @@ from ml_collections import config_flags
 from clever_jax import builder, files, grounding, job
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import pipeline
-from clever_jax.data.vg import GEOMETRY_DIM
 from clever_jax.models.clever import Clever
-from clever_jax.models.encoder import pair_geometry
+from clever_jax.models.encoder import pair_geometry, query_geometry
 
 PERCENTILES = (10, 50, 90)
 
@@ -66,8 +65,7 @@ def score_instances(run: builder.Run, params, split: str) -> dict[str, np.ndarra
         v, logits = jax.device_get(step(params, run.device_batch(batch)))
         parts["v"].append(np.asarray(v, np.float32))
         parts["logits"].append(np.asarray(logits))
-        geometry = batch["regions"][..., :2, -GEOMETRY_DIM:]
-        parts["geometry"].append(np.asarray(pair_geometry(geometry[..., 0, :], geometry[..., 1, :])))
+        parts["geometry"].append(np.asarray(pair_geometry(*query_geometry(batch["regions"], batch["region_mask"]))))
         for k in keys:
             parts[k].append(batch[k])
     out = {k: np.concatenate(v) for k, v in parts.items()}

@@ -71,6 +71,9 @@ class Shapes:
     def of(cls, run: Run, text_len: int | None = None, num_regions: int | None = None) -> Shapes:
         """The sizes of a built run (Lt and Lr: the padded lengths, or a batch's bucket if given)."""
         enc, data = run.model.encoder, run.config.data
+        if run.model.encoder_type != "vlp":
+            raise ValueError(f"FLOP and memory estimates count the VLP encoder, not "
+                             f"model.encoder={run.model.encoder_type!r}")
         return cls(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size, bag_size=run.shape.bag_size,
                    text_len=text_len or run.shape.text_len, num_regions=num_regions or run.shape.num_regions,
                    region_dim=run.shape.region_dim, num_relations=run.shape.num_relations, hidden=enc.hidden_size,

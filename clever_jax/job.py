@@ -61,11 +61,16 @@ def prepare_records(config, workdir: str) -> str:
 
 
 def run(config, workdir: str, mode: str) -> None:
-    """Runs one mode (see clever_jax.main) holding the workdir's lock (process 0; clever_jax.workdir),
-    after checking that the config's result settings are the workdir's run's."""
+    """Runs one mode (see clever_jax.main) after checking the config (clever_jax.config_checks),
+    holding the workdir's lock (process 0; clever_jax.workdir) and after checking that the config's
+    result settings are the workdir's run's."""
+    import jax
+
+    from clever_jax import config_checks
     from clever_jax import workdir as workdir_lib
 
     distributed.initialize(config)  # Before anything touches the devices.
+    config_checks.check(config, jax.device_count())
     main = distributed.is_main_process()
     if not main:
         logging.set_verbosity(logging.WARNING)  # Process 0 reports progress; the others only problems.

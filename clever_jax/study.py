@@ -9,19 +9,24 @@
 * table2 (first seed): the paper's Table 2 — CLEVER, VLP -> CNN (CLEVER on the CNN-style encoder,
   clever_jax/models/region_pair.py), CST-ATT -> AVG, ONE, ATT (the contrastive attention replaced
   by the other bag heads).
-* table3 (first seed): bag samplers, overlap (the config's, paper) and random. The paper's third,
-  CLIP similarity, needs an image-text matching score that the encoder does not have (no
-  vision-language pretraining here): not run, and the results say so.
-* fig4 (first seed): CLEVER with bags of each of --bag_sizes instances (paper: 1 to 32), train
-  and test alike.
+* table3 (first seed): bag samplers, overlap (paper) and random. The paper's third, CLIP
+  similarity, is not run (SIMILARITY_NOTE says why), and the results say so.
+* fig4 (first seed): CLEVER with bags of each of --bag_sizes instances (1 to 32), train and test
+  alike.
 
-Every run is a cell in WORKDIR/<name> trained with clever_jax.job (an interrupted run resumes from
-its latest checkpoint); a cell whose test scores exist is reused, so a study longer than a session
-completes over several. Each run's wall time is kept in WORKDIR/<name>/study_time.json. CLEVER
-starts from scratch like AVG (same budget for both; `clever_jax.results` has the paper's
-initialisation from AVG). Writes WORKDIR/study.json (every cell's test metrics, the tables, the
-seed means with min and max), WORKDIR/study.md and the figures WORKDIR/fig4_bag_size.png and
-WORKDIR/seeds.png.
+Every cell starts from the study's config with the cell's seed, the VLP encoder, the overlap
+sampler, no initialisation from another run (CLEVER starts from scratch like AVG: the same budget
+for both; `clever_jax.results` has the paper's initialisation from AVG), then the cell's own
+settings; everything else is the config's (with configs/demo.py: pair_geometry on, also for the
+CNN-style encoder, whose paper version had no box input). A cell is trained in WORKDIR/<name> with
+clever_jax.job (an interrupted cell resumes from its latest checkpoint); a cell whose test scores
+exist is reused, after checking that its result settings are the cell's (clever_jax.workdir), so
+a study longer than a session completes over several. WORKDIR/<name>/study_time.json keeps the
+wall time of the call that finished the cell (of a resumed cell, its last part only; the first
+cell of a seed includes generating that seed's world). Writes WORKDIR/study.json (every cell's test
+metrics, the tables, the seed means with min and max), WORKDIR/study.md and the figures
+WORKDIR/fig4_bag_size.png and WORKDIR/seeds.png. Metrics that need the world's truth are "—"
+on other data.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 
@@ -37,14 +43,17 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import files, job
+from clever_jax import distributed, files, job
+from clever_jax import workdir as workdir_lib
 
 PARTS = ("seeds", "table2", "table3", "fig4")
 SEED_METRICS = ("auc", "mauc", "attention_on_true", "attention_true_chance", "top_evidence_true",
                 "attention_true_auc", "spearman_top")
 TABLE_METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "top_evidence_true", "attention_true_auc")
-SIMILARITY_NOTE = ("CLIP-style similarity sampler: not run; the encoder has no image-text matching score "
-                   "(it is not vision-language pre-trained)")
+SIMILARITY_NOTE = ("CLIP similarity sampler: not run; no CLIP model is available offline, the generated world "
+                   "has no pixels (its regions are feature vectors), and our encoder has no image-text matching "
+                   "score to stand in for it (it is not vision-language pre-trained)")
+BASE_SETTINGS = (("model.encoder", "vlp"), ("data.sampler", "overlap"), ("train.init_from", ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +66,16 @@ class Cell:
 
 
 def cells(parts: list[str], seeds: list[int], bag_sizes: list[int], default_bag_size: int) -> list[Cell]:
-    """The runs the parts need, in order, without repeats (the first seed's AVG and CLEVER serve
-    every part)."""
+    """The runs the parts need, in order, without repeats (the first seed's CLEVER serves every
+    part, its AVG the seeds and table2)."""
     unknown = set(parts) - set(PARTS)
     if unknown or not seeds:
         raise ValueError(f"parts {sorted(unknown)} unknown (expected some of {PARTS})" if unknown else "no seeds")
+    if len(set(seeds)) != len(seeds) or len(set(bag_sizes)) != len(bag_sizes):
+        raise ValueError(f"seeds {seeds} and bag sizes {bag_sizes} must not repeat")
     first = seeds[0]
-    out = [Cell(f"{head}-s{first}", first, (("model.head", head),)) for head in ("avg", "clever")]
+    heads = ("avg", "clever") if {"seeds", "table2"} & set(parts) else ("clever",)
+    out = [Cell(f"{head}-s{first}", first, (("model.head", head),)) for head in heads]
     if "seeds" in parts:
         out += [Cell(f"{head}-s{s}", s, (("model.head", head),)) for s in seeds[1:] for head in ("avg", "clever")]
     if "table2" in parts:
@@ -78,11 +90,11 @@ def cells(parts: list[str], seeds: list[int], bag_sizes: list[int], default_bag_
 
 
 def cell_config(config: ml_collections.ConfigDict, workdir: str, cell: Cell) -> ml_collections.ConfigDict:
-    """The config of a cell: the study's, with the cell's seed and settings."""
+    """The config of a cell: the study's, with the cell's seed, BASE_SETTINGS and the cell's settings."""
     c = config.copy_and_resolve_references()
     c.seed = c.data.seed = c.data.shuffle_seed = c.data.world.seed = cell.seed
     c.data.world_dir = os.path.join(workdir, f"world-s{cell.seed}")
-    for path, value in cell.settings:
+    for path, value in (*BASE_SETTINGS, *cell.settings):
         *parents, leaf = path.split(".")
         node = c
         for name in parents:
@@ -92,28 +104,34 @@ def cell_config(config: ml_collections.ConfigDict, workdir: str, cell: Cell) -> 
 
 
 def run_cell(config: ml_collections.ConfigDict, workdir: str, cell: Cell) -> dict:
-    """Trains and tests the cell unless its test scores exist; returns its test metrics and wall time."""
+    """Trains and tests the cell unless its test scores exist; returns its test metrics, wall time
+    and whether this call trained it."""
     run_dir = os.path.join(workdir, cell.name)
     timing = os.path.join(run_dir, "study_time.json")
-    if not os.path.isfile(os.path.join(run_dir, "test_scores.npz")):
+    run_config = cell_config(config, workdir, cell)
+    trained = not os.path.isfile(os.path.join(run_dir, "test_scores.npz"))
+    if trained:
         logging.info("Study cell %s in %s", cell.name, run_dir)
         start = time.time()
-        job.run(cell_config(config, workdir, cell), run_dir, "all")
+        job.run(run_config, run_dir, "all")
         files.write_json(timing, {"seconds": time.time() - start})
+    else:
+        workdir_lib.check_settings(run_config, run_dir, write=False)
     with open(os.path.join(run_dir, "metrics.json")) as f:
         test = json.load(f)["test"]
     seconds = None
     if os.path.isfile(timing):
         with open(timing) as f:
             seconds = json.load(f)["seconds"]
-    return {"test": test, "seconds": seconds}
+    return {"test": test, "seconds": seconds, "trained": trained}
 
 
 def seed_summary(results: dict[str, dict], seeds: list[int]) -> dict:
-    """Per head (AVG, CLEVER) and metric: the values of each seed, their mean, min and max."""
+    """Per head (AVG, CLEVER) and metric (those every cell has): each seed's value, their mean, min and max."""
     out = {}
     for head in ("avg", "clever"):
-        values = {m: [results[f"{head}-s{s}"]["test"][m] for s in seeds] for m in SEED_METRICS}
+        tests = [results[f"{head}-s{s}"]["test"] for s in seeds]
+        values = {m: [t[m] for t in tests] for m in SEED_METRICS if all(m in t for t in tests)}
         out[head.upper()] = {m: {"values": v, "mean": float(np.mean(v)), "min": float(np.min(v)),
                                  "max": float(np.max(v))} for m, v in values.items()}
     differences = {m: [results[f"clever-s{s}"]["test"][m] - results[f"avg-s{s}"]["test"][m] for s in seeds]
@@ -127,7 +145,7 @@ def tables(results: dict[str, dict], parts: list[str], seeds: list[int], bag_siz
            default_bag_size: int) -> dict[str, dict[str, str]]:
     """The tables' rows: table name -> row name -> cell name."""
     s = seeds[0]
-    out = {}
+    out: dict[str, dict[str, str]] = {}
     if "table2" in parts:
         out["table2"] = {"CLEVER": f"clever-s{s}", "VLP -> CNN": f"cnn-clever-s{s}", "CST-ATT -> AVG": f"avg-s{s}",
                          "CST-ATT -> ONE": f"one-s{s}", "CST-ATT -> ATT": f"att-s{s}"}
@@ -139,21 +157,25 @@ def tables(results: dict[str, dict], parts: list[str], seeds: list[int], bag_siz
     return out
 
 
-def markdown(summary: dict, rows: dict[str, dict[str, str]], results: dict[str, dict], seeds: list[int]) -> str:
+def markdown(summary: dict | None, rows: dict[str, dict[str, str]], results: dict[str, dict],
+             seeds: list[int]) -> str:
     """study.md: the seed comparison and each table (metrics in %, Spearman's rho as is)."""
-    lines = [f"## CLEVER and AVG over seeds {', '.join(map(str, seeds))} (mean, min-max)", "",
-             "| Method | " + " | ".join(SEED_METRICS) + " |", "|" + "---|" * (len(SEED_METRICS) + 1)]
-    for head, row in summary.items():
-        cells = [f"{row[m]['mean']:.2f} ({row[m]['min']:.2f}-{row[m]['max']:.2f})" if m in row else "—"
-                 for m in SEED_METRICS]
-        lines.append(f"| {head} | " + " | ".join(cells) + " |")
+    lines = []
+    if summary is not None:
+        lines = [f"## CLEVER and AVG over seeds {', '.join(map(str, seeds))} (mean, min-max)", "",
+                 "| Method | " + " | ".join(SEED_METRICS) + " |", "|" + "---|" * (len(SEED_METRICS) + 1)]
+        for head, row in summary.items():
+            values = [f"{row[m]['mean']:.2f} ({row[m]['min']:.2f}-{row[m]['max']:.2f})" if m in row else "—"
+                      for m in SEED_METRICS]
+            lines.append(f"| {head} | " + " | ".join(values) + " |")
     for name, table in rows.items():
         lines += ["", f"## {name} (seed {seeds[0]})", "", "| Row | " + " | ".join(TABLE_METRICS) + " | minutes |",
                   "|" + "---|" * (len(TABLE_METRICS) + 2)]
         for row, cell in table.items():
             r = results[cell]
             minutes = "—" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}"
-            lines.append(f"| {row} | " + " | ".join(f"{r['test'][m]:.2f}" for m in TABLE_METRICS) + f" | {minutes} |")
+            values = [f"{r['test'][m]:.2f}" if m in r["test"] else "—" for m in TABLE_METRICS]
+            lines.append(f"| {row} | " + " | ".join(values) + f" | {minutes} |")
         if name == "table3":
             lines += ["", SIMILARITY_NOTE + "."]
     return "\n".join(lines) + "\n"
@@ -165,10 +187,10 @@ def _save(figure, path: str) -> None:
         figure.savefig(f, format="png", dpi=120)
 
 
-def plots(summary: dict, rows: dict[str, dict[str, str]], results: dict[str, dict], seeds: list[int],
+def plots(summary: dict | None, rows: dict[str, dict[str, str]], results: dict[str, dict], seeds: list[int],
           workdir: str) -> None:
     """fig4_bag_size.png (AUC, mAUC and their mean against the bag size) and seeds.png (AUC and
-    mAUC of AVG and CLEVER for each seed)."""
+    mAUC of AVG and CLEVER for each seed; with the seeds part)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -185,6 +207,8 @@ def plots(summary: dict, rows: dict[str, dict[str, str]], results: dict[str, dic
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.legend()
         _save(figure, os.path.join(workdir, "fig4_bag_size.png"))
+    if summary is None:
+        return
     figure = Figure(figsize=(7, 3.5))
     FigureCanvasAgg(figure)
     for k, metric in enumerate(("auc", "mauc")):
@@ -203,17 +227,17 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, parts: list[str],
     default_bag_size = int(config.data.bag_size)
     todo = cells(parts, seeds, bag_sizes, default_bag_size)
     results = {cell.name: run_cell(config, workdir, cell) for cell in todo}
-    summary_seeds = seeds if "seeds" in parts else seeds[:1]
-    summary = seed_summary(results, summary_seeds)
+    summary = seed_summary(results, seeds) if "seeds" in parts else None
     rows = tables(results, parts, seeds, bag_sizes, default_bag_size)
     known = [r["seconds"] for r in results.values() if r["seconds"] is not None]
     notes = [SIMILARITY_NOTE] if "table3" in parts else []
     study = {"cells": results, "seeds": summary, "tables": rows, "notes": notes,
-             "total_minutes": sum(known) / 60, "timed_cells": len(known), "cells_run": len(results)}
+             "total_minutes": sum(known) / 60, "timed_cells": len(known), "num_cells": len(results),
+             "trained_now": sum(r["trained"] for r in results.values())}
     files.write_json(os.path.join(workdir, "study.json"), study)
     with files.atomic_write(os.path.join(workdir, "study.md")) as f:
-        f.write(markdown(summary, rows, results, summary_seeds))
-    plots(summary, rows, results, summary_seeds, workdir)
+        f.write(markdown(summary, rows, results, seeds))
+    plots(summary, rows, results, seeds, workdir)
     return study
 
 
@@ -229,6 +253,8 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
+    for signum in (signal.SIGTERM, signal.SIGINT):  # A stop saves the cell's latest state (as clever_jax.main).
+        signal.signal(signum, distributed.STOP.handle)
     job.quiet_libraries()
     args = flags.FLAGS
     os.makedirs(args.workdir, exist_ok=True)
@@ -236,8 +262,8 @@ def main(argv: list[str]) -> None:
                       [int(n) for n in args.bag_sizes])
     with open(os.path.join(args.workdir, "study.md")) as f:
         print(f.read())
-    print(f"{study['cells_run']} runs, {study['total_minutes']:.1f} minutes of training and testing "
-          f"({study['timed_cells']} timed)")
+    print(f"{study['num_cells']} cells ({study['trained_now']} trained by this call), "
+          f"{study['total_minutes']:.1f} minutes of training and testing over the {study['timed_cells']} timed")
 
 
 if __name__ == "__main__":

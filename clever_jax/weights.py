@@ -146,7 +146,7 @@ def bert_params_from_state_dict(state: Mapping[str, Any], config: EncoderConfig,
 
     Returns:
       params: nested dict of float32 numpy arrays (a subtree of InstanceEncoder's params; the
-        BertTextModel part is everything but region_*).
+        BertTextModel part is everything but region_* and pair_*).
       report: which keys were loaded, ignored, and which params the checkpoint lacks.
 
     Raises:
@@ -189,7 +189,7 @@ def bert_params_from_state_dict(state: Mapping[str, Any], config: EncoderConfig,
         flat[path] = value
         loaded.append(key)
     # The pair-geometry embedding (config.pair_geometry) is ours: no checkpoint has it.
-    missing_optional += sorted({"/".join(path[:1]) for path in shapes if path[0].startswith("pair_")})
+    missing_optional += sorted({path[0] for path in shapes if path[0].startswith("pair_")})
     used = set(loaded)
     report = ImportReport(source=source, loaded=tuple(loaded), ignored=tuple(k for k in state if k not in used),
                           not_in_checkpoint=tuple(missing_optional))
@@ -201,6 +201,17 @@ def load_pretrained(path: str, config: EncoderConfig) -> tuple[dict, ImportRepor
     _, state = load_checkpoint_dir(path)
     name = SAFETENSORS_NAME if os.path.isfile(os.path.join(path, SAFETENSORS_NAME)) else PYTORCH_NAME
     return bert_params_from_state_dict(state, config, source=os.path.join(path, name))
+
+
+def load_word_embeddings(path: str) -> tuple[np.ndarray, str]:
+    """The input word-embedding table [vocab, H] (float32) of the checkpoint folder `path`, and the
+    file it came from: all that the CNN-style encoder (models/region_pair.py) takes from it."""
+    _, state = load_checkpoint_dir(path)
+    name = SAFETENSORS_NAME if os.path.isfile(os.path.join(path, SAFETENSORS_NAME)) else PYTORCH_NAME
+    keys = sorted((k for k in state if k.endswith(_ANCHOR)), key=len)
+    if not keys:
+        raise ValueError(f"{os.path.join(path, name)}: no key '{_ANCHOR}'; not a BERT checkpoint?")
+    return np.asarray(state[keys[0]], np.float32), os.path.join(path, name)
 
 
 def merge_pretrained(init_params: Mapping, pretrained: Mapping) -> dict:

@@ -39,17 +39,6 @@ def test_relation_accuracy_against_the_oracle_pair_prior():
     assert diagnose.relation_accuracy(logits, np.zeros_like(stated), pair, mask) == {"instances": 0}
 
 
-def test_pair_geometry_of_two_boxes():
-    subject = np.array([0.1, 0.2, 0.5, 0.6, 0.4, 0.4])  # x1, y1, x2, y2, w, h (fractions of the image)
-    obj = np.array([0.3, 0.4, 0.7, 0.8, 0.4, 0.4])
-    got = diagnose.pair_geometry(subject, obj)
-    inter = 0.2 * 0.2
-    np.testing.assert_allclose(got[8:10], [-0.2, -0.2])  # centre offset
-    np.testing.assert_allclose(got[10:12], [0.0, 0.0], atol=1e-5)  # equal sizes
-    np.testing.assert_allclose(got[12:15], [inter / 0.16, inter / 0.16, inter / (0.32 - inter)], rtol=1e-4)
-    np.testing.assert_allclose(got[15:], [0.6 - 0.4, 0.6 - 0.8, 0.2 - 0.4])
-
-
 def test_ranking_probe_finds_a_signal_and_not_noise():
     rng = np.random.default_rng(0)
 

@@ -313,11 +313,16 @@ def test_pair_geometry_embedding_joins_the_two_query_regions_only():
     state = {k[len("bert."):]: v for k, v in fake_vinvl_state(TINY, extra_layers=0).items() if k.startswith("bert.")}
     _, report = weights.bert_params_from_state_dict(state, dataclasses.replace(VINVL, pair_geometry=True))
     assert report.not_in_checkpoint[-2:] == ("pair_embedding", "pair_layer_norm")
-    # Garbage in masked query regions (a padding instance) stays out of the result.
+    # A padding instance's query regions count as zeros, whatever they hold (here boxes whose huge
+    # overlap over zero areas would give 1e12-size geometry).
     empty = {k: x.copy() for k, x in batch.items()}
     empty["region_mask"][1, 2], empty["text_mask"][1, 2] = False, False
-    empty["regions"][1, 2] = -100.0
-    assert np.isfinite(np.asarray(encode(paired, params, empty, method=InstanceEncoder.encode))).all()
+    zeros = {k: x.copy() for k, x in empty.items()}
+    zeros["regions"][1, 2, :2] = 0.0
+    empty["regions"][1, 2, :2] = [-1e6, -1e6, 1e6, 1e6, 0.0, 0.0]
+    added = [np.asarray(encode(paired, params, b, method=InstanceEncoder.encode) -
+                        encode(flat, base, b, method=InstanceEncoder.encode))[1, 2, lt:lt + 2] for b in (empty, zeros)]
+    np.testing.assert_allclose(added[0], added[1], atol=1e-6)
 
 
 def test_cnn_style_encoder_reads_the_two_query_regions_and_the_names_word_vectors():
@@ -343,6 +348,14 @@ def test_cnn_style_encoder_reads_the_two_query_regions_and_the_names_word_vector
     changed["regions"][0, 0, 1, 0] += 1.0
     moved = np.asarray(model.apply({"params": params}, *inputs(changed), deterministic=True))
     assert not np.allclose(moved[0, 0, :2 * h], v[0, 0, :2 * h]) and np.allclose(moved[1:], v[1:])
+    # A padding instance's query regions count as zeros, whatever they hold.
+    padded = {k: x.copy() for k, x in batch.items()}
+    padded["region_mask"][1, 2] = False
+    zeroed = {k: x.copy() for k, x in padded.items()}
+    zeroed["regions"][1, 2] = 0.0
+    padded["regions"][1, 2] = 1e6
+    np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, *inputs(padded), deterministic=True)),
+                                  np.asarray(model.apply({"params": params}, *inputs(zeroed), deterministic=True)))
     # With pair_geometry the box geometry joins the MLP's input.
     paired = RegionPairEncoder(dataclasses.replace(config, pair_geometry=True))
     params = paired.init(jax.random.key(0), *inputs(batch), deterministic=True)["params"]

@@ -21,6 +21,7 @@ from clever_jax import files
 from clever_jax.data import text, world
 from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
 from clever_jax.data.benchmark import PAPER_SIZES, SPLITS, Benchmark, build_benchmark
+from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import MANIFEST, RECORDS_VERSION, write_records
 from clever_jax.data.vg import VG_FILES, Corpus, ingest
 from clever_jax.data.vocab import Vocab, benchmark_vocab
@@ -144,6 +145,18 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
     return build_dir
 
 
+def check_splits(benchmark: Benchmark, data: ml_collections.ConfigDict) -> None:
+    """DataError unless every split has an entity pair with a fact (a positive bag)."""
+    positive = benchmark.labels[benchmark.label_start[:-1]] > 0  # [P]
+    counts = {name: int((positive & (benchmark.split == s)).sum()) for s, name in enumerate(SPLITS)}
+    if min(counts.values()) == 0:
+        raise DataError(
+            f"positive bags per split {counts}: every split needs an entity pair with a fact. Facts are the "
+            f"triplets with at least config.data.min_fact_count={data.min_fact_count} relationships between "
+            f"vocabulary objects of an image with features; pairs are split by config.data.split_ratios="
+            f"{tuple(data.split_ratios)}. Use more images, a lower min_fact_count or larger shares.")
+
+
 def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, model_dir: str, build_dir: str) -> None:
     """Runs every stage into `build_dir`, writing the statistics file last."""
     data, vocab, timings = config.data, benchmark_vocab(), {}
@@ -166,6 +179,7 @@ def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, mo
         candidates, triplets, corpus.num_images, num_entities, tuple(data.split_ratios), data.na_ratio, data.seed,
         data.min_fact_count,
     )
+    check_splits(benchmark, data)
     lap("benchmark")
     bags = build_bags(
         corpus, candidates, benchmark.bag_index, benchmark.num_bags, data.bag_size, data.sampler, data.seed

@@ -22,24 +22,24 @@ class Clever(nn.Module):
 
     Attributes:
       encoder: the instance encoder's configuration (hidden size H).
-      encoder_type: "vlp" (InstanceEncoder: a BERT over tags and regions, the paper's) or "cnn"
-        (RegionPairEncoder: the paper's CNN-based ablation, an MLP over the two query regions).
       num_relations: R + 1.
       head: training head, one of heads.TRAIN_HEADS.
       eval_head: evaluation head, one of heads.EVAL_HEADS.
       temperature: tau of the contrastive attention.
       bag_dropout: dropout on the bag representation of avg, one and att in training (clever has none).
       classifier_width: the classifier's hidden layer has classifier_width x H units.
+      encoder_type: "vlp" (InstanceEncoder: a BERT over tags and regions, the paper's) or "cnn"
+        (RegionPairEncoder: the paper's CNN-based ablation, an MLP over the two query regions).
     """
 
     encoder: EncoderConfig
     num_relations: int
-    encoder_type: str = "vlp"
     head: str = "clever"
     eval_head: str = "clever"
     temperature: float = 1.0
     bag_dropout: float = 0.2
     classifier_width: int = 8
+    encoder_type: str = "vlp"
 
     def setup(self) -> None:
         if self.encoder_type not in ENCODERS:

@@ -122,12 +122,14 @@ class EncoderConfig:
         return cls(**{**fields, **overrides})
 
 
-def _dense(config: EncoderConfig, features: int, name: str) -> nn.Dense:
+def dense_layer(config: EncoderConfig, features: int, name: str) -> nn.Dense:
+    """A Dense of `features` outputs with the config's dtype and BERT's normal(initializer_range) kernels."""
     return nn.Dense(features, dtype=config.dtype, kernel_init=nn.initializers.normal(config.initializer_range),
                     name=name)
 
 
-def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
+def norm_layer(config: EncoderConfig, name: str) -> nn.LayerNorm:
+    """BERT's LayerNorm (config.layer_norm_eps, exact two-pass variance)."""
     return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=config.dtype, use_fast_variance=False, name=name)
 
 
@@ -207,7 +209,7 @@ class BertEmbeddings(nn.Module):
         # Positions 0..L-1 and token type 0 are slices of their tables (a gather costs more on CPU).
         x = x + embed(cfg.max_position_embeddings, "position_embeddings").embedding[:length].astype(cfg.dtype)
         x = x + embed(cfg.type_vocab_size, "token_type_embeddings").embedding[0].astype(cfg.dtype)
-        x = _layer_norm(cfg, "layer_norm")(x)
+        x = norm_layer(cfg, "layer_norm")(x)
         return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
 
 
@@ -222,15 +224,15 @@ class SelfAttention(nn.Module):
         head_dim = cfg.hidden_size // cfg.num_heads
         split = lambda t: einops.rearrange(t, "... l (h d) -> ... l h d", h=cfg.num_heads)  # noqa: E731
         # The 1/sqrt(D) scale goes on q [..., L, H] rather than on the scores [..., heads, L, L].
-        q = split(_dense(cfg, cfg.hidden_size, "query")(x) * head_dim**-0.5)  # [..., L, heads, D]
-        k = split(_dense(cfg, cfg.hidden_size, "key")(x))
-        v = split(_dense(cfg, cfg.hidden_size, "value")(x))
+        q = split(dense_layer(cfg, cfg.hidden_size, "query")(x) * head_dim**-0.5)  # [..., L, heads, D]
+        k = split(dense_layer(cfg, cfg.hidden_size, "key")(x))
+        v = split(dense_layer(cfg, cfg.hidden_size, "value")(x))
         scores = jnp.einsum("...qhd,...khd->...hqk", q, k)
         probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(cfg.dtype)
         probs = Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
         context = jnp.einsum("...hqk,...khd->...qhd", probs, v)
         context = einops.rearrange(context, "... l h d -> ... l (h d)")
-        return _dense(cfg, cfg.hidden_size, "output")(context)
+        return dense_layer(cfg, cfg.hidden_size, "output")(context)
 
 
 class BertLayer(nn.Module):
@@ -246,10 +248,10 @@ class BertLayer(nn.Module):
         cfg = self.config
         dropout = Dropout(cfg.hidden_dropout)
         h = SelfAttention(cfg, name="attention")(x, bias, deterministic=deterministic)
-        x = _layer_norm(cfg, "attention_layer_norm")(x + dropout(h, deterministic=deterministic))
-        h = gelu(_dense(cfg, cfg.intermediate_size, "intermediate")(x))
-        h = _dense(cfg, cfg.hidden_size, "output")(h)
-        return _layer_norm(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
+        x = norm_layer(cfg, "attention_layer_norm")(x + dropout(h, deterministic=deterministic))
+        h = gelu(dense_layer(cfg, cfg.intermediate_size, "intermediate")(x))
+        h = dense_layer(cfg, cfg.hidden_size, "output")(h)
+        return norm_layer(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
 
 
 class BertStack(nn.Module):
@@ -296,9 +298,16 @@ def pair_geometry(subject: jax.Array, obj: jax.Array) -> jax.Array:
     centre = (subject[..., :2] + subject[..., 2:4]) / 2 - (obj[..., :2] + obj[..., 2:4]) / 2
     return jnp.concatenate([
         subject[..., :4], obj[..., :4], centre, jnp.log(size_s / size_o),
-        jnp.stack([inter / area_s, inter / area_o, inter / (area_s + area_o - inter),
+        jnp.stack([inter / area_s, inter / area_o, inter / jnp.maximum(area_s + area_o - inter, eps),
                    subject[..., 3] - obj[..., 1], subject[..., 3] - obj[..., 3], subject[..., 1] - obj[..., 1]], -1),
     ], axis=-1)
+
+
+def query_geometry(regions: jax.Array, region_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The box geometry [..., 6] of region 0 (subject) and region 1 (object) of regions [..., Lr, F],
+    zero where region_mask [..., Lr] marks them as padding (a padding instance)."""
+    geometry = jnp.where(region_mask[..., :2, None], regions[..., :2, -GEOMETRY_DIM:], 0)
+    return geometry[..., 0, :], geometry[..., 1, :]
 
 
 def span_mean(hidden: jax.Array, span: jax.Array) -> jax.Array:
@@ -341,12 +350,12 @@ class InstanceEncoder(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.embeddings = BertEmbeddings(cfg)
-        self.region_embedding = _dense(cfg, cfg.hidden_size, "region_embedding")
+        self.region_embedding = dense_layer(cfg, cfg.hidden_size, "region_embedding")
         if cfg.region_layer_norm:
-            self.region_layer_norm = _layer_norm(cfg, "region_layer_norm")
+            self.region_layer_norm = norm_layer(cfg, "region_layer_norm")
         if cfg.pair_geometry:
-            self.pair_embedding = _dense(cfg, cfg.hidden_size, "pair_embedding")
-            self.pair_layer_norm = _layer_norm(cfg, "pair_layer_norm")
+            self.pair_embedding = dense_layer(cfg, cfg.hidden_size, "pair_embedding")
+            self.pair_layer_norm = norm_layer(cfg, "pair_layer_norm")
         self.region_dropout = Dropout(cfg.hidden_dropout)
         self.encoder = BertStack(cfg)
 
@@ -360,8 +369,7 @@ class InstanceEncoder(nn.Module):
         if self.config.region_layer_norm:
             r = self.region_layer_norm(r)
         if self.config.pair_geometry:  # The same pair embedding joins the subject's and the object's region.
-            geometry = jnp.where(region_mask[..., :2, None], regions[..., :2, -GEOMETRY_DIM:], 0)
-            pair = self.pair_layer_norm(self.pair_embedding(pair_geometry(geometry[..., 0, :], geometry[..., 1, :])))
+            pair = self.pair_layer_norm(self.pair_embedding(pair_geometry(*query_geometry(regions, region_mask))))
             r = jnp.concatenate([r[..., :2, :] + pair[..., None, :].astype(r.dtype), r[..., 2:, :]], axis=-2)
         r = self.region_dropout(r, deterministic=deterministic)
         x = jnp.concatenate([text, r.astype(text.dtype)], axis=-2)

@@ -2,7 +2,7 @@
 
 The paper's appendix adapts Neural Motifs: the detector features of the two query regions are
 concatenated and fed through an MLP with LayerNorm and ReLU, and static word vectors (GloVe) of
-the two entity categories are added as text information; no box geometry. Here:
+the two entity categories are used as extra text information; no box geometry. Here:
 
   v [..., 4H] = [MLP([appearance of region 0 ; appearance of region 1]) (2H),
                  mean input word embedding of the subject's tag pieces (H), the same for the object (H)]
@@ -10,8 +10,9 @@ the two entity categories are added as text information; no box geometry. Here:
 with MLP = Dense(2H) -> LayerNorm -> ReLU -> dropout -> Dense(2H), so that v has the size of the
 VLP encoder's and the same classifier and heads apply. The word vectors are the pretrained
 encoder's input word-embedding table (frozen with config.freeze_word_embeddings, as in training),
-in place of GloVe, which is not available offline. With config.pair_geometry the 18 pair-geometry
-numbers join the MLP's input, so that an ablation compares encoders on the same input.
+in place of GloVe, which is not available offline (random, like every weight, when the run does
+not start from pretrained weights). With config.pair_geometry the 18 pair-geometry numbers join
+the MLP's input, so that an ablation compares encoders on the same input.
 
 Parameter tree: embeddings/word_embeddings/embedding (the checkpoint's), pair_mlp_in, pair_mlp_norm,
 pair_mlp_out.
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from clever_jax.data.vg import GEOMETRY_DIM
-from clever_jax.models.encoder import Dropout, EncoderConfig, pair_geometry, span_mean
+from clever_jax.models.encoder import Dropout, EncoderConfig, dense_layer, norm_layer, pair_geometry, span_mean
 
 
 class _WordVectors(nn.Module):
@@ -62,10 +63,9 @@ class RegionPairEncoder(nn.Module):
         parts = [query[..., 0, :-GEOMETRY_DIM], query[..., 1, :-GEOMETRY_DIM]]
         if cfg.pair_geometry:
             parts.append(pair_geometry(query[..., 0, -GEOMETRY_DIM:], query[..., 1, -GEOMETRY_DIM:]))
-        dense = lambda name: nn.Dense(2 * cfg.hidden_size, dtype=cfg.dtype, name=name,  # noqa: E731
-                                      kernel_init=nn.initializers.normal(cfg.initializer_range))
-        x = dense("pair_mlp_in")(jnp.concatenate(parts, axis=-1).astype(cfg.dtype))
-        x = nn.relu(nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, name="pair_mlp_norm")(x))
-        x = dense("pair_mlp_out")(Dropout(cfg.hidden_dropout)(x, deterministic=deterministic))
+        x = dense_layer(cfg, 2 * cfg.hidden_size, "pair_mlp_in")(jnp.concatenate(parts, axis=-1).astype(cfg.dtype))
+        x = nn.relu(norm_layer(cfg, "pair_mlp_norm")(x))
+        x = Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+        x = dense_layer(cfg, 2 * cfg.hidden_size, "pair_mlp_out")(x)
         words = _WordVectors(cfg, name="embeddings")(text_ids)  # [..., Lt, H]
         return jnp.concatenate([x, span_mean(words, subject_span), span_mean(words, object_span)], axis=-1)

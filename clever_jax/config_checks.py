@@ -1,0 +1,70 @@
+"""Config checks before any work: every problem the config alone shows, each with its setting and fix.
+
+job.run calls `check` first, so that a bad setting stops the command at once rather than after
+an epoch of training or as a library's message. What needs the data (a split without facts) is
+checked by prepare as soon as the benchmark is built.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from clever_jax.models.clever import ENCODERS
+from clever_jax.models.heads import EVAL_HEADS, TRAIN_HEADS
+
+SAMPLERS = ("overlap", "random")
+LOSSES = ("sampled", "all_gold")
+EXTRACT_SPLITS = ("train", "val", "test", "all")
+
+
+def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
+    """Every problem of `config` for a run over `num_devices` devices, one line each ([] when none)."""
+    data, model, train, extract = config.data, config.model, config.train, config.extract
+    out = []
+
+    def need(ok: bool, setting: str, value, fix: str) -> None:
+        if not ok:
+            out.append(f"--config.{setting}={value!r}: {fix}")
+
+    need(data.bag_size >= 1, "data.bag_size", data.bag_size, "a bag needs at least 1 instance")
+    need(data.text_len >= 4, "data.text_len", data.text_len, "needs room for [CLS], two tags and [SEP] (>= 4)")
+    need(data.num_regions >= 2, "data.num_regions", data.num_regions, "the subject and object regions need 2")
+    need(data.length_multiple >= 0, "data.length_multiple", data.length_multiple, "0 (off) or a positive multiple")
+    need(data.sampler in SAMPLERS, "data.sampler", data.sampler, f"one of {SAMPLERS}")
+    ratios = tuple(data.split_ratios)
+    need(len(ratios) == 3 and all(r > 0 for r in ratios) and math.isclose(sum(ratios), 1.0, abs_tol=1e-6),
+         "data.split_ratios", ratios, "three positive shares of train, val and test that sum to 1")
+    need(data.na_ratio >= 0, "data.na_ratio", data.na_ratio, "NA bags per positive bag, >= 0")
+    need(data.min_fact_count >= 1, "data.min_fact_count", data.min_fact_count, ">= 1 relationship per fact")
+    steps = train.grad_accum_steps
+    need(steps >= 1, "train.grad_accum_steps", steps, ">= 1")
+    need(data.batch_size >= 1 and data.batch_size % (num_devices * max(steps, 1)) == 0, "data.batch_size",
+         data.batch_size, f"a positive multiple of the {num_devices} devices x train.grad_accum_steps={steps}")
+    need(data.eval_batch_size >= 1 and data.eval_batch_size % num_devices == 0, "data.eval_batch_size",
+         data.eval_batch_size, f"a positive multiple of the {num_devices} devices")
+    need(model.head in TRAIN_HEADS, "model.head", model.head, f"a training head, one of {TRAIN_HEADS}")
+    need(model.eval_head in ("", *EVAL_HEADS), "model.eval_head", model.eval_head,
+         f"'' (the training head) or one of {EVAL_HEADS}")
+    need(model.encoder in ENCODERS, "model.encoder", model.encoder, f"one of {tuple(ENCODERS)}")
+    need(model.temperature > 0, "model.temperature", model.temperature, "tau must be positive")
+    need(0 <= model.bag_dropout < 1, "model.bag_dropout", model.bag_dropout, "a rate in [0, 1)")
+    need(model.classifier_width >= 1, "model.classifier_width", model.classifier_width, ">= 1")
+    need(train.lr > 0, "train.lr", train.lr, "a positive learning rate")
+    need(train.max_epochs >= 1, "train.max_epochs", train.max_epochs, ">= 1")
+    need(train.warmup_steps >= 0, "train.warmup_steps", train.warmup_steps, ">= 0")
+    need(train.eval_every_steps >= 0, "train.eval_every_steps", train.eval_every_steps, "0 (once per epoch) or more")
+    need(train.patience >= 1, "train.patience", train.patience, ">= 1 evaluation")
+    need(train.loss in LOSSES, "train.loss", train.loss, f"one of {LOSSES}")
+    need(extract.split in EXTRACT_SPLITS, "extract.split", extract.split, f"one of {EXTRACT_SPLITS}")
+    need(extract.num_evidence >= 1, "extract.num_evidence", extract.num_evidence, ">= 1 evidence instance")
+    need(extract.top_k >= 0, "extract.top_k", extract.top_k, "0 (every triplet) or more")
+    return out
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """ValueError listing every problem of `problems`, if any."""
+    found = problems(config, num_devices)
+    if found:
+        raise ValueError("The config cannot run:\n  " + "\n  ".join(found))
