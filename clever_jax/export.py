@@ -2,7 +2,9 @@
 
 A bundle folder holds params/ (orbax, parameters only), model.json (the encoder configuration,
 heads, relation count and special token ids), config.json (the resolved run config), vocab/
-(entities.txt, predicates.txt) and tokenizer/ (vocab.txt and tokenizer files of the checkpoint).
+(entities.txt, predicates.txt), tokenizer/ (vocab.txt and tokenizer files of the checkpoint) and
+checksums.json (the SHA-256 of every other file). `load_bundle` checks the checksums and the
+vocabulary sizes against model.json, and names the file that differs.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
-from clever_jax import distributed
+from clever_jax import distributed, files
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import text
+from clever_jax.data.jsonio import DataError
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
@@ -28,6 +32,7 @@ from clever_jax.models.encoder import EncoderConfig
 if TYPE_CHECKING:
     from clever_jax.builder import Run
 
+CHECKSUMS = "checksums.json"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -54,7 +59,7 @@ def export_bundle(run: Run, workdir: str) -> str:
         "encoder": encoder, "num_relations": model.num_relations, "encoder_type": model.encoder_type,
         "head": model.head, "eval_head": model.eval_head,
         "temperature": model.temperature, "classifier_width": model.classifier_width, "cls_id": shape.cls_id,
-        "sep_id": shape.sep_id, "region_dim": shape.region_dim,
+        "sep_id": shape.sep_id, "region_dim": shape.region_dim, "num_entities": len(benchmark_vocab().entities),
     }
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump(description, f, indent=1)
@@ -70,7 +75,37 @@ def export_bundle(run: Run, workdir: str) -> str:
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(source, name)):
             shutil.copyfile(os.path.join(source, name), os.path.join(out, "tokenizer", name))
+    files.write_json(os.path.join(out, CHECKSUMS), {path: files.sha256(os.path.join(out, path))
+                                                    for path in _bundle_files(out)})
     return out
+
+
+def _bundle_files(path: str) -> list[str]:
+    """Every file of the bundle folder but checksums.json, relative, sorted."""
+    found = (os.path.relpath(os.path.join(root, name), path) for root, _, names in os.walk(path) for name in names)
+    return sorted(name for name in found if name != CHECKSUMS)
+
+
+def _check_bundle(path: str, description: dict, vocab: Vocab) -> None:
+    """DataError naming the file when a bundle file is missing or differs from checksums.json, or
+    when the vocabulary files do not have the sizes model.json says."""
+    checksums_path = os.path.join(path, CHECKSUMS)
+    if not os.path.isfile(checksums_path):
+        logging.warning("%s: no %s (a bundle exported before checksums): its files are not checked", path, CHECKSUMS)
+    else:
+        with open(checksums_path) as f:
+            checksums = json.load(f)
+        for name, digest in checksums.items():
+            file_path = os.path.join(path, name)
+            if not os.path.isfile(file_path) or files.sha256(file_path) != digest:
+                state = "is missing" if not os.path.isfile(file_path) else "differs from the exported file (SHA-256)"
+                raise DataError(f"{file_path} {state}: the bundle is damaged; export it again")
+    sizes = {"entities.txt": (len(vocab.entities), description.get("num_entities", len(vocab.entities))),
+             "predicates.txt": (vocab.num_relations, description["num_relations"])}
+    for name, (found, expected) in sizes.items():
+        if found != expected:
+            raise DataError(f"{os.path.join(path, 'vocab', name)}: {found} entries (relations with NA) but "
+                            f"model.json says {expected}: the names would not match the model's outputs")
 
 
 @dataclasses.dataclass
@@ -93,6 +128,13 @@ def load_bundle(path: str) -> Bundle:
     """Loads an exported bundle (needs no workdir, records or training state)."""
     with open(os.path.join(path, "model.json")) as f:
         description = json.load(f)
+
+    def read(name: str) -> tuple[str, ...]:
+        with open(os.path.join(path, "vocab", name)) as f:
+            return tuple(line.strip() for line in f if line.strip())
+
+    vocab = Vocab(read("entities.txt"), read("predicates.txt"))
+    _check_bundle(path, description, vocab)
     model = Clever(
         encoder=EncoderConfig(**description["encoder"]), num_relations=description["num_relations"],
         encoder_type=description.get("encoder_type", "vlp"),  # Bundles exported before the CNN encoder: vlp.
@@ -101,9 +143,4 @@ def load_bundle(path: str) -> Bundle:
     )
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(os.path.join(os.path.abspath(path), "params"))
-
-    def read(name: str) -> tuple[str, ...]:
-        with open(os.path.join(path, "vocab", name)) as f:
-            return tuple(line.strip() for line in f if line.strip())
-
-    return Bundle(model, params, Vocab(read("entities.txt"), read("predicates.txt")), description)
+    return Bundle(model, params, vocab, description)

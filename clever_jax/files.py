@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -34,3 +35,9 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
     """`value` as indented JSON at `path`, atomically (atomic_write)."""
     with atomic_write(path) as f:
         json.dump(value, f, indent=1)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -152,8 +152,34 @@ def test_truncated_record_file_is_reported(built, tmp_path):
     manifest = records.read_manifest(str(copy))
     victim = next(name for name in manifest["files"] if "bag_records" in name)
     with open(copy / victim, "r+b") as f:
-        f.truncate(manifest["files"][victim] // 2)
+        f.truncate(manifest["files"][victim]["size"] // 2)
     with pytest.raises(DataError, match=r"record file is \d+ bytes, the build wrote \d+ bytes"):
+        records.open_records(str(copy))
+
+
+def test_overwritten_or_swapped_record_files_are_reported(built, tmp_path):
+    """The content counts, not only the size: an overwritten byte, or the test file in place of val."""
+    _, _, build_dir = built
+    copy = tmp_path / "copy"
+    shutil.copytree(build_dir, copy)
+    records.open_records(str(copy))
+    manifest = records.read_manifest(str(copy))
+    image_file = next(name for name in manifest["files"] if "image_records" in name)
+    with open(copy / image_file, "r+b") as f:
+        f.seek(manifest["files"][image_file]["size"] // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(DataError, match=r"image_records.*content differs from what the build wrote \(SHA-256"):
+        records.open_records(str(copy))
+    shutil.rmtree(copy)
+    shutil.copytree(build_dir, copy)
+    name = {split: next(n for n in manifest["files"] if f"bag_records-{split}." in n) for split in ("val", "test")}
+    shutil.copyfile(copy / name["test"], copy / name["val"])
+    manifest["files"][name["val"]] = manifest["files"][name["test"]]  # Even with a manifest edited to match.
+    with open(copy / records.MANIFEST, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(DataError, match=r"split 'val' holds \d+ bags of split 'test'"):
         records.open_records(str(copy))
 
 

@@ -3,6 +3,8 @@
 import functools
 import json
 import os
+import re
+import shutil
 import signal
 
 import jax
@@ -17,6 +19,7 @@ from multidevice_check import batch as fixed_batch
 from clever_jax import builder, distributed, evaluate, export, extract, train, weights
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import pipeline, prepare, text
+from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.models.clever import bag_loss
@@ -307,7 +310,7 @@ def test_bag_loss_modes():
 
 
 @pytest.mark.slow
-def test_export_bundle_reproduces_the_test_metrics(trained, world):
+def test_export_bundle_reproduces_the_test_metrics(trained, world, tmp_path):
     trainer, workdir, _ = trained
     bundle_dir = export.export_bundle(trainer.run, str(workdir))
     bundle = export.load_bundle(bundle_dir)
@@ -319,6 +322,27 @@ def test_export_bundle_reproduces_the_test_metrics(trained, world):
     assert got == pytest.approx(want, rel=1e-6)
     assert bundle.vocab == benchmark_vocab()
     assert os.path.isfile(os.path.join(bundle_dir, "tokenizer", "vocab.txt"))
+    # A damaged copy does not load: an overwritten byte in the parameters, a lost predicate line.
+    damaged = str(tmp_path / "bundle")
+    shutil.copytree(bundle_dir, damaged)
+    params_file = max((os.path.join(root, name) for root, _, names in os.walk(os.path.join(damaged, "params"))
+                       for name in names), key=os.path.getsize)
+    with open(params_file, "r+b") as f:
+        f.seek(os.path.getsize(params_file) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(DataError, match=rf"{re.escape(params_file)} differs from the exported file"):
+        export.load_bundle(damaged)
+    shutil.rmtree(damaged)
+    shutil.copytree(bundle_dir, damaged)
+    predicates = os.path.join(damaged, "vocab", "predicates.txt")
+    lines = open(predicates).read().splitlines()
+    with open(predicates, "w") as f:
+        f.write("\n".join(lines[:-1]) + "\n")
+    os.remove(os.path.join(damaged, export.CHECKSUMS))  # Even without checksums (an older bundle).
+    with pytest.raises(DataError, match=r"predicates\.txt: 100 entries .* model.json says 101"):
+        export.load_bundle(damaged)
 
 
 @pytest.mark.slow

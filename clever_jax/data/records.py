@@ -8,12 +8,17 @@ y2 pixels), classes int32 [K] (entity id, -1 outside the vocabulary), regions fl
 (appearance + geometry), tag_pieces int32 [T] (word pieces of all tags in object order),
 tag_lengths int32 [K] (pieces per tag).
 
-Bag record (splits train/val/test): bag int64, pair int32 [2] (subject, object class),
-labels int32 [L] (relation ids; [0] for NA), images int32 [N] (image record index), subjects and
-objects int32 [N] (object index within that image record), annotations int32 [A, 2] (instance,
-relation id) for every relationship record of an instance's two objects, truth int32 [T, 2] the
-same for every relation an instance truly shows (the generated world's latent truth; none for
-real data, and manifest["has_truth"] says which).
+Bag record (splits train/val/test): split int32 (its index in SPLITS), bag int64, pair int32 [2]
+(subject, object class), labels int32 [L] (relation ids; [0] for NA), images int32 [N] (image
+record index), subjects and objects int32 [N] (object index within that image record),
+annotations int32 [A, 2] (instance, relation id) for every relationship record of an instance's
+two objects, truth int32 [T, 2] the same for every relation an instance truly shows (the
+generated world's latent truth; none for real data, and manifest["has_truth"] says which).
+
+The manifest (written last) keeps every record file's size and SHA-256 and each split's number of
+bags; `open_records` checks them (the sizes and counts every time, the contents once per process
+and file version: about 1 s for the demo's 413 MB of records on the development machine) and that
+each split's first record belongs to that split.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from clever_jax import files
 from clever_jax.data.bags import Bags
 from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.vg import GEOMETRY_DIM, Corpus, box_geometry, read_region_features
 
-RECORDS_VERSION = "1.1.0"
+RECORDS_VERSION = "1.2.0"
 MANIFEST = "manifest.json"
 
 
@@ -90,6 +96,7 @@ class BagRecords(_GeneratedRecords):
 
     def _features(self) -> tfds.features.FeaturesDict:
         return tfds.features.FeaturesDict({
+            "split": tfds.features.Scalar(np.int32),
             "bag": tfds.features.Scalar(np.int64),
             "pair": tfds.features.Tensor(shape=(2,), dtype=np.int32),
             "labels": tfds.features.Tensor(shape=(None,), dtype=np.int32),
@@ -133,6 +140,7 @@ def _bag_examples(corpus: Corpus, benchmark: Benchmark, bags: Bags, record_of_im
         images = bags.images[lo:hi]
         first_object = corpus.object_start[images]
         yield int(bag), {
+            "split": split,
             "bag": bag,
             "pair": benchmark.pairs[bag].astype(np.int32),
             "labels": benchmark.labels[benchmark.label_start[bag]:benchmark.label_start[bag + 1]].astype(np.int32),
@@ -172,16 +180,18 @@ def write_records(
         if np.any(benchmark.split == split)
     }
     BagRecords(sources=sources, data_dir=data_dir).download_and_prepare()
-    files = {
-        os.path.relpath(os.path.join(root, name), data_dir): os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(data_dir)
-        for name in names
-        if ".array_record-" in name
-    }
-    with open(os.path.join(data_dir, MANIFEST), "w") as f:
-        manifest = {"version": RECORDS_VERSION, "region_dim": region_dim, "files": files, **meta}
+    paths = [os.path.join(root, name) for root, _, names in os.walk(data_dir) for name in names
+             if ".array_record-" in name]
+    record_files = {os.path.relpath(path, data_dir): {"size": os.path.getsize(path), "sha256": files.sha256(path)}
+                    for path in paths}
+    counts = {name: int(np.sum(benchmark.split == split)) for split, name in enumerate(SPLITS)}
+    manifest = {"version": RECORDS_VERSION, "region_dim": region_dim, "files": record_files, "splits": counts, **meta}
+    with files.atomic_write(os.path.join(data_dir, MANIFEST)) as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return image_rows
+
+
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) of record files whose digest matched.
 
 
 def read_manifest(data_dir: str) -> dict:
@@ -196,19 +206,32 @@ def read_manifest(data_dir: str) -> dict:
 def open_records(data_dir: str) -> tuple[object, dict[str, object]]:
     """TFDS data sources (random access) of the images and of each split's bags.
 
-    Raises DataError when a record file is missing or its size differs from the manifest
-    written at build time (e.g. a truncated copy).
+    Raises DataError when a record file is missing, or its size or content differs from the
+    manifest written at build time (a truncated, overwritten or swapped file), or a split holds
+    another number of bags or another split's bags.
     """
     manifest = read_manifest(data_dir)
-    for name, size in manifest["files"].items():
+    fix = f"delete {data_dir} and run --mode=prepare again"
+    for name, entry in manifest["files"].items():
         path = os.path.join(data_dir, name)
         actual = os.path.getsize(path) if os.path.exists(path) else None
-        if actual != size:
+        if actual != entry["size"]:
             raise DataError(
                 f"{path}: record file is {'missing' if actual is None else f'{actual} bytes'}, the build wrote "
-                f"{size} bytes (truncated or replaced?); delete {data_dir} and run --mode=prepare again"
+                f"{entry['size']} bytes (truncated or replaced?); {fix}"
             )
+        version = (os.path.abspath(path), actual, os.stat(path).st_mtime_ns)
+        if version not in _VERIFIED:
+            if files.sha256(path) != entry["sha256"]:
+                raise DataError(f"{path}: record file's content differs from what the build wrote (SHA-256; "
+                                f"overwritten, or another build's file?); {fix}")
+            _VERIFIED.add(version)
     images = ImageRecords(region_dim=manifest["region_dim"], data_dir=data_dir).as_data_source(split="images")
     bag_builder = BagRecords(data_dir=data_dir)
     bags = {name: bag_builder.as_data_source(split=name) for name in bag_builder.info.splits}
+    for name, source in bags.items():
+        holds = SPLITS[int(source[0]["split"])] if len(source) else name
+        if len(source) != manifest["splits"][name] or holds != name:
+            raise DataError(f"{data_dir}: split {name!r} holds {len(source)} bags of split {holds!r}; the build "
+                            f"wrote {manifest['splits'][name]} of {name!r}; {fix}")
     return images, bags
