@@ -5,6 +5,7 @@ score so far).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -24,6 +25,10 @@ class _CheckpointManager(ocp.CheckpointManager):
     def reached_preemption(self, step: int) -> bool:
         del step
         return False
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be saved (the message names the folder and the cause)."""
 
 
 class Checkpoints:
@@ -48,16 +53,33 @@ class Checkpoints:
         """Saves `state`, `meta` + metrics and the position of the `data` iterator (if given) once per step."""
         manager = self.managers[kind]
         step = int(state.step)
-        if manager.latest_step() == step:
-            return
-        items = {"state": ocp.args.PyTreeSave(state), "meta": ocp.args.JsonSave({**meta, "metrics": metrics})}
-        if data is not None:
-            items["data"] = grain.checkpoint.CheckpointSave(data)
-        manager.save(step, args=ocp.args.Composite(**items))
+        with self._reporting(kind, f"step {step}"):
+            manager.check_for_errors()  # An earlier asynchronous save that failed.
+            if manager.latest_step() == step:
+                return
+            items = {"state": ocp.args.PyTreeSave(state), "meta": ocp.args.JsonSave({**meta, "metrics": metrics})}
+            if data is not None:
+                items["data"] = grain.checkpoint.CheckpointSave(data)
+            manager.save(step, args=ocp.args.Composite(**items))
 
     def wait(self) -> None:
-        for manager in self.managers.values():
-            manager.wait_until_finished()
+        """Waits for the asynchronous saves; CheckpointError if one failed."""
+        for kind, manager in self.managers.items():
+            with self._reporting(kind, "the last save"):
+                manager.wait_until_finished()
+
+    @contextlib.contextmanager
+    def _reporting(self, kind: str, what: str):
+        """Turns a failed save (often raised from orbax's background thread) into one CheckpointError."""
+        try:
+            yield
+        except Exception as e:
+            folder = os.path.join(self.root, kind)
+            kept = self.managers[kind].latest_step()
+            raise CheckpointError(
+                f"saving {what} into {folder} failed: {type(e).__name__}: {e}. Training stops; the last "
+                f"complete checkpoint there is {'none' if kept is None else f'step {kept}'} (free space or "
+                "fix the storage, then run the same command to resume)") from e
 
     def restore_latest(self, target: Any, data=None) -> tuple[Any, dict] | None:
         """The latest state (with `target`'s shapes and shardings) and metadata; moves the `data` iterator

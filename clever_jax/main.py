@@ -46,7 +46,13 @@ def main(argv: list[str]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, distributed.STOP.handle)
     job.quiet_libraries()
-    job.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+    from clever_jax.checkpoints import CheckpointError
+    from clever_jax.workdir import ChangedSettings, WorkdirInUse
+
+    try:
+        job.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+    except (CheckpointError, ChangedSettings, WorkdirInUse) as e:  # Their message says it all: no traceback.
+        sys.exit(f"{type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

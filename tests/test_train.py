@@ -237,6 +237,28 @@ def test_non_finite_loss_stops_with_the_last_finite_state_saved(world, tmp_path)
 
 
 @pytest.mark.slow
+def test_a_failed_checkpoint_save_stops_training_with_the_last_good_one_kept(world, tmp_path, monkeypatch):
+    from clever_jax import checkpoints
+
+    original, calls = checkpoints._CheckpointManager.save, []
+
+    def save(manager, step, *args, **kwargs):
+        calls.append(step)
+        if len(calls) > 2:  # The first epoch's best and latest go through; then the disk is full.
+            raise OSError(28, "No space left on device")
+        return original(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints._CheckpointManager, "save", save)
+    trainer = trainer_for(world, tmp_path)
+    with pytest.raises(checkpoints.CheckpointError, match=r"saving step \d+ into .*checkpoints/(best|latest) failed: "
+                                                          r"OSError: .*No space left on device.*step \d+"):
+        trainer.train()
+    monkeypatch.undo()
+    state, _ = final_params(tmp_path, trainer)
+    assert int(state.step) == calls[0]  # The first epoch's state is the latest complete checkpoint.
+
+
+@pytest.mark.slow
 def test_initialise_from_another_runs_best_checkpoint(trained, world, tmp_path):
     _, workdir, _ = trained
     trainer = trainer_for(world, tmp_path, init_from=str(workdir))
