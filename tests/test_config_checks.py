@@ -42,3 +42,4 @@ def test_a_split_without_facts_is_an_error_naming_the_settings():
     benchmark.labels, benchmark.label_start = np.array([3, 0, 5, 7]), np.array([0, 1, 2, 3, 4])
     benchmark.split = np.array([0, 1, 2, 1])  # A positive bag in val too.
     prepare.check_splits(benchmark, config.data)
+

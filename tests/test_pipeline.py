@@ -187,3 +187,12 @@ def test_missing_visual_genome_files_say_what_to_put_where(tmp_path):
     config = _config(str(tmp_path / "nowhere"), str(tmp_path / "nowhere" / "features.tsv"))
     with pytest.raises(FileNotFoundError, match=r"(?s)image_data\.json.*objects\.json.*relationships\.json.*features"):
         prepare.prepare(config, str(tmp_path / "work"))
+
+
+def test_prepare_reports_the_skips_largest_first():
+    report = prepare.skip_report({"object_out_of_vocabulary": 12, "image_without_features": 3000,
+                                  "object_degenerate_box": 12})
+    assert report.splitlines() == ["Skipped while reading the data (largest first; also in stats.json):",
+                                   "       3,000  image_without_features", "          12  object_degenerate_box",
+                                   "          12  object_out_of_vocabulary"]
+    assert prepare.skip_report({}) == ""

@@ -142,7 +142,17 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
         shutil.rmtree(build_dir, ignore_errors=True)  # an interrupted earlier build
         build(config, vg_dir, features_path, model_dir, build_dir)
     shutil.copyfile(os.path.join(build_dir, STATS), os.path.join(workdir, STATS))
+    with open(os.path.join(build_dir, STATS)) as f:
+        report = skip_report(json.load(f)["skipped"])
+    if report:
+        logging.info("%s", report)
     return build_dir
+
+
+def skip_report(skipped: dict[str, int]) -> str:
+    """The counted skips of ingestion, largest first, one per line ("" when nothing was skipped)."""
+    lines = [f"  {count:>10,d}  {name}" for name, count in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return "Skipped while reading the data (largest first; also in stats.json):\n" + "\n".join(lines) if lines else ""
 
 
 def check_splits(benchmark: Benchmark, data: ml_collections.ConfigDict) -> None:
