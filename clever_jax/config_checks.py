@@ -52,7 +52,7 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     need(0 <= model.bag_dropout < 1, "model.bag_dropout", model.bag_dropout, "a rate in [0, 1)")
     need(model.classifier_width >= 1, "model.classifier_width", model.classifier_width, ">= 1")
     need(train.lr > 0, "train.lr", train.lr, "a positive learning rate")
-    need(train.max_epochs >= 1, "train.max_epochs", train.max_epochs, ">= 1")
+    need(train.max_epochs >= 0, "train.max_epochs", train.max_epochs, ">= 0 (0: no training, e.g. after a resume)")
     need(train.warmup_steps >= 0, "train.warmup_steps", train.warmup_steps, ">= 0")
     need(train.eval_every_steps >= 0, "train.eval_every_steps", train.eval_every_steps, "0 (once per epoch) or more")
     need(train.patience >= 1, "train.patience", train.patience, ">= 1 evaluation")

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging as pylogging
 import os
+import signal
 import sys
 
 from absl import logging
@@ -35,6 +36,14 @@ def reject_renamed_flags(argv: list[str]) -> None:
             if name.lstrip("-") == f"config.model.{old}":
                 sys.exit(f"{name}: renamed to --config.model.{new} (the pretrained encoder's folder; training "
                          "checkpoints go to WORKDIR/checkpoints)")
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM (preemption) and Ctrl-C stop training after the current step with its latest state
+    saved (distributed.StopSignal). Installed before run() starts jax.distributed, whose
+    preemption service then takes SIGTERM over."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, distributed.STOP.handle)
 
 
 def quiet_libraries() -> None:

@@ -25,13 +25,12 @@ step (see distributed.StopSignal). The same command resumes.
 
 from __future__ import annotations
 
-import signal
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from clever_jax import distributed, job
+from clever_jax import job
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the world, records, checkpoints and results.")
@@ -41,10 +40,7 @@ _MODE = flags.DEFINE_enum("mode", "all", job.MODES, "What to run.")
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    # Preemption and Ctrl-C: training saves its latest state first. Installed before job.run starts
-    # jax.distributed, whose preemption service then takes SIGTERM over (see StopSignal).
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, distributed.STOP.handle)
+    job.install_stop_handlers()
     job.quiet_libraries()
     from clever_jax.checkpoints import CheckpointError
     from clever_jax.workdir import ChangedSettings, WorkdirInUse

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import distributed, evaluate, files, job, metrics
+from clever_jax import evaluate, files, job, metrics
 from clever_jax.data import prepare
 from clever_jax.data.records import open_records, read_manifest
 
@@ -94,8 +93,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    for signum in (signal.SIGTERM, signal.SIGINT):  # A stop saves the run's latest state (as clever_jax.main).
-        signal.signal(signum, distributed.STOP.handle)
+    job.install_stop_handlers()
     job.quiet_libraries()
     args = flags.FLAGS
     print(table(run_all(args.config, args.workdir, args.heads, args.clever_from_avg)))

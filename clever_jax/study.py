@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import sys
 import time
 
@@ -43,7 +42,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import distributed, files, job
+from clever_jax import files, job
 from clever_jax import workdir as workdir_lib
 
 PARTS = ("seeds", "table2", "table3", "fig4")
@@ -253,8 +252,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    for signum in (signal.SIGTERM, signal.SIGINT):  # A stop saves the cell's latest state (as clever_jax.main).
-        signal.signal(signum, distributed.STOP.handle)
+    job.install_stop_handlers()
     job.quiet_libraries()
     args = flags.FLAGS
     os.makedirs(args.workdir, exist_ok=True)

@@ -72,5 +72,5 @@ def test_sigterm_saves_the_latest_state_and_the_next_run_resumes(tmp_path):
     assert "Interrupted at step" in text, text[-3000:]
     step = int(text.split("Interrupted at step ")[1].split(";")[0])
     assert os.listdir(os.path.join(workdir, "checkpoints", "latest")) == [str(step)]
-    resumed = run_main(*args[3:], "--config.train.max_epochs=0")
+    resumed = run_main(*args[3:], "--config.train.max_epochs=0", "--config.train.allow_changed_config=True")
     assert f"Resumed from step {step}" in resumed.stderr, resumed.stderr[-3000:]
