@@ -58,34 +58,29 @@ def lock(workdir: str) -> Iterator[None]:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK)
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(mine, f)
-    try:
-        for _ in range(2):
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # Atomic: fails if the lock exists.
+        except FileExistsError:
             try:
-                os.link(temporary, path)  # Atomic, and fails if the lock exists.
-                break
-            except FileExistsError:
-                try:
-                    with open(path) as f:
-                        owner = json.load(f)
-                except (OSError, ValueError):
-                    owner = {}
-                if owner.get("host") == mine["host"] and isinstance(owner.get("pid"), int) \
-                        and not _alive(owner["pid"]):
-                    logging.warning("Taking over %s: its process %d is gone", path, owner["pid"])
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(path)
-                    continue
-                raise WorkdirInUse(
-                    f"{workdir} is in use by process {owner.get('pid', '?')} on {owner.get('host', '?')} "
-                    f"(since {owner.get('started', '?')}; {path}). Wait for that command to finish or give this "
-                    f"one another --workdir; if that process is gone (e.g. its host died), delete {path}.") from None
-        else:
-            raise WorkdirInUse(f"{path}: could not take the lock")
-    finally:
-        os.remove(temporary)
+                with open(path) as f:
+                    owner = json.load(f)
+            except (OSError, ValueError):  # Being written by its owner this instant, or damaged.
+                owner = {}
+            if owner.get("host") == mine["host"] and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
+                logging.warning("Taking over %s: its process %d is gone", path, owner["pid"])
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                continue
+            raise WorkdirInUse(
+                f"{workdir} is in use by process {owner.get('pid', '?')} on {owner.get('host', '?')} "
+                f"(since {owner.get('started', '?')}; {path}). Wait for that command to finish or give this "
+                f"one another --workdir; if that process is gone (e.g. its host died), delete {path}.") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(mine, f)
+        break
+    else:
+        raise WorkdirInUse(f"{path}: could not take the lock")
     try:
         yield
     finally:
