@@ -48,7 +48,8 @@ from clever_jax import workdir as workdir_lib
 PARTS = ("seeds", "table2", "table3", "fig4")
 SEED_METRICS = ("auc", "mauc", "attention_on_true", "attention_true_chance", "top_evidence_true",
                 "attention_true_auc", "spearman_top")
-TABLE_METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "top_evidence_true", "attention_true_auc")
+TABLE_METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "attention_true_chance", "top_evidence_true",
+                 "attention_true_auc")
 SIMILARITY_NOTE = ("CLIP similarity sampler: not run; no CLIP model is available offline, the generated world "
                    "has no pixels (its regions are feature vectors), and our encoder has no image-text matching "
                    "score to stand in for it (it is not vision-language pre-trained)")
@@ -161,10 +162,10 @@ def markdown(summary: dict | None, rows: dict[str, dict[str, str]], results: dic
     """study.md: the seed comparison and each table (metrics in %, Spearman's rho as is)."""
     lines = []
     if summary is not None:
-        lines = [f"## CLEVER and AVG over seeds {', '.join(map(str, seeds))} (mean, min-max)", "",
+        lines = [f"## CLEVER and AVG over seeds {', '.join(map(str, seeds))} (mean, min to max)", "",
                  "| Method | " + " | ".join(SEED_METRICS) + " |", "|" + "---|" * (len(SEED_METRICS) + 1)]
         for head, row in summary.items():
-            values = [f"{row[m]['mean']:.2f} ({row[m]['min']:.2f}-{row[m]['max']:.2f})" if m in row else "—"
+            values = [f"{row[m]['mean']:.2f} ({row[m]['min']:.2f} to {row[m]['max']:.2f})" if m in row else "—"
                       for m in SEED_METRICS]
             lines.append(f"| {head} | " + " | ".join(values) + " |")
     for name, table in rows.items():

@@ -66,9 +66,10 @@ def test_study_reuses_finished_runs_and_summarises_the_seeds(tmp_path, monkeypat
     assert out["tables"]["fig4"] == {"bag 1": "bag1-clever-s0", f"bag {config.data.bag_size}": "clever-s0"}
     assert out["cells"]["cnn-clever-s0"]["test"]["mauc"] == 21.5
     text = (tmp_path / "study.md").read_text()
-    assert "| CLEVER - AVG | 3.00 (3.00-3.00) | 0.00 (0.00-0.00) |" in text
+    assert "| CLEVER - AVG | 3.00 (3.00 to 3.00) | 0.00 (0.00 to 0.00) |" in text
     assert "| VLP -> CNN | 43.00 |" in text and study.SIMILARITY_NOTE in text
-    assert [line for line in text.splitlines() if line.startswith("| VLP -> CNN")][0].endswith("10.00 | — | 0.0 |")
+    cnn_row = next(line for line in text.splitlines() if line.startswith("| VLP -> CNN"))
+    assert cnn_row.endswith("10.00 | 10.00 | — | 0.0 |")
     for name in ("study.json", "fig4_bag_size.png", "seeds.png"):
         assert (tmp_path / name).stat().st_size > 0
     # A second call (a resumed study) trains nothing and gives the same tables.
