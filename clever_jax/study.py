@@ -174,7 +174,8 @@ def markdown(summary: dict | None, rows: dict[str, dict[str, str]], results: dic
         for row, cell in table.items():
             r = results[cell]
             minutes = "—" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}"
-            values = [f"{r['test'][m]:.2f}" if m in r["test"] else "—" for m in TABLE_METRICS]
+            values = [f"{r['test'][m]:.2f}" if m in r["test"] and r["test"][m] == r["test"][m] else "—"
+                      for m in TABLE_METRICS]  # "—" also for NaN (bags of 1: no instance to rank against).
             lines.append(f"| {row} | " + " | ".join(values) + f" | {minutes} |")
         if name == "table3":
             lines += ["", SIMILARITY_NOTE + "."]
