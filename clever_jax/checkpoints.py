@@ -64,9 +64,15 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Waits for the asynchronous saves; CheckpointError if one failed."""
+        failures = []
         for kind, manager in self.managers.items():
-            with self._reporting(kind, "the last save"):
-                manager.wait_until_finished()
+            try:
+                with self._reporting(kind, "the last save"):
+                    manager.wait_until_finished()
+            except CheckpointError as e:
+                failures.append(e)
+        if failures:
+            raise failures[0]
 
     @contextlib.contextmanager
     def _reporting(self, kind: str, what: str):
@@ -75,9 +81,11 @@ class Checkpoints:
             yield
         except Exception as e:
             folder = os.path.join(self.root, kind)
-            kept = self.managers[kind].latest_step()
+            # Orbax counts a step as saved before its background write ends; the folder holds the finished ones.
+            finished = [int(name) for name in os.listdir(folder) if name.isdigit()] if os.path.isdir(folder) else []
+            kept = max(finished, default=None)
             raise CheckpointError(
-                f"saving {what} into {folder} failed: {type(e).__name__}: {e}. Training stops; the last "
+                f"saving ({what}) into {folder} failed: {type(e).__name__}: {e}. Training stops; the last "
                 f"complete checkpoint there is {'none' if kept is None else f'step {kept}'} (free space or "
                 "fix the storage, then run the same command to resume)") from e
 

@@ -19,6 +19,10 @@ LOSSES = ("sampled", "all_gold")
 EXTRACT_SPLITS = ("train", "val", "test", "all")
 
 
+class ConfigError(ValueError):
+    """Settings that cannot run (the message lists each with what it must be)."""
+
+
 def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     """Every problem of `config` for a run over `num_devices` devices, one line each ([] when none)."""
     data, model, train, extract = config.data, config.model, config.train, config.extract
@@ -64,7 +68,7 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
 
 
 def check(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """ValueError listing every problem of `problems`, if any."""
+    """ConfigError listing every problem of `problems`, if any."""
     found = problems(config, num_devices)
     if found:
-        raise ValueError("The config cannot run:\n  " + "\n  ".join(found))
+        raise ConfigError("The config cannot run:\n  " + "\n  ".join(found))

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from clever_jax.builder import Run
 
 CHECKSUMS = "checksums.json"
+BUNDLE_FORMAT = 2  # 2: with checksums.json (bundles without a format are older and have none).
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -40,11 +41,14 @@ def export_bundle(run: Run, workdir: str) -> str:
     """Writes WORKDIR/export from the best checkpoint of a built run (clever_jax.builder) trained in
     `workdir`; returns the folder.
 
-    Every process takes part in saving the parameters; process 0 writes the other files.
+    Every process takes part in saving the parameters; process 0 writes the other files. The bundle
+    is written into WORKDIR/export.partial and renamed at the end, so an interrupted export leaves
+    the previous bundle (or none), never a half-written one.
     """
     config = run.config
     params = Checkpoints(workdir).restore_params("best", run.abstract_params)
-    out = os.path.join(os.path.abspath(workdir), "export")
+    final = os.path.join(os.path.abspath(workdir), "export")
+    out = final + ".partial"
     if distributed.is_main_process():
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
@@ -52,7 +56,7 @@ def export_bundle(run: Run, workdir: str) -> str:
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(os.path.join(out, "params"), params)
     if not distributed.is_main_process():
-        return out
+        return final
     model, shape = run.model, run.shape
     encoder = {k: (str(jnp.dtype(v)) if k == "dtype" else v) for k, v in dataclasses.asdict(model.encoder).items()}
     description = {
@@ -60,6 +64,7 @@ def export_bundle(run: Run, workdir: str) -> str:
         "head": model.head, "eval_head": model.eval_head,
         "temperature": model.temperature, "classifier_width": model.classifier_width, "cls_id": shape.cls_id,
         "sep_id": shape.sep_id, "region_dim": shape.region_dim, "num_entities": len(benchmark_vocab().entities),
+        "format": BUNDLE_FORMAT,
     }
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump(description, f, indent=1)
@@ -77,7 +82,9 @@ def export_bundle(run: Run, workdir: str) -> str:
             shutil.copyfile(os.path.join(source, name), os.path.join(out, "tokenizer", name))
     files.write_json(os.path.join(out, CHECKSUMS), {path: files.sha256(os.path.join(out, path))
                                                     for path in _bundle_files(out)})
-    return out
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(out, final)
+    return final
 
 
 def _bundle_files(path: str) -> list[str]:
@@ -90,6 +97,8 @@ def _check_bundle(path: str, description: dict, vocab: Vocab) -> None:
     """DataError naming the file when a bundle file is missing or differs from checksums.json, or
     when the vocabulary files do not have the sizes model.json says."""
     checksums_path = os.path.join(path, CHECKSUMS)
+    if not os.path.isfile(checksums_path) and description.get("format", 1) >= 2:
+        raise DataError(f"{checksums_path} is missing: the bundle is damaged; export it again")
     if not os.path.isfile(checksums_path):
         logging.warning("%s: no %s (a bundle exported before checksums): its files are not checked", path, CHECKSUMS)
     else:

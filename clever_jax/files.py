@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -18,7 +19,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
+    temporary = f"{path}.{socket.gethostname()}.{os.getpid()}.tmp"  # Unique on storage that hosts share.
     try:
         with open(temporary, mode) as f:
             yield f

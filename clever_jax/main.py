@@ -43,11 +43,13 @@ def main(argv: list[str]) -> None:
     job.install_stop_handlers()
     job.quiet_libraries()
     from clever_jax.checkpoints import CheckpointError
+    from clever_jax.config_checks import ConfigError
+    from clever_jax.data.jsonio import DataError
     from clever_jax.workdir import ChangedSettings, WorkdirInUse
 
     try:
         job.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
-    except (CheckpointError, ChangedSettings, WorkdirInUse) as e:  # Their message says it all: no traceback.
+    except (CheckpointError, ChangedSettings, WorkdirInUse, ConfigError, DataError) as e:  # The message says it all.
         sys.exit(f"{type(e).__name__}: {e}")
 
 

@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from clever_jax import evaluate, files, job, metrics
+from clever_jax import workdir as workdir_lib
 from clever_jax.data import prepare
 from clever_jax.data.records import open_records, read_manifest
 
@@ -68,6 +69,8 @@ def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool) -> di
         if not os.path.isfile(os.path.join(run_dir, "test_scores.npz")):
             logging.info("Training %s in %s", head, run_dir)
             job.run(run_config, run_dir, "all")
+        else:  # Reused: it must have been made with these settings.
+            workdir_lib.check_settings(run_config, run_dir, write=False)
         with open(os.path.join(run_dir, "metrics.json")) as f:
             rows[head.upper()] = json.load(f)["test"]
         test = np.load(os.path.join(run_dir, "test_scores.npz"))

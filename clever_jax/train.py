@@ -255,7 +255,8 @@ class Trainer:
                     raise FloatingPointError(
                         f"non-finite loss {bad['loss']} or gradient norm {bad['grad_norm']} before step {step}; "
                         f"those steps were skipped and the last finite state is saved in {checkpoints.root}/latest."
-                        " Lower config.train.lr or check the input data."
+                        " Lower config.train.lr (with --config.train.allow_changed_config=True to resume this"
+                        " run) or check the input data."
                     )
                 elapsed, clock = time.perf_counter() - clock, time.perf_counter()
                 rate = len(window) * config.data.batch_size / elapsed

@@ -2,11 +2,13 @@
 
 * WORKDIR/run.lock holds the pid, host and start time of the command running there. A second
   command on the same workdir stops (WorkdirInUse) while that process is alive; a lock left by a
-  process that is gone from this host is taken over. A lock from another host cannot be checked:
-  the message says which file to delete if that run is gone.
+  process that is gone from this host (or left empty by one killed while writing it) is taken
+  over. A lock from another host cannot be checked: the message says which file to delete if that
+  run is gone. Only process 0 of a multi-process run takes the lock.
 * WORKDIR/run_settings.json holds the settings that change a run's results (`result_settings`:
-  seed, data, model and train, without the ones that do not). Resuming, evaluating, extracting or
-  exporting with different ones stops (ChangedSettings) and lists the differences;
+  seed, data, model and train, without the ones that do not). Once the workdir holds a checkpoint,
+  resuming, evaluating, extracting or exporting with different ones stops (ChangedSettings) and
+  lists the differences (settings the code added or dropped since are not compared);
   --config.train.allow_changed_config=True lets a deliberate change through (it is logged and
   becomes the workdir's settings).
 """
@@ -30,7 +32,8 @@ LOCK = "run.lock"
 SETTINGS = "run_settings.json"
 SECTIONS = ("data", "model", "train")
 # Settings that do not change what a run computes (how fast, how often it logs, what it keeps).
-NOT_RESULTS = frozenset({"data.worker_count", "data.eval_batch_size", "model.remat", "train.log_every",
+# (data.worker_count is not one of them: a resumed input pipeline needs the same number of workers.)
+NOT_RESULTS = frozenset({"data.eval_batch_size", "data.length_multiple", "model.remat", "train.log_every",
                          "train.checkpoints_to_keep", "train.allow_changed_config"})
 
 
@@ -40,6 +43,23 @@ class WorkdirInUse(RuntimeError):
 
 class ChangedSettings(ValueError):
     """The config differs from the one the workdir's run was made with."""
+
+
+_HELD: set[str] = set()  # Lock files this process holds.
+
+
+def _stale(owner: dict, path: str, host: str) -> bool:
+    """Whether a lock's owner is gone: a process of this host that no longer runs (or this very
+    pid, reused after a restart, without this process holding the lock), or a lock file left empty
+    or damaged for a minute (its writer died between creating and writing it)."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return time.time() - os.path.getmtime(path) > 60
+    if owner.get("host") != host:
+        return False
+    if pid == os.getpid():
+        return os.path.abspath(path) not in _HELD
+    return not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -67,8 +87,9 @@ def lock(workdir: str) -> Iterator[None]:
                     owner = json.load(f)
             except (OSError, ValueError):  # Being written by its owner this instant, or damaged.
                 owner = {}
-            if owner.get("host") == mine["host"] and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
-                logging.warning("Taking over %s: its process %d is gone", path, owner["pid"])
+            owner = owner if isinstance(owner, dict) else {}
+            if _stale(owner, path, mine["host"]):
+                logging.warning("Taking over %s: its owner %s is gone", path, owner or "(empty lock file)")
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
                 continue
@@ -78,12 +99,14 @@ def lock(workdir: str) -> Iterator[None]:
                 f"one another --workdir; if that process is gone (e.g. its host died), delete {path}.") from None
         with os.fdopen(fd, "w") as f:
             json.dump(mine, f)
+        _HELD.add(os.path.abspath(path))
         break
     else:
         raise WorkdirInUse(f"{path}: could not take the lock")
     try:
         yield
     finally:
+        _HELD.discard(os.path.abspath(path))
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
 
@@ -104,20 +127,26 @@ def result_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(json.dumps(flat, default=str))
 
 
+def _has_checkpoint(workdir: str) -> bool:
+    """Whether WORKDIR/checkpoints/{latest,best} holds a finished step."""
+    folders = [os.path.join(workdir, "checkpoints", kind) for kind in ("latest", "best")]
+    return any(name.isdigit() for folder in folders if os.path.isdir(folder) for name in os.listdir(folder))
+
+
 def check_settings(config: ml_collections.ConfigDict, workdir: str, write: bool) -> None:
     """Compares the config's result settings with the workdir's (module docstring); the first
     command in a workdir (and, with write, a deliberate change) saves them."""
     path = os.path.join(workdir, SETTINGS)
     current = result_settings(config)
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) or not _has_checkpoint(workdir):  # Nothing made yet that they could mix with.
         if write:
             files.write_json(path, current)
         return
     with open(path) as f:
         saved = json.load(f)
-    missing = "(not set)"
-    changed = [f"  {key}: {saved.get(key, missing)!r} (the run's) -> {current.get(key, missing)!r} (now)"
-               for key in sorted(saved.keys() | current.keys()) if saved.get(key, missing) != current.get(key, missing)]
+    # Settings that one side does not know (added to or removed from the code since) are not compared.
+    changed = [f"  {key}: {saved[key]!r} (the run's) -> {current[key]!r} (now)"
+               for key in sorted(saved.keys() & current.keys()) if saved[key] != current[key]]
     if not changed:
         return
     if not config.train.allow_changed_config:

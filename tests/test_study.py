@@ -50,7 +50,8 @@ def test_study_reuses_finished_runs_and_summarises_the_seeds(tmp_path, monkeypat
         if config.model.encoder == "cnn":
             del test["attention_true_auc"]  # A metric a cell lacks shows as "—".
         os.makedirs(run_dir, exist_ok=True)
-        workdir.check_settings(config, run_dir, write=True)  # As job.run does.
+        workdir.check_settings(config, run_dir, write=True)  # As job.run does, then trains.
+        os.makedirs(os.path.join(run_dir, "checkpoints", "best", "3"))
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
             json.dump({"test": test}, f)
         np.savez(os.path.join(run_dir, "test_scores.npz"), scores=np.zeros((2, 3)))

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -30,6 +31,14 @@ def test_a_live_lock_refuses_a_second_command_and_a_stale_one_is_taken_over(tmp_
         json.dump({"pid": int(gone.stdout), "host": socket.gethostname(), "started": "earlier"}, f)
     with workdir.lock(run_dir):  # Its process has exited: taken over.
         assert json.load(open(os.path.join(run_dir, workdir.LOCK)))["pid"] == os.getpid()
+    with open(os.path.join(run_dir, workdir.LOCK), "w") as f:  # This very pid, not held: a restarted container.
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": "before the restart"}, f)
+    with workdir.lock(run_dir):
+        pass
+    open(os.path.join(run_dir, workdir.LOCK), "w").close()  # Left empty by a writer killed a minute ago.
+    os.utime(os.path.join(run_dir, workdir.LOCK), (time.time() - 120,) * 2)
+    with workdir.lock(run_dir):
+        pass
     with open(os.path.join(run_dir, workdir.LOCK), "w") as f:
         json.dump({"pid": 1, "host": "another-host", "started": "earlier"}, f)
     with pytest.raises(workdir.WorkdirInUse, match=r"on another-host .* delete .*run\.lock"):
@@ -43,8 +52,14 @@ def test_changed_result_settings_stop_and_list_the_differences(tmp_path):
     workdir.check_settings(config, run_dir, write=True)
     saved = json.load(open(tmp_path / workdir.SETTINGS))
     assert saved["train.lr"] == config.train.lr and saved["seed"] == 0 and "train.log_every" not in saved
+    changed = demo.get_config("tiny")
+    changed.train.lr = 1e-3
+    workdir.check_settings(changed, run_dir, write=True)  # No checkpoint yet: a retry may change anything.
+    assert json.load(open(tmp_path / workdir.SETTINGS))["train.lr"] == 1e-3
+    workdir.check_settings(config, run_dir, write=True)
+    os.makedirs(tmp_path / "checkpoints" / "latest" / "12")  # Now the workdir holds a run.
     faster = demo.get_config("tiny")
-    faster.data.worker_count, faster.train.log_every, faster.model.remat = 2, 1, True  # Not result settings.
+    faster.train.log_every, faster.model.remat = 1, True  # Not result settings.
     workdir.check_settings(faster, run_dir, write=True)
     changed = demo.get_config("tiny")
     changed.train.lr, changed.model.head = 1e-3, "avg"
@@ -56,6 +71,12 @@ def test_changed_result_settings_stop_and_list_the_differences(tmp_path):
     # Evaluating a CLEVER run as AVG stops before any work.
     with pytest.raises(workdir.ChangedSettings, match="model.head"):
         job.run(changed, run_dir, "eval")
+    # A setting the code added since the run (absent from its file) is not compared.
+    newer = json.load(open(tmp_path / workdir.SETTINGS))
+    del newer["model.encoder"]
+    with open(tmp_path / workdir.SETTINGS, "w") as f:
+        json.dump(newer, f)
+    workdir.check_settings(config, run_dir, write=False)
     changed.train.allow_changed_config = True
     workdir.check_settings(changed, run_dir, write=True)  # The deliberate case: logged, saved.
     assert json.load(open(tmp_path / workdir.SETTINGS))["model.head"] == "avg"

@@ -141,7 +141,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
     else:
         shutil.rmtree(build_dir, ignore_errors=True)  # an interrupted earlier build
         build(config, vg_dir, features_path, model_dir, build_dir)
-    shutil.copyfile(os.path.join(build_dir, STATS), os.path.join(workdir, STATS))
+    with open(os.path.join(build_dir, STATS), "rb") as source, \
+            files.atomic_write(os.path.join(workdir, STATS), "wb") as f:
+        shutil.copyfileobj(source, f)
     with open(os.path.join(build_dir, STATS)) as f:
         report = skip_report(json.load(f)["skipped"])
     if report:

@@ -187,7 +187,7 @@ def read_region_features(path: str, offset: int, slots: np.ndarray, feature_dim:
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
         with open(path, "rb") as f:
-            line = f.read(offset).count(b"\n") + 1
+            line = 1 + sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(min(1 << 24, offset - f.tell())), b""))
         raise DataError(f"{path}: line {line} (image {int(image_part)}), region {int(slots[np.argmax(bad)])}: the "
                         "feature holds NaN or infinite values")
     return out
