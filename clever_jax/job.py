@@ -38,12 +38,14 @@ def reject_renamed_flags(argv: list[str]) -> None:
                          "checkpoints go to WORKDIR/checkpoints)")
 
 
-def install_stop_handlers() -> None:
-    """SIGTERM (preemption) and Ctrl-C stop training after the current step with its latest state
-    saved (distributed.StopSignal). Installed before run() starts jax.distributed, whose
-    preemption service then takes SIGTERM over."""
+def start_command() -> None:
+    """What every training command line does first: SIGTERM (preemption) and Ctrl-C stop training
+    after the current step with its latest state saved (distributed.StopSignal; installed before
+    run() starts jax.distributed, whose preemption service then takes SIGTERM over), and the
+    libraries' INFO logs are hidden (quiet_libraries)."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, distributed.STOP.handle)
+    quiet_libraries()
 
 
 def quiet_libraries() -> None:

@@ -40,8 +40,7 @@ _MODE = flags.DEFINE_enum("mode", "all", job.MODES, "What to run.")
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    job.install_stop_handlers()
-    job.quiet_libraries()
+    job.start_command()
     from clever_jax.checkpoints import CheckpointError
     from clever_jax.config_checks import ConfigError
     from clever_jax.data.jsonio import DataError

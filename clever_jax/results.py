@@ -96,8 +96,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    job.install_stop_handlers()
-    job.quiet_libraries()
+    job.start_command()
     args = flags.FLAGS
     print(table(run_all(args.config, args.workdir, args.heads, args.clever_from_avg)))
 

@@ -254,8 +254,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    job.install_stop_handlers()
-    job.quiet_libraries()
+    job.start_command()
     args = flags.FLAGS
     os.makedirs(args.workdir, exist_ok=True)
     study = run_study(args.config, args.workdir, args.parts, [int(s) for s in args.seeds],
