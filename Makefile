@@ -6,7 +6,7 @@ WORKDIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast lint bench-data results study clean bench bench-scaling memory install-cuda install-tpu
+.PHONY: demo test test-fast lint bench-data results study predcls clean bench bench-scaling memory install-cuda install-tpu
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ results: $(VENV)/.installed
 # The paper's Table 2, Table 3 and Fig. 4 on the demo world, CLEVER vs AVG over two seeds (resumable).
 study: $(VENV)/.installed
 	$(PY) -m clever_jax.study --config=configs/demo.py --workdir=runs/study
+
+# How much the world's boxes tell beyond the class pair, as Zellers et al. 2018 measured on Visual Genome.
+predcls: $(VENV)/.installed
+	$(PY) -m clever_jax.predcls --config=configs/demo.py --workdir=runs/predcls
 
 bench: $(VENV)/.installed
 	$(PY) -m clever_jax.bench --config=configs/demo.py --out=runs/bench/demo.json

@@ -40,8 +40,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from clever_jax import builder, files, grounding, job
-from clever_jax.checkpoints import Checkpoints
+from clever_jax import workdir as workdir_lib
+from clever_jax.checkpoints import CheckpointError, Checkpoints
 from clever_jax.data import pipeline
+from clever_jax.data.jsonio import DataError
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import pair_geometry, query_geometry
 
@@ -156,6 +158,7 @@ def diagnose(config, workdir: str, split: str) -> dict:
     instances they were fitted on."""
     if jax.process_count() > 1:
         raise ValueError("clever_jax.diagnose runs in one process; start it without jax.distributed")
+    workdir_lib.check_settings(config, workdir, write=False)  # The run's own settings, not others.
     records_dir = job.prepare_records(config, workdir)
     run = builder.build(config, records_dir)
     params = Checkpoints(workdir).restore_params("best", run.abstract_params)
@@ -182,7 +185,10 @@ def diagnose(config, workdir: str, split: str) -> dict:
 def main(argv: list[str]) -> None:
     del argv
     job.quiet_libraries()
-    result = diagnose(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split)
+    try:
+        result = diagnose(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split)
+    except (CheckpointError, workdir_lib.ChangedSettings, DataError) as e:  # The message says it all.
+        sys.exit(f"{type(e).__name__}: {e}")
     logging.info("Diagnosis of %s:\n%s", flags.FLAGS.workdir, json.dumps(result, indent=1))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
@@ -55,6 +56,16 @@ def initialize(config: ml_collections.ConfigDict) -> None:
 def is_main_process() -> bool:
     """Process 0 writes the run's plain files (history, metrics, plots, triplets, export)."""
     return jax.process_index() == 0
+
+
+def broadcast_text(text: str, size: int = 4096) -> str:
+    """Process 0's `text` (UTF-8, up to `size` bytes) on every process; `text` itself on one process."""
+    if jax.process_count() == 1:
+        return text
+    encoded = np.zeros(size, np.uint8)
+    data = text.encode()[:size]
+    encoded[:len(data)] = np.frombuffer(data, np.uint8)
+    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(encoded))).rstrip(b"\0").decode(errors="replace")
 
 
 def barrier(name: str, timeout_s: int = 3600) -> None:

@@ -73,8 +73,9 @@ def prepare_records(config, workdir: str) -> str:
 
 def run(config, workdir: str, mode: str) -> None:
     """Runs one mode (see clever_jax.main) after checking the config (clever_jax.config_checks),
-    holding the workdir's lock (process 0; clever_jax.workdir) and after checking that the config's
-    result settings are the workdir's run's."""
+    holding the workdir's lock and after checking that the config's result settings are the
+    workdir's run's (clever_jax.workdir). Process 0 does both; when it refuses, every process stops
+    with its error."""
     import jax
 
     from clever_jax import config_checks
@@ -85,9 +86,21 @@ def run(config, workdir: str, mode: str) -> None:
     main = distributed.is_main_process()
     if not main:
         logging.set_verbosity(logging.WARNING)  # Process 0 reports progress; the others only problems.
-    with workdir_lib.lock(workdir) if main else contextlib.nullcontext():
-        if mode != "prepare":
-            workdir_lib.check_settings(config, workdir, write=main and mode in ("all", "train"))
+    with contextlib.ExitStack() as held:
+        refusal, error = "", None
+        if main:  # Process 0 takes the lock and checks the settings, then tells the others.
+            try:
+                held.enter_context(workdir_lib.lock(workdir))
+                if mode != "prepare":
+                    workdir_lib.check_settings(config, workdir, write=mode in ("all", "train"))
+            except (workdir_lib.WorkdirInUse, workdir_lib.ChangedSettings) as e:
+                refusal, error = f"{type(e).__name__}\n{e}", e
+        refusal = distributed.broadcast_text(refusal)  # So the others stop too rather than wait for process 0.
+        if error is not None:
+            raise error
+        if refusal:
+            kind, message = refusal.split("\n", 1)
+            raise getattr(workdir_lib, kind)(f"process 0 stopped: {message}")
         _run(config, workdir, mode)
 
 

@@ -1,7 +1,7 @@
 """The paper's ablations on one benchmark, with CLEVER against AVG over several seeds.
 
   python -m clever_jax.study --config=configs/demo.py --workdir=runs/study [--seeds=0,1]
-      [--parts=seeds,table2,table3,fig4] [--bag_sizes=1,2,4,8,16,32]
+      [--parts=seeds,table2,table3,fig4,sparse] [--bag_sizes=1,2,4,8,16,32]
 
 * seeds: AVG and CLEVER for every seed s. Seed s sets the world's images (data.world.seed), the
   splits (data.seed), the parameter initialisation (seed) and the bag order (data.shuffle_seed);
@@ -13,6 +13,9 @@
   similarity, is not run (SIMILARITY_NOTE says why), and the results say so.
 * fig4 (first seed): CLEVER with bags of each of --bag_sizes instances (1 to 32), train and test
   alike.
+* sparse (first seed): CLEVER against AVG where fewer of a bag's instances show its relation than
+  with the overlap sampler's bags of the config's size: the random sampler, and bags twice as
+  large (contrastive attention is meant to pay off there, averaging to dilute the evidence).
 
 Every cell starts from the study's config with the cell's seed, the VLP encoder, the overlap
 sampler, no initialisation from another run (CLEVER starts from scratch like AVG: the same budget
@@ -45,7 +48,7 @@ from ml_collections import config_flags
 from clever_jax import files, job
 from clever_jax import workdir as workdir_lib
 
-PARTS = ("seeds", "table2", "table3", "fig4")
+PARTS = ("seeds", "table2", "table3", "fig4", "sparse")
 SEED_METRICS = ("auc", "mauc", "attention_on_true", "attention_true_chance", "top_evidence_true",
                 "attention_true_auc", "spearman_top")
 TABLE_METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "attention_true_chance", "top_evidence_true",
@@ -67,14 +70,14 @@ class Cell:
 
 def cells(parts: list[str], seeds: list[int], bag_sizes: list[int], default_bag_size: int) -> list[Cell]:
     """The runs the parts need, in order, without repeats (the first seed's CLEVER serves every
-    part, its AVG the seeds and table2)."""
+    part, its AVG the seeds, table2 and sparse)."""
     unknown = set(parts) - set(PARTS)
     if unknown or not seeds:
         raise ValueError(f"parts {sorted(unknown)} unknown (expected some of {PARTS})" if unknown else "no seeds")
     if len(set(seeds)) != len(seeds) or len(set(bag_sizes)) != len(bag_sizes):
         raise ValueError(f"seeds {seeds} and bag sizes {bag_sizes} must not repeat")
-    first = seeds[0]
-    heads = ("avg", "clever") if {"seeds", "table2"} & set(parts) else ("clever",)
+    first, large = seeds[0], 2 * default_bag_size
+    heads = ("avg", "clever") if {"seeds", "table2", "sparse"} & set(parts) else ("clever",)
     out = [Cell(f"{head}-s{first}", first, (("model.head", head),)) for head in heads]
     if "seeds" in parts:
         out += [Cell(f"{head}-s{s}", s, (("model.head", head),)) for s in seeds[1:] for head in ("avg", "clever")]
@@ -86,7 +89,11 @@ def cells(parts: list[str], seeds: list[int], bag_sizes: list[int], default_bag_
     if "fig4" in parts:
         out += [Cell(f"bag{n}-clever-s{first}", first, (("model.head", "clever"), ("data.bag_size", n)))
                 for n in bag_sizes if n != default_bag_size]
-    return out
+    if "sparse" in parts:
+        for head in ("clever", "avg"):
+            out.append(Cell(f"random-{head}-s{first}", first, (("model.head", head), ("data.sampler", "random"))))
+            out.append(Cell(f"bag{large}-{head}-s{first}", first, (("model.head", head), ("data.bag_size", large))))
+    return list({cell.name: cell for cell in out}.values())  # The first of each name, in order.
 
 
 def cell_config(config: ml_collections.ConfigDict, workdir: str, cell: Cell) -> ml_collections.ConfigDict:
@@ -154,6 +161,23 @@ def tables(results: dict[str, dict], parts: list[str], seeds: list[int], bag_siz
     if "fig4" in parts:
         out["fig4"] = {f"bag {n}": f"clever-s{s}" if n == default_bag_size else f"bag{n}-clever-s{s}"
                        for n in bag_sizes}
+    if "sparse" in parts:
+        large = 2 * default_bag_size
+        settings = ((f"overlap, bag {default_bag_size}", ""), ("random sampler", "random-"),
+                    (f"overlap, bag {large}", f"bag{large}-"))
+        out["sparse"] = {f"{setting}, {head.upper()}": f"{prefix}{head}-s{s}"
+                         for setting, prefix in settings for head in ("clever", "avg")}
+    return out
+
+
+def sparse_differences(results: dict[str, dict], rows: dict[str, str]) -> dict[str, dict[str, float]]:
+    """CLEVER - AVG test AUC and mAUC per setting of the sparse table (rows "<setting>, CLEVER" / ", AVG")."""
+    out = {}
+    for row, cell in rows.items():
+        setting, head = row.rsplit(", ", 1)
+        if head == "CLEVER":
+            clever, avg = results[cell]["test"], results[rows[f"{setting}, AVG"]]["test"]
+            out[setting] = {m: clever[m] - avg[m] for m in ("auc", "mauc")}
     return out
 
 
@@ -179,6 +203,10 @@ def markdown(summary: dict | None, rows: dict[str, dict[str, str]], results: dic
             lines.append(f"| {row} | " + " | ".join(values) + f" | {minutes} |")
         if name == "table3":
             lines += ["", SIMILARITY_NOTE + "."]
+        if name == "sparse":
+            lines += ["", "CLEVER - AVG: " + "; ".join(
+                f"{setting}: AUC {d['auc']:+.2f}, mAUC {d['mauc']:+.2f}"
+                for setting, d in sparse_differences(results, table).items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -232,7 +260,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, parts: list[str],
     rows = tables(results, parts, seeds, bag_sizes, default_bag_size)
     known = [r["seconds"] for r in results.values() if r["seconds"] is not None]
     notes = [SIMILARITY_NOTE] if "table3" in parts else []
-    study = {"cells": results, "seeds": summary, "tables": rows, "notes": notes,
+    differences = sparse_differences(results, rows["sparse"]) if "sparse" in rows else None
+    study = {"cells": results, "seeds": summary, "tables": rows, "sparse_differences": differences, "notes": notes,
              "total_minutes": sum(known) / 60, "timed_cells": len(known), "num_cells": len(results),
              "trained_now": sum(r["trained"] for r in results.values())}
     files.write_json(os.path.join(workdir, "study.json"), study)

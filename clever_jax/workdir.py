@@ -1,10 +1,12 @@
 """A workdir belongs to one run: a lock while a command runs in it, and the settings that made it.
 
-* WORKDIR/run.lock holds the pid, host and start time of the command running there. A second
-  command on the same workdir stops (WorkdirInUse) while that process is alive; a lock left by a
-  process that is gone from this host (or left empty by one killed while writing it) is taken
-  over. A lock from another host cannot be checked: the message says which file to delete if that
-  run is gone. Only process 0 of a multi-process run takes the lock.
+* WORKDIR/run.lock holds the pid, host and start time of the command running there, and an
+  exclusive flock on it while the command runs. A second command on the same workdir stops
+  (WorkdirInUse) while that process is alive; the kernel drops the flock of a process that died,
+  so its lock file is taken over (and two commands racing for it cannot both win). A lock file
+  naming another host is not taken over (whether flocks reach across hosts depends on the shared
+  filesystem): the message says which file to delete if that run is gone. Only process 0 of a
+  multi-process run takes the lock.
 * WORKDIR/run_settings.json holds the settings that change a run's results (`result_settings`:
   seed, data, model and train, without the ones that do not). Once the workdir holds a checkpoint,
   resuming, evaluating, extracting or exporting with different ones stops (ChangedSettings) and
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -45,21 +48,16 @@ class ChangedSettings(ValueError):
     """The config differs from the one the workdir's run was made with."""
 
 
-_HELD: set[str] = set()  # Lock files this process holds.
-
-
-def _stale(owner: dict, path: str, host: str) -> bool:
-    """Whether a lock's owner is gone: a process of this host that no longer runs (or this very
-    pid, reused after a restart, without this process holding the lock), or a lock file left empty
-    or damaged for a minute (its writer died between creating and writing it)."""
+def _stale(owner: dict, host: str) -> bool:
+    """Whether the owner a lock file names is gone, for a lock whose kernel lock was free: a file
+    left empty or damaged, a process of this host that no longer runs (or this very pid, reused
+    after a restart). A process of another host cannot be checked: not stale."""
     pid = owner.get("pid")
     if not isinstance(pid, int) or pid <= 0:
-        return time.time() - os.path.getmtime(path) > 60
+        return True
     if owner.get("host") != host:
         return False
-    if pid == os.getpid():
-        return os.path.abspath(path) not in _HELD
-    return not _alive(pid)
+    return pid == os.getpid() or not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -72,43 +70,69 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owner(fd: int) -> dict:
+    """The owner recorded in an open lock file ({} when empty or damaged)."""
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _in_use(workdir: str, path: str, owner: dict) -> WorkdirInUse:
+    return WorkdirInUse(
+        f"{workdir} is in use by process {owner.get('pid', '?')} on {owner.get('host', '?')} "
+        f"(since {owner.get('started', '?')}; {path}). Wait for that command to finish or give this "
+        f"one another --workdir; if that process is gone (e.g. its host died), delete {path}.")
+
+
+def _acquire(workdir: str, path: str) -> int:
+    """Opens and locks `path` (an exclusive flock, which the kernel drops when its process dies, so
+    two commands can never both take it); returns the file descriptor holding it."""
+    host = socket.gethostname()
+    for _ in range(3):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _owner(fd)
+            os.close(fd)
+            raise _in_use(workdir, path, owner) from None
+        except OSError as e:  # A filesystem without file locks (some network mounts): the pid check alone.
+            logging.warning("%s: no file locking on this filesystem (%s); going by the pid it records", path, e)
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if not current:  # Its holder removed it between our open and our lock: open the new one.
+            os.close(fd)
+            continue
+        owner = _owner(fd)
+        if owner and not _stale(owner, host):  # E.g. a run on another host sharing this folder.
+            os.close(fd)
+            raise _in_use(workdir, path, owner)
+        if owner:
+            logging.warning("Taking over %s: its owner %s is gone", path, owner)
+        mine = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(mine).encode(), 0)
+        return fd
+    raise WorkdirInUse(f"{path}: could not take the lock")
+
+
 @contextlib.contextmanager
 def lock(workdir: str) -> Iterator[None]:
     """Holds WORKDIR/run.lock for the block (module docstring)."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK)
-    mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # Atomic: fails if the lock exists.
-        except FileExistsError:
-            try:
-                with open(path) as f:
-                    owner = json.load(f)
-            except (OSError, ValueError):  # Being written by its owner this instant, or damaged.
-                owner = {}
-            owner = owner if isinstance(owner, dict) else {}
-            if _stale(owner, path, mine["host"]):
-                logging.warning("Taking over %s: its owner %s is gone", path, owner or "(empty lock file)")
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-                continue
-            raise WorkdirInUse(
-                f"{workdir} is in use by process {owner.get('pid', '?')} on {owner.get('host', '?')} "
-                f"(since {owner.get('started', '?')}; {path}). Wait for that command to finish or give this "
-                f"one another --workdir; if that process is gone (e.g. its host died), delete {path}.") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(mine, f)
-        _HELD.add(os.path.abspath(path))
-        break
-    else:
-        raise WorkdirInUse(f"{path}: could not take the lock")
+    fd = _acquire(workdir, path)
     try:
         yield
     finally:
-        _HELD.discard(os.path.abspath(path))
         with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:  # Still ours (not deleted and re-taken).
+                os.remove(path)
+        os.close(fd)
 
 
 def result_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 Every process: prepares the tiny world's records (process 0 first), trains 2 epochs (4 steps, a
 validation after each), restores the latest checkpoint (the state, and its own input position: it
 reads the next batch), evaluates the one-process run's final parameters on the test split, exports
-a bundle and writes ROOT/run{NUM_PROCESSES}/result_{PROCESS_ID}.npz. The one-process reference
+a bundle, runs job.run on a workdir another live process holds (ROOT/locked: it must refuse on
+every process) and writes ROOT/run{NUM_PROCESSES}/result_{PROCESS_ID}.npz. The one-process reference
 (run first) feeds the same global batches as two processes do: the local batches of shard 0 and
 shard 1, one after the other. The two processes' training is stopped by a SIGTERM that only process
 1 receives (after step 2, at stop check 3; see SignalAt) and then resumed, so it must still end like the reference's.
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 
 from clever_jax import builder, distributed, evaluate, export, job, train
+from clever_jax import workdir as workdir_lib
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import pipeline
 from clever_jax.data.vocab import benchmark_vocab
@@ -164,6 +166,11 @@ def main(root: str, process_id: int, num_processes: int, port: int) -> None:
     params = Checkpoints(os.path.join(root, "run1")).restore_params("latest", run.abstract_params)
     metrics, outputs = evaluate.evaluate(run, params, "test", trainer.grades, keep_evidence=True)
     export.export_bundle(run, workdir)
+    refused = ""
+    try:  # ROOT/locked holds the lock of a live process (the test's): every process stops, none waits.
+        job.run(config, os.path.join(root, "locked"), "eval")
+    except workdir_lib.WorkdirInUse as e:
+        refused = str(e)
     trained = {jax.tree_util.keystr(path): np.asarray(leaf)
               for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]}
     np.savez(os.path.join(workdir, f"result_{process_id}.npz"), step=np.asarray(state.step), next_bags=next_bags,
@@ -171,6 +178,7 @@ def main(root: str, process_id: int, num_processes: int, port: int) -> None:
              evidence=outputs.evidence, gold_attention=outputs.gold_attention, bags=outputs.bags,
              labels=outputs.labels, images=outputs.images, test_metrics=json.dumps(metrics),
              history=json.dumps(meta["history"]), devices=jax.device_count(), boundaries=stop.boundaries,
+             refused=refused,
              **stopped, **{f"param{k}": v for k, v in trained.items()})
 
 

@@ -1,9 +1,12 @@
 """The diagnosis numbers: logit spread within bags, instance classifier vs the oracle pair prior."""
 
+import os
+
 import numpy as np
 import pytest
 
-from clever_jax import diagnose
+from clever_jax import diagnose, workdir
+from configs import demo
 
 
 def test_logit_spread_of_the_gold_relations_within_bags():
@@ -56,3 +59,13 @@ def test_ranking_probe_finds_a_signal_and_not_noise():
     blind = diagnose.ranking_probe(train, test, "noise")
     assert found["ranking_auc"] > 80 and found["top_instance_true"] > found["chance"] + 20
     assert abs(blind["ranking_auc"] - 50) < 5 and found["facts"] == blind["facts"] > 200
+
+
+def test_diagnosing_a_run_with_other_settings_stops_before_any_work(tmp_path):
+    config = demo.get_config("tiny")
+    workdir.check_settings(config, str(tmp_path), write=True)
+    os.makedirs(tmp_path / "checkpoints" / "best" / "3")  # The workdir holds a (CLEVER) run.
+    config.model.head = "avg"
+    with pytest.raises(workdir.ChangedSettings, match=r"model\.head: 'clever' \(the run's\) -> 'avg'"):
+        diagnose.diagnose(config, str(tmp_path), "test")
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints", workdir.SETTINGS]

@@ -58,6 +58,9 @@ def run_processes(root, num_processes: int, devices: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("multihost")
+    os.makedirs(root / "locked")
+    with open(root / "locked" / "run.lock", "w") as f:  # Held by this (live) test process.
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}, f)
     reference = run_processes(root, 1, devices=4)[0]  # Also builds the records and writes run1's checkpoint.
     return reference, run_processes(root, 2, devices=2), root
 
@@ -119,3 +122,10 @@ def test_history_export_and_an_input_position_per_process_are_written(runs):
     assert (run / "export" / "model.json").is_file() and os.listdir(run / "export" / "params")
     data = run / "checkpoints" / "latest" / "4" / "data"  # The input position of each process.
     assert sorted(f for f in os.listdir(data) if f.endswith(".json")) == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_a_workdir_in_use_stops_every_process_not_only_process_0(runs):
+    reference, processes, _ = runs
+    held = f"in use by process {os.getpid()} on {socket.gethostname()}"
+    assert held in str(reference["refused"]) and held in str(processes[0]["refused"])
+    assert str(processes[1]["refused"]).startswith("process 0 stopped: ") and held in str(processes[1]["refused"])

@@ -1,6 +1,7 @@
 """Records and the input pipeline: build, reuse, rebuild, batch layout, determinism, resume."""
 
 import json
+import logging
 import os
 import shutil
 
@@ -133,7 +134,7 @@ def test_worker_processes_are_deterministic(built):
             np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_prepare_reuses_an_unchanged_build_and_redoes_a_changed_one(built, tmp_path):
+def test_prepare_reuses_an_unchanged_build_and_redoes_a_changed_one(built, tmp_path, caplog):
     config, workdir, build_dir = built
     stats = json.load(open(os.path.join(workdir, "stats.json")))
     assert set(stats["splits"]) == {"train", "val", "test"}
@@ -142,7 +143,9 @@ def test_prepare_reuses_an_unchanged_build_and_redoes_a_changed_one(built, tmp_p
     changed = _config(config.data.vg_dir, config.data.features_path, bag_size=2)
     assert prepare.prepare(changed, workdir) != build_dir
     loader_only = _config(config.data.vg_dir, config.data.features_path, batch_size=5)
-    assert prepare.prepare(loader_only, workdir) == build_dir
+    with caplog.at_level(logging.INFO):
+        assert prepare.prepare(loader_only, workdir) == build_dir
+    assert "also holds 1 other record builds" in caplog.text  # The bag_size=2 build.
 
 
 def test_truncated_record_file_is_reported(built, tmp_path):
@@ -180,6 +183,12 @@ def test_overwritten_or_swapped_record_files_are_reported(built, tmp_path):
     with open(copy / records.MANIFEST, "w") as f:
         json.dump(manifest, f)
     with pytest.raises(DataError, match=r"split 'val' holds \d+ bags of split 'test'"):
+        records.open_records(str(copy))
+    manifest["version"] = "0.9.0"  # Records an older clever_jax built.
+    with open(copy / records.MANIFEST, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(DataError, match=rf"records of format 0\.9\.0, this version of clever_jax reads "
+                                        rf"{records.RECORDS_VERSION}; delete"):
         records.open_records(str(copy))
 
 

@@ -46,6 +46,44 @@ def test_a_live_lock_refuses_a_second_command_and_a_stale_one_is_taken_over(tmp_
             pass
 
 
+RACER = """
+import sys, time
+from clever_jax import workdir
+try:
+    with workdir.lock(sys.argv[1]):
+        print("took it", flush=True)
+        time.sleep(2)
+except workdir.WorkdirInUse:
+    print("refused")
+"""
+
+
+def test_commands_racing_for_a_stale_lock_cannot_both_take_it(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(tmp_path / workdir.LOCK, "w") as f:
+        json.dump({"pid": int(gone.stdout), "host": socket.gethostname(), "started": "earlier"}, f)
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    outcomes = sorted(p.communicate(timeout=120)[0].strip() for p in racers)
+    assert outcomes == ["refused"] * 3 + ["took it"]
+    assert not (tmp_path / workdir.LOCK).exists()
+
+
+def test_releasing_a_lock_leaves_a_lock_file_that_is_not_its_own(tmp_path):
+    first = workdir.lock(str(tmp_path))
+    first.__enter__()
+    os.remove(tmp_path / workdir.LOCK)  # Deleted by hand (as the in-use message suggests), then taken again.
+    second = workdir.lock(str(tmp_path))
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert json.load(open(tmp_path / workdir.LOCK))["pid"] == os.getpid()  # The second's file stays.
+    with pytest.raises(workdir.WorkdirInUse):
+        with workdir.lock(str(tmp_path)):
+            pass
+    second.__exit__(None, None, None)
+    assert not (tmp_path / workdir.LOCK).exists()
+
+
 def test_changed_result_settings_stop_and_list_the_differences(tmp_path):
     run_dir = str(tmp_path)
     config = demo.get_config("tiny")

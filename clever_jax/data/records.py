@@ -200,7 +200,11 @@ def read_manifest(data_dir: str) -> dict:
     if not os.path.isfile(manifest_path):
         raise DataError(f"{data_dir}: no {MANIFEST}: the records were never completely built; run --mode=prepare")
     with open(manifest_path) as f:
-        return json.load(f)
+        manifest = json.load(f)
+    if manifest.get("version") != RECORDS_VERSION:
+        raise DataError(f"{manifest_path}: records of format {manifest.get('version')}, this version of clever_jax "
+                        f"reads {RECORDS_VERSION}; delete {data_dir} and run --mode=prepare again")
+    return manifest
 
 
 def open_records(data_dir: str) -> tuple[object, dict[str, object]]:

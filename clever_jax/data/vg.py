@@ -94,9 +94,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def box_geometry(boxes: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """The 6-d geometry of boxes [K, 4] in an image of size (width, height): float32 [K, 6]."""
-    w, h = float(size[0]), float(size[1])
-    scaled = boxes / np.array([w, h, w, h], np.float32)
+    """The 6-d geometry of boxes [K, 4] in images of size (width, height) [2] or [K, 2]: float32 [K, 6]."""
+    size = np.asarray(size, np.float32)
+    scaled = boxes / np.concatenate([size, size], axis=-1)
     return np.concatenate([scaled, scaled[:, 2:] - scaled[:, :2]], axis=1).astype(np.float32)
 
 

@@ -1,0 +1,65 @@
+"""The PredCls measurement: pairs, records, the frequency prior, recall@K and the command on the tiny world."""
+
+import json
+
+import numpy as np
+import pytest
+
+from clever_jax import predcls
+from clever_jax.data.vg import ingest
+from clever_jax.data.vocab import benchmark_vocab
+from configs import demo
+
+
+def test_pairs_are_every_ordered_pair_of_vocabulary_objects_and_records_point_into_them(small_vg):
+    vocab = benchmark_vocab()
+    corpus = ingest(*small_vg, vocab)
+    image, subject, obj = predcls.object_pairs(corpus)
+    names = np.asarray(corpus.object_names)
+    # Image 1: man, umbrella, dog (sky is out of the vocabulary); image 2: men, dog, dogs (the
+    # umbrella's box is degenerate, blorp unknown). 3 * 2 ordered pairs each.
+    assert np.bincount(image).tolist() == [6, 6]
+    assert not (subject == obj).any() and (corpus.object_image[subject] == image).all()
+    assert len(set(zip(subject.tolist(), obj.tolist(), strict=True))) == 12
+    pair, relation = predcls.annotated_records(corpus, subject, obj)
+    stated = {(names[subject[p]], vocab.relations[r], names[obj[p]]) for p, r in zip(pair, relation, strict=True)}
+    assert stated == {("man", "holding", "umbrella"), ("dog", "near", "man"), ("man", "near", "dog")}
+    classes = predcls.pair_classes(len(image), pair, relation, vocab.num_relations + 1)
+    assert classes[pair, relation].all() and classes[:, 0].sum() == 12 - 3 and (classes.sum(axis=1) == 1).all()
+
+
+def test_frequency_prior_counts_relations_and_no_relation_per_class_pair():
+    classes = np.zeros((4, 3), bool)
+    classes[0, 1] = classes[1, 1] = classes[2, 0] = True  # pair (0, 1): relation 1 twice, NA once
+    classes[3, 2] = True  # pair (1, 0): relation 2
+    prior = predcls.frequency_prior(np.array([0, 0, 0, 1]), np.array([1, 1, 1, 0]), classes, num_entities=2)
+    assert prior.shape == (2, 2, 3)
+    np.testing.assert_allclose(prior[0, 1], [1 / 3, 2 / 3, 0], atol=1e-3)
+    np.testing.assert_allclose(prior[1, 0], [0, 0, 1], atol=1e-2)
+    np.testing.assert_allclose(prior[0, 0], [1 / 3] * 3)  # never seen: uniform
+
+
+def test_recall_counts_records_among_each_images_k_best_pairs():
+    image = np.array([0, 0, 0, 1, 1])
+    score = np.array([0.9, 0.1, 0.5, 0.2, 0.8])
+    best = np.array([1, 2, 3, 1, 1])
+    record_pair = np.array([0, 1, 2, 3, 3])  # image 0: three records; image 1: two on pair 3
+    record_relation = np.array([1, 2, 4, 1, 2])
+    # k=1: image 0 keeps pair 0 (right), image 1 pair 4 (no record): (1/3 + 0) / 2.
+    assert predcls.recall_at(image, score, best, record_pair, record_relation, 1) == pytest.approx(100 / 6)
+    # k=2: image 0 adds pair 2 (wrong relation), image 1 pair 3 (one of its two): (1/3 + 1/2) / 2.
+    assert predcls.recall_at(image, score, best, record_pair, record_relation, 2) == pytest.approx(250 / 6)
+    # k=3: pair 1 of image 0 is right too.
+    recall = predcls.recall_at(image, score, best, record_pair, record_relation, 3)
+    assert recall == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
+
+
+def test_the_command_on_the_tiny_world(tmp_path):
+    result = predcls.measure(demo.get_config("tiny"), str(tmp_path), test_fraction=0.3, hidden=32, epochs=20,
+                             appearance_dim=4)
+    assert json.loads((tmp_path / "predcls.json").read_text()) == json.loads(json.dumps(result))
+    assert set(result["recall"]) == {"freq", "boxes", "boxes_appearance"}
+    for row in result["recall"].values():
+        values = [row[f"R@{k}"] for k in predcls.RECALL_AT]
+        assert 0 < values[0] <= values[1] <= values[2] <= 100
+    assert 0 < result["corpus"]["test_images"] < result["corpus"]["images"]
