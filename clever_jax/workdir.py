@@ -7,7 +7,7 @@
   naming another host is not taken over (whether flocks reach across hosts depends on the shared
   filesystem): the message says which file to delete if that run is gone. Only process 0 of a
   multi-process run takes the lock.
-* WORKDIR/run_settings.json holds the settings that change a run's results (`result_settings`:
+* WORKDIR/checkpoints/run_settings.json holds the settings that change a run's results (`result_settings`:
   seed, data, model and train, without the ones that do not). Once the workdir holds a checkpoint,
   resuming, evaluating, extracting or exporting with different ones stops (ChangedSettings) and
   lists the differences (settings the code added or dropped since are not compared);
@@ -32,7 +32,7 @@ from absl import logging
 from clever_jax import files
 
 LOCK = "run.lock"
-SETTINGS = "run_settings.json"
+SETTINGS = os.path.join("checkpoints", "run_settings.json")  # With the checkpoints they describe.
 SECTIONS = ("data", "model", "train")
 # Settings that do not change what a run computes (how fast, how often it logs, what it keeps).
 # (data.worker_count is not one of them: a resumed input pipeline needs the same number of workers.)

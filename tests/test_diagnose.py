@@ -68,4 +68,5 @@ def test_diagnosing_a_run_with_other_settings_stops_before_any_work(tmp_path):
     config.model.head = "avg"
     with pytest.raises(workdir.ChangedSettings, match=r"model\.head: 'clever' \(the run's\) -> 'avg'"):
         diagnose.diagnose(config, str(tmp_path), "test")
-    assert sorted(os.listdir(tmp_path)) == ["checkpoints", workdir.SETTINGS]
+    assert os.listdir(tmp_path) == ["checkpoints"] and sorted(os.listdir(tmp_path / "checkpoints")) == [
+        "best", os.path.basename(workdir.SETTINGS)]

@@ -47,26 +47,33 @@ def test_a_live_lock_refuses_a_second_command_and_a_stale_one_is_taken_over(tmp_
 
 
 RACER = """
-import sys, time
+import os, sys, time
 from clever_jax import workdir
+run_dir, tried, racers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
-    with workdir.lock(sys.argv[1]):
-        print("took it", flush=True)
-        time.sleep(2)
+    with workdir.lock(run_dir):
+        open(os.path.join(tried, str(os.getpid())), "w").close()
+        deadline = time.time() + 120
+        while len(os.listdir(tried)) < racers and time.time() < deadline:  # Held until every racer has tried.
+            time.sleep(0.05)
+        print("took it")
 except workdir.WorkdirInUse:
+    open(os.path.join(tried, str(os.getpid())), "w").close()
     print("refused")
 """
 
 
 def test_commands_racing_for_a_stale_lock_cannot_both_take_it(tmp_path):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    with open(tmp_path / workdir.LOCK, "w") as f:
+    (tmp_path / "run").mkdir()
+    with open(tmp_path / "run" / workdir.LOCK, "w") as f:
         json.dump({"pid": int(gone.stdout), "host": socket.gethostname(), "started": "earlier"}, f)
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-              for _ in range(4)]
-    outcomes = sorted(p.communicate(timeout=120)[0].strip() for p in racers)
+    (tmp_path / "tried").mkdir()
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / "run"), str(tmp_path / "tried"), "4"],
+                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outcomes = sorted(p.communicate(timeout=180)[0].strip() for p in racers)
     assert outcomes == ["refused"] * 3 + ["took it"]
-    assert not (tmp_path / workdir.LOCK).exists()
+    assert not (tmp_path / "run" / workdir.LOCK).exists()
 
 
 def test_releasing_a_lock_leaves_a_lock_file_that_is_not_its_own(tmp_path):
