@@ -93,14 +93,16 @@ def run(config, workdir: str, mode: str) -> None:
                 held.enter_context(workdir_lib.lock(workdir))
                 if mode != "prepare":
                     workdir_lib.check_settings(config, workdir, write=mode in ("all", "train"))
-            except (workdir_lib.WorkdirInUse, workdir_lib.ChangedSettings) as e:
+            except BaseException as e:  # Told to the others too, whatever it is, so that none waits.
                 refusal, error = f"{type(e).__name__}\n{e}", e
         refusal = distributed.broadcast_text(refusal)  # So the others stop too rather than wait for process 0.
         if error is not None:
             raise error
         if refusal:
             kind, message = refusal.split("\n", 1)
-            raise getattr(workdir_lib, kind)(f"process 0 stopped: {message}")
+            known = getattr(workdir_lib, kind, None)
+            raise (known if kind in ("WorkdirInUse", "ChangedSettings") else RuntimeError)(
+                f"process 0 stopped: {message}" if known else f"process 0 stopped with {kind}: {message}")
         _run(config, workdir, mode)
 
 

@@ -13,8 +13,11 @@ can be set beside that of real images (docs/world.md):
 * the images are split at random (`--test_fraction`, seed config.seed) into train and test;
 * a pair is an ordered pair of two vocabulary objects of one image; its classes are its
   annotated relations, or "no relation" (NA, class 0) when it has none;
-* `freq`: p(relation | subject class, object class), NA included, counted on the train pairs;
-* `boxes`: a one-hidden-layer MLP over freq's log-probabilities and the 18 pair-geometry numbers
+* `freq`: p(relation | subject class, object class), NA included, counted on the train pairs
+  (equal scores are ranked in random order);
+* `boxes`: a one-hidden-layer MLP over freq's log-probabilities (for a train pair counted on the
+  train images outside its fold of five, so that no prior holds the pair's own label) and the 18
+  pair-geometry numbers
   (models.encoder.pair_geometry), trained on the train pairs by cross-entropy against the pair's
   classes (uniform over its annotated relations);
 * `boxes_appearance`: the same plus both objects' appearance vectors, each projected onto
@@ -90,7 +93,8 @@ def recall_at(image: np.ndarray, score: np.ndarray, best: np.ndarray, record_pai
       image, score, best: per pair [M], its image, score and predicted relation.
       record_pair, record_relation: [L] the records to recall, as pair indices and relation ids.
     """
-    order = np.lexsort((-score, image))
+    ties = np.random.default_rng(0).random(len(score))  # Equal scores (freq: one class pair) in random order.
+    order = np.lexsort((ties, -score, image))
     first = np.searchsorted(image[order], image[order], side="left")
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order)) - first
@@ -115,6 +119,22 @@ def frequency_prior(subject_class: np.ndarray, object_class: np.ndarray, classes
     counts = np.full((num_entities, num_entities, classes.shape[1]), 1e-3)
     np.add.at(counts, (subject_class, object_class), classes.astype(np.float64))
     return counts / counts.sum(axis=-1, keepdims=True)
+
+
+def cross_fitted_prior(image: np.ndarray, train: np.ndarray, subject_class: np.ndarray,
+                       object_class: np.ndarray, classes: np.ndarray, num_entities: int, seed: int,
+                       folds: int = 5) -> np.ndarray:
+    """float32 [M, R+1]: each pair's `frequency_prior` row. Test pairs get the prior of all train
+    pairs; a train pair gets the prior of the train images outside its fold (images split in
+    `folds`), so that the classifiers never see a prior counted on the pair's own label."""
+    fold = np.random.default_rng(seed + 1).integers(folds, size=image.max() + 1)[image]
+    out = np.empty(classes.shape, np.float32)
+    for k in range(-1, folds):  # -1: the test pairs' prior.
+        rows = ~train if k < 0 else train & (fold == k)
+        fit = train & (fold != k)
+        table = frequency_prior(subject_class[fit], object_class[fit], classes[fit], num_entities)
+        out[rows] = table[subject_class[rows], object_class[rows]]
+    return out
 
 
 class PairClassifier(nn.Module):
@@ -186,12 +206,11 @@ def measure(config: ml_collections.ConfigDict, workdir: str, test_fraction: floa
     corpus = ingest(vg_dir, features_path, vocab, config.data.feature_dim or None)
     image, subject, obj = object_pairs(corpus)
     record_pair, record_relation = annotated_records(corpus, subject, obj)
-    classes = pair_classes(len(image), record_pair, record_relation, vocab.num_relations + 1)
+    classes = pair_classes(len(image), record_pair, record_relation, vocab.num_relations)
     test_image = np.random.default_rng(config.seed).random(corpus.num_images) < test_fraction
     train, test = ~test_image[image], test_image[image]
     cs, co = corpus.object_classes[subject], corpus.object_classes[obj]
-    table = frequency_prior(cs[train], co[train], classes[train], len(vocab.entities))
-    prior = table[cs, co].astype(np.float32)  # [M, R+1]
+    prior = cross_fitted_prior(image, train, cs, co, classes, len(vocab.entities), config.seed)
     size = corpus.image_sizes[image]
     geometry = np.asarray(pair_geometry(box_geometry(corpus.boxes[subject], size),
                                         box_geometry(corpus.boxes[obj], size)))

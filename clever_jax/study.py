@@ -80,7 +80,7 @@ def cells(parts: list[str], seeds: list[int], bag_sizes: list[int], default_bag_
     first, large = seeds[0], 2 * default_bag_size
     heads = ("avg", "clever") if {"seeds", "table2", "sparse"} & set(parts) else ("clever",)
     out = [Cell(f"{head}-s{first}", first, (("model.head", head),)) for head in heads]
-    if "seeds" in parts:
+    if {"seeds", "sparse"} & set(parts):
         out += [Cell(f"{head}-s{s}", s, (("model.head", head),)) for s in seeds[1:] for head in ("avg", "clever")]
     if "table2" in parts:
         out += [Cell(f"{head}-s{first}", first, (("model.head", head),)) for head in ("one", "att")]

@@ -48,16 +48,18 @@ class ChangedSettings(ValueError):
     """The config differs from the one the workdir's run was made with."""
 
 
-def _stale(owner: dict, host: str) -> bool:
-    """Whether the owner a lock file names is gone, for a lock whose kernel lock was free: a file
-    left empty or damaged, a process of this host that no longer runs (or this very pid, reused
-    after a restart). A process of another host cannot be checked: not stale."""
+def _gone(owner: dict, host: str, kernel_lock: bool) -> bool:
+    """Whether the owner a lock file names is gone: a file left empty or damaged; with the kernel's
+    lock taken, any process of this host (a live command would hold that lock); without file
+    locking, a process of this host that no longer runs (or this very pid, reused after a
+    restart). A process of another host is not: whether its locks reach this host depends on the
+    shared filesystem."""
     pid = owner.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return True
     if owner.get("host") != host:
         return False
-    return pid == os.getpid() or not _alive(pid)
+    return kernel_lock or pid == os.getpid() or not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -86,6 +88,34 @@ def _in_use(workdir: str, path: str, owner: dict) -> WorkdirInUse:
         f"one another --workdir; if that process is gone (e.g. its host died), delete {path}.")
 
 
+def _take(fd: int, workdir: str, path: str, host: str) -> bool:
+    """Tries to own the open lock file `fd`: True when it does (the file now names this process),
+    False when the file was replaced meanwhile (open the new one); WorkdirInUse when a live command
+    holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        kernel_lock = True
+    except BlockingIOError:
+        raise _in_use(workdir, path, _owner(fd)) from None
+    except OSError as e:  # A filesystem without file locks (some network mounts): the pid check alone.
+        logging.warning("%s: no file locking on this filesystem (%s); going by the pid it records", path, e)
+        kernel_lock = False
+    try:
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            return False  # Its holder removed it between our open and our lock.
+    except FileNotFoundError:
+        return False
+    owner = _owner(fd)
+    if owner and not _gone(owner, host, kernel_lock):
+        raise _in_use(workdir, path, owner)
+    if owner:
+        logging.warning("Taking over %s: its owner %s is gone", path, owner)
+    mine = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(mine).encode(), 0)
+    return True
+
+
 def _acquire(workdir: str, path: str) -> int:
     """Opens and locks `path` (an exclusive flock, which the kernel drops when its process dies, so
     two commands can never both take it); returns the file descriptor holding it."""
@@ -93,30 +123,12 @@ def _acquire(workdir: str, path: str) -> int:
     for _ in range(3):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _owner(fd)
+            if _take(fd, workdir, path, host):
+                return fd
+        except BaseException:
             os.close(fd)
-            raise _in_use(workdir, path, owner) from None
-        except OSError as e:  # A filesystem without file locks (some network mounts): the pid check alone.
-            logging.warning("%s: no file locking on this filesystem (%s); going by the pid it records", path, e)
-        try:
-            current = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            current = False
-        if not current:  # Its holder removed it between our open and our lock: open the new one.
-            os.close(fd)
-            continue
-        owner = _owner(fd)
-        if owner and not _stale(owner, host):  # E.g. a run on another host sharing this folder.
-            os.close(fd)
-            raise _in_use(workdir, path, owner)
-        if owner:
-            logging.warning("Taking over %s: its owner %s is gone", path, owner)
-        mine = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(mine).encode(), 0)
-        return fd
+            raise
+        os.close(fd)
     raise WorkdirInUse(f"{path}: could not take the lock")
 
 
@@ -129,10 +141,13 @@ def lock(workdir: str) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:  # Still ours (not deleted and re-taken).
                 os.remove(path)
-        os.close(fd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def result_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -161,6 +176,9 @@ def check_settings(config: ml_collections.ConfigDict, workdir: str, write: bool)
     """Compares the config's result settings with the workdir's (module docstring); the first
     command in a workdir (and, with write, a deliberate change) saves them."""
     path = os.path.join(workdir, SETTINGS)
+    earlier = os.path.join(workdir, os.path.basename(SETTINGS))  # Where versions before 2026-12-02 kept it.
+    if os.path.isfile(earlier) and not os.path.isfile(path) and os.path.isdir(os.path.dirname(path)):
+        os.replace(earlier, path)
     current = result_settings(config)
     if not os.path.isfile(path) or not _has_checkpoint(workdir):  # Nothing made yet that they could mix with.
         if write:

@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pytest
 
+from clever_jax import workdir
+
 pytestmark = pytest.mark.slow  # Several processes.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,11 +60,9 @@ def run_processes(root, num_processes: int, devices: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("multihost")
-    os.makedirs(root / "locked")
-    with open(root / "locked" / "run.lock", "w") as f:  # Held by this (live) test process.
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}, f)
-    reference = run_processes(root, 1, devices=4)[0]  # Also builds the records and writes run1's checkpoint.
-    return reference, run_processes(root, 2, devices=2), root
+    with workdir.lock(str(root / "locked")):  # Held by this test's process while the runs try it.
+        reference = run_processes(root, 1, devices=4)[0]  # Also builds the records and writes run1's checkpoint.
+        return reference, run_processes(root, 2, devices=2), root
 
 
 def params(result: dict) -> dict:

@@ -24,7 +24,7 @@ def test_pairs_are_every_ordered_pair_of_vocabulary_objects_and_records_point_in
     pair, relation = predcls.annotated_records(corpus, subject, obj)
     stated = {(names[subject[p]], vocab.relations[r], names[obj[p]]) for p, r in zip(pair, relation, strict=True)}
     assert stated == {("man", "holding", "umbrella"), ("dog", "near", "man"), ("man", "near", "dog")}
-    classes = predcls.pair_classes(len(image), pair, relation, vocab.num_relations + 1)
+    classes = predcls.pair_classes(len(image), pair, relation, vocab.num_relations)
     assert classes[pair, relation].all() and classes[:, 0].sum() == 12 - 3 and (classes.sum(axis=1) == 1).all()
 
 
@@ -37,6 +37,18 @@ def test_frequency_prior_counts_relations_and_no_relation_per_class_pair():
     np.testing.assert_allclose(prior[0, 1], [1 / 3, 2 / 3, 0], atol=1e-3)
     np.testing.assert_allclose(prior[1, 0], [0, 0, 1], atol=1e-2)
     np.testing.assert_allclose(prior[0, 0], [1 / 3] * 3)  # never seen: uniform
+
+
+def test_a_train_pairs_prior_is_counted_without_its_own_image():
+    image = np.repeat(np.arange(40), 2)
+    train = image < 30
+    classes = np.zeros((80, 3), bool)
+    classes[::2, 1] = classes[1::2, 0] = True
+    classes[image == 7, :] = [False, False, True]  # Only image 7 states relation 2 for this class pair.
+    same = np.zeros(80, np.int64)
+    prior = predcls.cross_fitted_prior(image, train, same, same, classes, num_entities=1, seed=0)
+    assert prior[image == 7, 2].max() < 1e-3  # Its own label never reaches its own prior...
+    assert prior[~train, 2].min() > 0.02  # ...the test pairs' prior counts it (2 of 60 train pairs).
 
 
 def test_recall_counts_records_among_each_images_k_best_pairs():

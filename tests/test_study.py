@@ -28,8 +28,9 @@ def test_cells_cover_every_part_once_and_set_their_configs(tmp_path):
     assert study.cell_config(config, str(tmp_path), by_name["bag16-clever-s3"]).data.bag_size == 16
     sparse = study.cell_config(config, str(tmp_path), by_name["random-avg-s3"])
     assert (sparse.model.head, sparse.data.sampler) == ("avg", "random")
-    assert [c.name for c in study.cells(["sparse"], [0], [8], 8)] == [
-        "avg-s0", "clever-s0", "random-clever-s0", "random-avg-s0", "bag16-clever-s0", "bag16-avg-s0"]
+    assert [c.name for c in study.cells(["sparse"], [0, 1], [8], 8)] == [
+        "avg-s0", "clever-s0", "avg-s1", "clever-s1", "random-clever-s0", "random-avg-s0", "bag16-clever-s0",
+        "bag16-avg-s0", "bag16-clever-s1", "bag16-avg-s1"]
     # Every cell pins the encoder, the sampler and its initialisation, whatever the study's config says.
     config.model.encoder, config.data.sampler, config.train.init_from = "cnn", "random", "/elsewhere"
     pinned = study.cell_config(config, str(tmp_path), by_name["clever-s3"])

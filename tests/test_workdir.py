@@ -91,6 +91,17 @@ def test_releasing_a_lock_leaves_a_lock_file_that_is_not_its_own(tmp_path):
     assert not (tmp_path / workdir.LOCK).exists()
 
 
+def test_settings_kept_where_earlier_versions_wrote_them_move_to_the_checkpoints(tmp_path):
+    config = demo.get_config("tiny")
+    os.makedirs(tmp_path / "checkpoints" / "latest" / "12")
+    with open(tmp_path / "run_settings.json", "w") as f:
+        json.dump(workdir.result_settings(config), f)
+    config.train.lr = 1.0
+    with pytest.raises(workdir.ChangedSettings, match=r"train\.lr"):
+        workdir.check_settings(config, str(tmp_path), write=True)
+    assert (tmp_path / workdir.SETTINGS).is_file() and not (tmp_path / "run_settings.json").exists()
+
+
 def test_changed_result_settings_stop_and_list_the_differences(tmp_path):
     run_dir = str(tmp_path)
     config = demo.get_config("tiny")

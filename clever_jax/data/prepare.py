@@ -7,7 +7,7 @@ one is redone in a new folder.
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import hashlib
 import json
 import os
@@ -149,12 +149,16 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
         report = skip_report(json.load(f)["skipped"])
     if report:
         logging.info("%s", report)
-    others = [path for path in glob.glob(os.path.join(workdir, "records", "*")) if path != build_dir]
+    others = sorted(entry.path for entry in os.scandir(os.path.join(workdir, "records"))
+                    if entry.is_dir() and entry.path != build_dir)
     if others:  # Builds from other settings or inputs: derived data, left for the user to delete.
-        size = sum(os.path.getsize(os.path.join(root, name)) for path in others
-                   for root, _, names in os.walk(path) for name in names)
+        size = 0
+        for root, _, names in (walked for path in others for walked in os.walk(path)):
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):  # Being deleted meanwhile.
+                    size += os.path.getsize(os.path.join(root, name))
         logging.info("%s also holds %d other record builds (%.2f GB; other data settings or inputs): %s",
-                     os.path.join(workdir, "records"), len(others), size / 1e9, ", ".join(sorted(others)))
+                     os.path.join(workdir, "records"), len(others), size / 1e9, ", ".join(others))
     return build_dir
 
 
