@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from clever_jax import precision, sharding, weights
@@ -165,12 +166,27 @@ class Run:
     def initial_state(self, params: Any = None) -> TrainState:
         """The step-0 state placed on the mesh: `params`, else the best parameters of config.train.init_from,
         else `init_params()`."""
-        if params is None and self.config.train.init_from:
+        if params is None and os.path.isfile(self.config.train.init_from):
+            params = self.imported_params(self.config.train.init_from)
+        elif params is None and self.config.train.init_from:
             logging.info("Initialising from the best checkpoint of %s", self.config.train.init_from)
             params = Checkpoints(self.config.train.init_from).restore_params("best", self.abstract_params)
         params = jax.device_put(self.init_params() if params is None else params, self.state_shardings.params)
         opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
         return jax.device_put(self._step_zero(params, opt_state), self.state_shardings)
+
+    def imported_params(self, path: str) -> Any:
+        """Parameters from the published bag model's state dict file (weights.model_params_from_state_dict):
+        its encoder and classifier, our init for the rest (e.g. the pair-geometry embedding)."""
+        if self.config.model.encoder != "vlp":
+            raise ValueError(f"{path}: the published bag model has the VLP encoder; config.model.encoder is "
+                             f"{self.config.model.encoder!r}")
+        classifier = traverse_util.flatten_dict(flax.core.unfreeze(self.abstract_params["classifier"]))
+        shapes = {("classifier", *key): leaf.shape for key, leaf in classifier.items()}
+        state = weights.load_state_file(path)
+        pretrained, report = weights.model_params_from_state_dict(state, self.model.encoder, shapes, source=path)
+        logging.info("Initialising from the bag model %s", report.summary())
+        return weights.merge_pretrained(flax.core.unfreeze(self.init_params()), pretrained)
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state (a restore or compilation target)."""

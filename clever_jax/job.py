@@ -129,7 +129,12 @@ def _run(config, workdir: str, mode: str) -> None:
     if mode == "export":
         logging.info("Exported to %s", export.export_bundle(run, workdir))
         return
-    params = Checkpoints(workdir).restore_params("best", run.abstract_params)
+    try:
+        params = Checkpoints(workdir).restore_params("best", run.abstract_params)
+    except FileNotFoundError:  # Not trained here: evaluate a given bag model (e.g. the authors').
+        if not os.path.isfile(config.train.init_from):
+            raise
+        params = run.imported_params(config.train.init_from)
     grades = evaluate.world_grades(config, workdir)
     results, outputs = {}, {}
     if mode in ("all", "eval"):  # Every process evaluates; process 0 writes the files.

@@ -196,6 +196,69 @@ def bert_params_from_state_dict(state: Mapping[str, Any], config: EncoderConfig,
     return traverse_util.unflatten_dict(flat), report
 
 
+# The published bag model's classifier, Sequential(Linear(4H, width), ReLU, Linear(width, R + 1)), in
+# Clever's params: (our path, checkpoint key, transpose).
+CLASSIFIER_KEYS = (
+    (("classifier", "hidden", "kernel"), "classifier.0.weight", True),
+    (("classifier", "hidden", "bias"), "classifier.0.bias", False),
+    (("classifier", "out_kernel"), "classifier.2.weight", True),
+    (("classifier", "out_bias"), "classifier.2.bias", False),
+)
+
+
+def load_state_file(path: str) -> dict[str, np.ndarray]:
+    """A state dict file (.safetensors, else a PyTorch .bin / .pt) as key -> numpy array."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such state dict file")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(path)
+    return _load_torch_state_dict(path)
+
+
+def model_params_from_state_dict(state: Mapping[str, Any], config: EncoderConfig,
+                                 classifier_shapes: Mapping[tuple[str, ...], tuple[int, ...]],
+                                 source: str = "<state dict>") -> tuple[dict, ImportReport]:
+    """Maps the published bag model (encoder `bert.*` and classifier `classifier.{0,2}.*`, e.g. the
+    authors' AVG model that CLEVER starts from) onto Clever's parameters.
+
+    Args:
+      state: checkpoint key -> array.
+      config: the encoder configuration.
+      classifier_shapes: Clever's classifier parameter shapes, keyed as the paths of CLASSIFIER_KEYS.
+      source: the file named in errors and in the report.
+
+    Returns:
+      params: {"instance_encoder": ..., "classifier": ...} (a subtree of Clever's params).
+      report: as bert_params_from_state_dict's, the classifier keys counted as loaded.
+
+    Raises:
+      ValueError: a missing key or a shape that does not fit, each named.
+    """
+    encoder, report = bert_params_from_state_dict(state, config, source)
+    missing = [key for _, key, _ in CLASSIFIER_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{source}: missing {', '.join(missing)}: not a whole bag model (a state dict with "
+                         "bert.* and classifier.0.*, classifier.2.*); an encoder checkpoint folder goes to "
+                         "--config.model.pretrained_dir")
+    flat, bad = {}, []
+    for path, key, transpose in CLASSIFIER_KEYS:
+        value = np.asarray(state[key], np.float32)
+        value = value.T if transpose else value
+        if value.shape != tuple(classifier_shapes[path]):
+            bad.append(f"{key} {np.shape(state[key])} for params/{'/'.join(path)} {tuple(classifier_shapes[path])}"
+                       f"{' (transposed)' if transpose else ''}")
+        flat[path] = value
+    if bad:
+        raise ValueError(f"{source}: shapes do not fit (check config.model.classifier_width and the number of "
+                         f"relations): {'; '.join(bad)}")
+    used = {key for _, key, _ in CLASSIFIER_KEYS}
+    report = dataclasses.replace(report, loaded=report.loaded + tuple(key for _, key, _ in CLASSIFIER_KEYS),
+                                 ignored=tuple(k for k in report.ignored if k not in used))
+    return {"instance_encoder": encoder, **traverse_util.unflatten_dict(flat)}, report
+
+
 def load_pretrained(path: str, config: EncoderConfig) -> tuple[dict, ImportReport]:
     """load_checkpoint_dir + bert_params_from_state_dict for the folder `path`."""
     _, state = load_checkpoint_dir(path)

@@ -75,7 +75,10 @@ def get_config() -> ml_collections.ConfigDict:
     train.decay = 0.1  # Learning-rate factor of each decay (paper).
     train.max_decays = 3  # Stop after this many decays (paper: three plateaus).
     train.log_every = 50  # Steps between progress lines and TensorBoard points.
-    train.init_from = ""  # Workdir of another run whose best checkpoint initialises this one (paper: AVG).
+    # Workdir of another run whose best checkpoint initialises this one (paper: AVG), or a state dict file
+    # of the published bag model (bert.*, classifier.0.*, classifier.2.*; e.g. the authors' AVG model),
+    # which --mode=eval also evaluates without training.
+    train.init_from = ""
     train.grad_accum_steps = 1  # Micro-batches per optimiser step (batch_size / this bags each).
     train.loss_scale_init = 2.0**15  # float16 only: initial dynamic loss scale ...
     train.loss_scale_period = 2000  # ... doubled after this many finite steps in a row, halved on overflow.
