@@ -100,9 +100,10 @@ def run(config, workdir: str, mode: str) -> None:
             raise error
         if refusal:
             kind, message = refusal.split("\n", 1)
-            known = getattr(workdir_lib, kind, None)
-            raise (known if kind in ("WorkdirInUse", "ChangedSettings") else RuntimeError)(
-                f"process 0 stopped: {message}" if known else f"process 0 stopped with {kind}: {message}")
+            known = {"WorkdirInUse": workdir_lib.WorkdirInUse, "ChangedSettings": workdir_lib.ChangedSettings}
+            if kind in known:
+                raise known[kind](f"process 0 stopped: {message}")
+            raise RuntimeError(f"process 0 stopped with {kind}: {message}")
         _run(config, workdir, mode)
 
 

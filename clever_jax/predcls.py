@@ -48,6 +48,7 @@ from ml_collections import config_flags
 
 from clever_jax import files, job
 from clever_jax.data import prepare
+from clever_jax.data.bags import annotated_relations, enumerate_candidates
 from clever_jax.data.vg import Corpus, box_geometry, ingest, read_region_features
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.models.encoder import pair_geometry
@@ -60,28 +61,9 @@ PUBLISHED = {  # Zellers et al. 2018, Table 1, Visual Genome, PredCls with graph
 }
 
 
-def object_pairs(corpus: Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every ordered pair of two vocabulary objects of an image: (image [M], subject row [M], object row [M])."""
-    rows = np.flatnonzero(corpus.object_classes >= 0)
-    image = corpus.object_image[rows]
-    count = np.bincount(image, minlength=corpus.num_images)
-    start = np.cumsum(count) - count  # where each image's objects begin in `rows`
-    repeats = count[image]
-    subject = np.repeat(np.arange(len(rows)), repeats)
-    within = np.arange(repeats.sum()) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-    obj = start[image[subject]] + within
-    keep = subject != obj
-    return image[subject[keep]], rows[subject[keep]], rows[obj[keep]]
-
-
 def annotated_records(corpus: Corpus, subject: np.ndarray, obj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct annotated records as (pair index [L], relation id [L]) into the pairs (subject, obj)."""
-    key = subject * len(corpus.object_classes) + obj
-    order = np.argsort(key)
-    wanted = corpus.rel_subjects * len(corpus.object_classes) + corpus.rel_objects
-    pos = order[np.minimum(np.searchsorted(key, wanted, sorter=order), len(order) - 1)]
-    found = key[pos] == wanted
-    distinct = np.unique(np.stack([pos[found], corpus.rel_relations[found]], axis=1), axis=0)
+    distinct = np.unique(np.stack(annotated_relations(corpus, subject, obj), axis=1), axis=0)
     return distinct[:, 0], distinct[:, 1]
 
 
@@ -204,7 +186,8 @@ def measure(config: ml_collections.ConfigDict, workdir: str, test_fraction: floa
     vocab = benchmark_vocab()
     vg_dir, features_path = prepare.input_paths(config, workdir)
     corpus = ingest(vg_dir, features_path, vocab, config.data.feature_dim or None)
-    image, subject, obj = object_pairs(corpus)
+    pairs = enumerate_candidates(corpus, len(vocab.entities))  # Every ordered pair of vocabulary objects.
+    image, subject, obj = pairs.images, pairs.subjects, pairs.objects
     record_pair, record_relation = annotated_records(corpus, subject, obj)
     classes = pair_classes(len(image), record_pair, record_relation, vocab.num_relations)
     test_image = np.random.default_rng(config.seed).random(corpus.num_images) < test_fraction
@@ -218,12 +201,11 @@ def measure(config: ml_collections.ConfigDict, workdir: str, test_fraction: floa
     projected = appearance(corpus, objects, np.unique(subject[train]), appearance_dim)
     look = np.concatenate([projected[np.searchsorted(objects, subject)], projected[np.searchsorted(objects, obj)]], 1)
     features = {"boxes": np.concatenate([np.log(prior), geometry], axis=1)}
-    features["boxes_appearance"] = np.concatenate([features["boxes"], look], axis=1).astype(np.float32)
+    features["boxes_appearance"] = np.concatenate([features["boxes"], look], axis=1)  # float32 [M, D]
     probabilities = {"freq": prior[test]}
     for name, x in features.items():
         clock = time.perf_counter()
-        probabilities[name] = fit_and_score(x[train].astype(np.float32), classes[train], x[test].astype(np.float32),
-                                            hidden, epochs, config.seed)
+        probabilities[name] = fit_and_score(x[train], classes[train], x[test], hidden, epochs, config.seed)
         logging.info("%s fitted and scored in %.1f s", name, time.perf_counter() - clock)
 
     test_pairs = np.flatnonzero(test)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from clever_jax import predcls
+from clever_jax.data.bags import enumerate_candidates
 from clever_jax.data.vg import ingest
 from clever_jax.data.vocab import benchmark_vocab
 from configs import demo
@@ -14,7 +15,8 @@ from configs import demo
 def test_pairs_are_every_ordered_pair_of_vocabulary_objects_and_records_point_into_them(small_vg):
     vocab = benchmark_vocab()
     corpus = ingest(*small_vg, vocab)
-    image, subject, obj = predcls.object_pairs(corpus)
+    pairs = enumerate_candidates(corpus, len(vocab.entities))  # The pairs predcls scores.
+    image, subject, obj = pairs.images, pairs.subjects, pairs.objects
     names = np.asarray(corpus.object_names)
     # Image 1: man, umbrella, dog (sky is out of the vocabulary); image 2: men, dog, dogs (the
     # umbrella's box is degenerate, blorp unknown). 3 * 2 ordered pairs each.
