@@ -11,10 +11,11 @@ import math
 
 import ml_collections
 
+from clever_jax.data.bags import SAMPLERS
 from clever_jax.models.clever import ENCODERS
 from clever_jax.models.heads import EVAL_HEADS, TRAIN_HEADS
 
-SAMPLERS = ("overlap", "random")
+SOURCES = ("world", "vg", "release")
 LOSSES = ("sampled", "all_gold")
 EXTRACT_SPLITS = ("train", "val", "test", "all")
 
@@ -36,7 +37,9 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     need(data.text_len >= 4, "data.text_len", data.text_len, "needs room for [CLS], two tags and [SEP] (>= 4)")
     need(data.num_regions >= 2, "data.num_regions", data.num_regions, "the subject and object regions need 2")
     need(data.length_multiple >= 0, "data.length_multiple", data.length_multiple, "0 (off) or a positive multiple")
-    need(data.sampler in SAMPLERS, "data.sampler", data.sampler, f"one of {SAMPLERS}")
+    need(data.source in SOURCES, "data.source", data.source, f"one of {SOURCES}")
+    need(data.sampler in SAMPLERS and (data.sampler != "listed" or data.source == "release"), "data.sampler",
+         data.sampler, f"one of {SAMPLERS}; 'listed' (the release's own order) needs data.source='release'")
     ratios = tuple(data.split_ratios)
     need(len(ratios) == 3 and all(r > 0 for r in ratios) and math.isclose(sum(ratios), 1.0, abs_tol=1e-6),
          "data.split_ratios", ratios, "three positive shares of train, val and test that sum to 1")

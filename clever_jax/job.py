@@ -13,7 +13,7 @@ from absl import logging
 
 from clever_jax import distributed
 
-MODES = ("all", "prepare", "train", "eval", "extract", "export")
+MODES = ("all", "prepare", "train", "eval", "extract", "export", "export_release")
 
 
 class _QuietLibraries(pylogging.Filter):
@@ -91,7 +91,7 @@ def run(config, workdir: str, mode: str) -> None:
         if main:  # Process 0 takes the lock and checks the settings, then tells the others.
             try:
                 held.enter_context(workdir_lib.lock(workdir))
-                if mode != "prepare":
+                if mode not in ("prepare", "export_release"):
                     workdir_lib.check_settings(config, workdir, write=mode in ("all", "train"))
             except BaseException as e:  # Told to the others too, whatever it is, so that none waits.
                 refusal, error = f"{type(e).__name__}\n{e}", e
@@ -110,6 +110,12 @@ def run(config, workdir: str, mode: str) -> None:
 def _run(config, workdir: str, mode: str) -> None:
     from clever_jax.data import prepare
 
+    if mode == "export_release":  # The benchmark in the authors' file layout; no records needed.
+        from clever_jax.data import release_write
+
+        if distributed.is_main_process():
+            logging.info("Wrote the benchmark in the release layout to %s", release_write.export(config, workdir))
+        return
     records_dir = prepare_records(config, workdir)
     if mode == "prepare":
         with open(os.path.join(workdir, prepare.STATS)) as f:

@@ -9,6 +9,8 @@ Modes:
   eval: the best checkpoint on the validation and test splits -> metrics.json, pr_curve.png.
   extract: the best checkpoint's ranked triplets of config.extract.split -> triplets.jsonl.
   export: a self-contained inference bundle in DIR/export (see clever_jax.export).
+  export_release: the benchmark in the layout of the authors' release, in DIR/release
+    (see clever_jax.data.release_write; read back with configs/clever_release.py).
 Override any config value on the command line, e.g. `--config.model.head=avg`.
 
 Multi-host: run the same command on every host (or once per GPU) with

@@ -49,7 +49,7 @@ from ml_collections import config_flags
 from clever_jax import files, job
 from clever_jax.data import prepare
 from clever_jax.data.bags import annotated_relations, enumerate_candidates
-from clever_jax.data.vg import Corpus, box_geometry, ingest, read_region_features
+from clever_jax.data.vg import Corpus, box_geometry, ingest
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.models.encoder import pair_geometry
 
@@ -163,15 +163,14 @@ def fit_and_score(x_train: np.ndarray, classes_train: np.ndarray, x_test: np.nda
 
 def appearance(corpus: Corpus, rows: np.ndarray, train_rows: np.ndarray, dim: int) -> np.ndarray:
     """The appearance vectors of object rows [K] projected onto `dim` principal components of the
-    train_rows' vectors -> float32 [K, dim] (read from the corpus' features file)."""
+    train_rows' vectors -> float32 [K, dim] (read from the corpus' features files)."""
     image = corpus.object_image[rows]
     order = np.argsort(image, kind="stable")
     vectors = np.zeros((len(rows), corpus.feature_dim), np.float32)
     bounds = np.flatnonzero(np.diff(image[order])) + 1
     for group in np.split(order, bounds):  # One features line per image.
         i = image[group[0]]
-        vectors[group] = read_region_features(corpus.features_path, int(corpus.feature_offsets[i]),
-                                              corpus.feature_slots[rows[group]], corpus.feature_dim)
+        vectors[group] = corpus.regions(i, rows[group])[:, :corpus.feature_dim]
     fit = vectors[np.isin(rows, train_rows)]
     mean = fit.mean(axis=0)
     _, _, components = np.linalg.svd(fit[: 20000] - mean, full_matrices=False)

@@ -260,8 +260,14 @@ def model_params_from_state_dict(state: Mapping[str, Any], config: EncoderConfig
 
 
 def load_pretrained(path: str, config: EncoderConfig) -> tuple[dict, ImportReport]:
-    """load_checkpoint_dir + bert_params_from_state_dict for the folder `path`."""
-    _, state = load_checkpoint_dir(path)
+    """load_checkpoint_dir + bert_params_from_state_dict for the folder `path`; ValueError when its
+    config.json's img_feature_dim (VinVL's region input size) is not the data's region size."""
+    hf_config, state = load_checkpoint_dir(path)
+    stated = hf_config.get("img_feature_dim")
+    if stated is not None and int(stated) != config.region_dim:
+        raise ValueError(f"{os.path.join(path, 'config.json')}: img_feature_dim={stated}, but the data's regions "
+                         f"have {config.region_dim} values (appearance + 6 geometry): the region features must "
+                         "have the size the checkpoint was trained on (VinVL: 2048 + 6)")
     name = SAFETENSORS_NAME if os.path.isfile(os.path.join(path, SAFETENSORS_NAME)) else PYTORCH_NAME
     return bert_params_from_state_dict(state, config, source=os.path.join(path, name))
 

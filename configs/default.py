@@ -17,11 +17,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # Parameter initialisation and dropout masks (each step folds its step number in).
 
     config.data = data = ml_collections.ConfigDict()
-    data.source = "world"  # "world" (generated into world_dir) or "vg" (Visual Genome files on disk).
+    data.source = "world"  # "world" (generated into world_dir), "vg" (Visual Genome files) or "release" (the authors').
     data.world = world.get_config("demo")  # The generated world's settings (configs/world.py).
     data.world_dir = ""  # Folder of the generated world; "" = WORKDIR/world.
     data.vg_dir = ""  # Folder of Visual Genome's image_data.json, objects.json and relationships.json.
     data.features_path = ""  # VinVL-style TSV of region features (README, "Input formats").
+    data.release_dir = ""  # Folder of the authors' release files (configs/clever_release.py).
     data.feature_dim = 0  # Appearance size expected in the features file; 0 = take it from the file.
     data.split_ratios = (0.71, 0.07, 0.22)  # Entity pairs per split (the paper's 6443 / 678 / 1964).
     data.na_ratio = 1.0  # NA bags per positive bag in each split.

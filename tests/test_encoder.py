@@ -232,6 +232,8 @@ def test_load_checkpoint_dir_formats(tmp_path):
     assert config == VINVL
     params, _ = weights.load_pretrained(str(tmp_path), config)
     np.testing.assert_array_equal(params["region_embedding"]["kernel"], state["bert.img_embedding.weight"].T)
+    with pytest.raises(ValueError, match=r"config\.json: img_feature_dim=6, but the data's regions have 7 values"):
+        weights.load_pretrained(str(tmp_path), EncoderConfig.from_hf(loaded_config, region_dim=7))
 
     torch = pytest.importorskip("torch")
     (tmp_path / "model.safetensors").unlink()

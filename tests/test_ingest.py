@@ -58,9 +58,8 @@ def test_ingest_normalises_validates_and_counts_skips(small_vg):
     # Features: each object matched to its own region (the test writes the object id first).
     for row in range(corpus.num_images):
         lo, hi = corpus.object_start[row], corpus.object_start[row + 1]
-        feats = vg.read_region_features(corpus.features_path, corpus.feature_offsets[row],
-                                        corpus.feature_slots[lo:hi], corpus.feature_dim)
-        assert feats.shape == (hi - lo, FEATURE_DIM)
+        feats = corpus.regions(row)
+        assert feats.shape == (hi - lo, FEATURE_DIM + vg.GEOMETRY_DIM)
         np.testing.assert_array_equal(feats[:, 0], corpus.object_ids[lo:hi])
 
 

@@ -1,4 +1,4 @@
-"""Instances of entity pairs in images, and bag construction (top-N by overlap, or random).
+"""Instances of entity pairs in images, and bag construction (top-N by overlap, random or as listed).
 
 An instance is (image, subject object, object object) with two distinct objects whose classes
 are the pair's. All functions are vectorised over candidates: no Python loop per instance.
@@ -12,7 +12,7 @@ import numpy as np
 
 from clever_jax.data.vg import Corpus, box_iou
 
-SAMPLERS = ("overlap", "random")
+SAMPLERS = ("overlap", "random", "listed")
 
 
 @dataclasses.dataclass
@@ -164,7 +164,8 @@ def build_bags(
       num_bags: P.
       bag_size: N, instances kept per bag.
       sampler: "overlap": overlapping boxes first by IoU (descending), then the others by
-        distance between box centres (ascending); "random": a uniformly random subset.
+        distance between box centres (ascending); "random": a uniformly random subset; "listed":
+        the candidates' own order (the authors' release lists each bag's ranked instances).
       seed: for the random sampler.
     """
     if sampler not in SAMPLERS:
@@ -173,6 +174,8 @@ def build_bags(
     candidates, bag_index = candidates.select(member), bag_index[member]
     if sampler == "overlap":
         key = _overlap_key(corpus.boxes, candidates.subjects, candidates.objects)
+    elif sampler == "listed":
+        key = np.arange(len(bag_index))
     else:
         key = np.random.default_rng(seed).random(len(bag_index), dtype=np.float32)
     order = np.lexsort((key, bag_index))

@@ -8,6 +8,7 @@ one is redone in a new folder.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,8 +20,8 @@ import numpy as np
 from absl import logging
 
 from clever_jax import files
-from clever_jax.data import text, world
-from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
+from clever_jax.data import release, text, world
+from clever_jax.data.bags import Bags, Candidates, build_bags, enumerate_candidates
 from clever_jax.data.benchmark import PAPER_SIZES, SPLITS, Benchmark, build_benchmark
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import MANIFEST, RECORDS_VERSION, write_records
@@ -59,7 +60,7 @@ def input_paths(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, s
             world.generate(data.world, world_dir)
         return world_dir, os.path.join(world_dir, "features.tsv")
     if data.source != "vg":
-        raise ValueError(f"config.data.source must be 'world' or 'vg', found {data.source!r}")
+        raise ValueError(f"config.data.source must be 'world' or 'vg' here, found {data.source!r}")
     needed = [os.path.join(data.vg_dir, name) for name in VG_FILES] + [data.features_path]
     missing = [path for path in needed if not (data.vg_dir and data.features_path and os.path.isfile(path))]
     if missing:
@@ -69,6 +70,16 @@ def input_paths(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, s
             )
         )
     return data.vg_dir, data.features_path
+
+
+def input_files(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+    """Every input file of a build (its fingerprint covers them), generating the world first when it
+    is the source; FileNotFoundError naming what is missing and where it goes."""
+    if config.data.source == "release":
+        return release.input_files(config.data.release_dir)
+    vg_dir, features_path = input_paths(config, workdir)
+    truth = truth_path(config, vg_dir)
+    return [os.path.join(vg_dir, name) for name in VG_FILES] + [features_path] + ([truth] if truth else [])
 
 
 def fingerprint(config: ml_collections.ConfigDict, files: list[str]) -> str:
@@ -133,15 +144,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
     Writes `workdir/stats.json` (a copy of the build's statistics).
     """
     model_dir = text.pretrained_dir(config)
-    vg_dir, features_path = input_paths(config, workdir)
-    inputs = [os.path.join(vg_dir, name) for name in VG_FILES] + [features_path, os.path.join(model_dir, "vocab.txt")]
-    inputs += [truth_path(config, vg_dir)] if truth_path(config, vg_dir) else []
+    inputs = input_files(config, workdir) + [os.path.join(model_dir, "vocab.txt")]
     build_dir = os.path.join(workdir, "records", fingerprint(config, inputs))
     if os.path.isfile(os.path.join(build_dir, STATS)) and os.path.isfile(os.path.join(build_dir, MANIFEST)):
         logging.info("Reusing the records in %s", build_dir)
     else:
         shutil.rmtree(build_dir, ignore_errors=True)  # an interrupted earlier build
-        build(config, vg_dir, features_path, model_dir, build_dir)
+        build(config, workdir, model_dir, build_dir)
     with open(os.path.join(build_dir, STATS), "rb") as source, \
             files.atomic_write(os.path.join(workdir, STATS), "wb") as f:
         shutil.copyfileobj(source, f)
@@ -180,9 +189,49 @@ def check_splits(benchmark: Benchmark, data: ml_collections.ConfigDict) -> None:
             f"{tuple(data.split_ratios)}. Use more images, a lower min_fact_count or larger shares.")
 
 
-def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, model_dir: str, build_dir: str) -> None:
+@dataclasses.dataclass
+class Assembled:
+    """What the records are written from: the corpus, every candidate instance, the benchmark, the bags
+    (kept instances) and, for the authors' release, the reader's report (release.read)."""
+
+    corpus: Corpus
+    candidates: Candidates
+    benchmark: Benchmark
+    bags: Bags
+    report: dict
+
+
+def assemble(config: ml_collections.ConfigDict, workdir: str, lap=lambda stage: None) -> Assembled:
+    """Ingests the inputs and builds the benchmark and bags; calls lap(stage) after each stage."""
+    data, vocab = config.data, benchmark_vocab()
+    report = {}
+    if data.source == "release":  # Splits, facts and instance lists as the release gives them.
+        corpus, candidates, benchmark, report = release.read(data, vocab)
+        lap("ingest")
+    else:
+        vg_dir, features_path = input_paths(config, workdir)
+        corpus = ingest(vg_dir, features_path, vocab, data.feature_dim or None, truth_path(config, vg_dir))
+        lap("ingest")
+        num_entities = len(vocab.entities)
+        candidates = enumerate_candidates(corpus, num_entities)
+        triplets = np.stack([corpus.object_classes[corpus.rel_subjects], corpus.rel_relations,
+                             corpus.object_classes[corpus.rel_objects]], axis=1).astype(np.int64)
+        benchmark = build_benchmark(
+            candidates, triplets, corpus.num_images, num_entities, tuple(data.split_ratios), data.na_ratio,
+            data.seed, data.min_fact_count,
+        )
+        check_splits(benchmark, data)
+        lap("benchmark")
+    bags = build_bags(
+        corpus, candidates, benchmark.bag_index, benchmark.num_bags, data.bag_size, data.sampler, data.seed
+    )
+    lap("bags")
+    return Assembled(corpus, candidates, benchmark, bags, report)
+
+
+def build(config: ml_collections.ConfigDict, workdir: str, model_dir: str, build_dir: str) -> None:
     """Runs every stage into `build_dir`, writing the statistics file last."""
-    data, vocab, timings = config.data, benchmark_vocab(), {}
+    timings = {}
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
@@ -191,30 +240,17 @@ def build(config: ml_collections.ConfigDict, vg_dir: str, features_path: str, mo
         logging.info("%s: %.1f s", stage, timings[stage])
         clock = time.perf_counter()
 
-    corpus = ingest(vg_dir, features_path, vocab, data.feature_dim or None, truth_path(config, vg_dir))
-    lap("ingest")
-    num_entities = len(vocab.entities)
-    candidates = enumerate_candidates(corpus, num_entities)
-    triplets = np.stack([
-        corpus.object_classes[corpus.rel_subjects], corpus.rel_relations, corpus.object_classes[corpus.rel_objects]
-    ], axis=1).astype(np.int64)
-    benchmark = build_benchmark(
-        candidates, triplets, corpus.num_images, num_entities, tuple(data.split_ratios), data.na_ratio, data.seed,
-        data.min_fact_count,
-    )
-    check_splits(benchmark, data)
-    lap("benchmark")
-    bags = build_bags(
-        corpus, candidates, benchmark.bag_index, benchmark.num_bags, data.bag_size, data.sampler, data.seed
-    )
-    lap("bags")
+    built = assemble(config, workdir, lap)
+    corpus = built.corpus
     tokenizer = text.load_tokenizer(model_dir)
     pieces, lengths = text.tokenize_names(tokenizer, corpus.object_names)
-    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id, "num_relations": vocab.num_relations,
-            "has_truth": corpus.true_relations is not None}
+    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id,
+            "num_relations": benchmark_vocab().num_relations, "has_truth": corpus.true_relations is not None}
     os.makedirs(build_dir, exist_ok=True)
-    write_records(build_dir, corpus, benchmark, bags, pieces, lengths, meta)
+    write_records(build_dir, corpus, built.benchmark, built.bags, pieces, lengths, meta)
     lap("records")
-    stats = statistics(corpus, benchmark, bags, vocab)
+    stats = statistics(corpus, built.benchmark, built.bags, benchmark_vocab())
+    if built.report:
+        stats["release"] = built.report
     stats["timings_s"] = timings
     files.write_json(os.path.join(build_dir, STATS), stats)

@@ -34,7 +34,7 @@ from clever_jax import files
 from clever_jax.data.bags import Bags
 from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError
-from clever_jax.data.vg import GEOMETRY_DIM, Corpus, box_geometry, read_region_features
+from clever_jax.data.vg import GEOMETRY_DIM, Corpus
 
 RECORDS_VERSION = "1.2.0"
 MANIFEST = "manifest.json"
@@ -112,16 +112,12 @@ def _image_examples(corpus: Corpus, image_rows: np.ndarray, pieces: np.ndarray, 
     piece_start = np.concatenate([[0], np.cumsum(lengths)])
     for record, row in enumerate(image_rows):
         lo, hi = corpus.object_start[row], corpus.object_start[row + 1]
-        boxes = corpus.boxes[lo:hi]
-        appearance = read_region_features(
-            corpus.features_path, corpus.feature_offsets[row], corpus.feature_slots[lo:hi], corpus.feature_dim
-        )
         yield record, {
             "image_id": corpus.image_ids[row],
             "size": corpus.image_sizes[row],
-            "boxes": boxes,
+            "boxes": corpus.boxes[lo:hi],
             "classes": corpus.object_classes[lo:hi],
-            "regions": np.concatenate([appearance, box_geometry(boxes, corpus.image_sizes[row])], axis=1),
+            "regions": corpus.regions(row),
             "tag_pieces": pieces[piece_start[lo]:piece_start[hi]],
             "tag_lengths": lengths[lo:hi],
         }

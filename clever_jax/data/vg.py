@@ -46,8 +46,11 @@ class Corpus:
       feature_slots: int32 [O] position of the object's region in its features line.
       rel_subjects, rel_objects: int64 [L] object rows of each annotated relationship.
       rel_relations: int32 [L] relation ids 1..R.
-      features_path: the region feature file.
-      feature_dim: appearance dimension stored in that file (geometry excluded).
+      feature_paths: the region feature files (Visual Genome: one; the authors' release: one per split).
+      feature_file: int32 [I] index into feature_paths of each image's line.
+      feature_dim: appearance dimension per region (geometry excluded).
+      geometry_in_features: whether the files store the 6 geometry values after the appearance
+        (the authors' release) rather than leaving them to be computed from the boxes.
       skipped: counted skips by reason.
       true_subjects, true_objects, true_relations: like rel_*, what truly holds between two
         objects (the generated world's interactions.json); None for real data, which has only
@@ -66,9 +69,11 @@ class Corpus:
     rel_subjects: np.ndarray
     rel_objects: np.ndarray
     rel_relations: np.ndarray
-    features_path: str
+    feature_paths: tuple[str, ...]
+    feature_file: np.ndarray
     feature_dim: int
     skipped: dict[str, int]
+    geometry_in_features: bool = False
     true_subjects: np.ndarray | None = None
     true_objects: np.ndarray | None = None
     true_relations: np.ndarray | None = None
@@ -81,6 +86,18 @@ class Corpus:
     def object_image(self) -> np.ndarray:
         """int64 [O]: image row of each object."""
         return np.repeat(np.arange(self.num_images), np.diff(self.object_start))
+
+    def regions(self, row: int, objects: np.ndarray | None = None) -> np.ndarray:
+        """float32 [K, D + 6]: appearance and geometry of image `row`'s object rows `objects` [K]
+        (default: all of the image's, in object order)."""
+        if objects is None:
+            objects = np.arange(self.object_start[row], self.object_start[row + 1])
+        stored = self.feature_dim + (GEOMETRY_DIM if self.geometry_in_features else 0)
+        vectors = read_region_features(self.feature_paths[self.feature_file[row]], self.feature_offsets[row],
+                                       self.feature_slots[objects], stored)
+        if self.geometry_in_features:
+            return vectors
+        return np.concatenate([vectors, box_geometry(self.boxes[objects], self.image_sizes[row])], axis=1)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -346,7 +363,8 @@ def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | Non
         rel_subjects=rel_subjects,
         rel_objects=rel_objects,
         rel_relations=rel_relations,
-        features_path=os.fspath(features_path),
+        feature_paths=(os.fspath(features_path),),
+        feature_file=np.zeros(len(image_ids), np.int32),
         feature_dim=feature_dim,
         skipped={k: v for k, v in sorted(skipped.items()) if v},
         true_subjects=truth[0],
@@ -387,12 +405,24 @@ def read_relationships(
         pos = np.minimum(np.searchsorted(object_ids, ids, sorter=order), max(len(order) - 1, 0))
         found = object_ids[order[pos]] == ids
         rows.append(np.where(found, order[pos], -1))
-    subject_rows, object_rows = rows
-    known = relations_arr > 0
+    return usable_relationships(*rows, relations_arr, object_classes, object_image, skipped)
+
+
+def usable_relationships(
+    subject_rows: np.ndarray,
+    object_rows: np.ndarray,
+    relations: np.ndarray,
+    object_classes: np.ndarray,
+    object_image: np.ndarray,
+    skipped: collections.Counter,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The relationships [L] (object rows, -1 for an unknown object; relation ids, -1 for an unknown
+    predicate) between two distinct vocabulary objects of one image; the others counted in `skipped`."""
+    known = relations > 0
     usable = (subject_rows >= 0) & (object_rows >= 0)
     usable &= (object_classes[subject_rows] >= 0) & (object_classes[object_rows] >= 0)
     usable &= (subject_rows != object_rows) & (object_image[subject_rows] == object_image[object_rows])
     skipped["relationship_unknown_predicate"] += int((~known).sum())
     skipped["relationship_object_not_usable"] += int((known & ~usable).sum())
     keep = known & usable
-    return subject_rows[keep], object_rows[keep], relations_arr[keep]
+    return subject_rows[keep], object_rows[keep], relations[keep]

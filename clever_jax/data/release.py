@@ -1,0 +1,405 @@
+"""The authors' release of the benchmark (one folder), read into the corpus, benchmark and bags that
+Visual Genome ingestion builds, with the release's splits, facts, bags and instance order verbatim.
+
+Files (README, "Reproducing the paper from the authors' release"): vg_dict.json,
+VG_100_100_label.tsv, and per split {split}_bag_data.json, {split}_pairs_data.json,
+obj_feat_{split}.tsv and {split}_feat_idx_to_label_line.tsv; optional, only reported as by the
+published loader: {split}_image_sort_by_IoU_and_distance.pkl and {split}_image_idx_to_id.pkl.
+
+Where the format leaves a point open, this reader takes (and release_write writes):
+  - images in pairs_data and relation_image_ids are 0-based line numbers of the label file;
+  - entity ids are those of vg_dict's idx_to_label (any base), mapped onto the benchmark
+    vocabulary by name; predicate ids are predicate_to_idx's (0 is no relation);
+  - an NA bag's label is [0] (or []);
+  - a pairs_data entry is [image, subject index, object index] with an optional 4th flag, which is
+    only compared with the label file's relations (agreements counted in stats.json);
+  - a feat_idx_to_label_line line is "<label line>" or "<features line>\\t<label line>";
+  - image sizes come from "image_w"/"image_h" of a label or features record when present, else
+    are recorded as 0 x 0 (the model reads the geometry stored in the features);
+  - objects whose class is outside vg_dict stay as context regions (class -1), counted; an
+    instance must be two distinct objects of its bag's classes.
+Pickles are read by an unpickler that builds only plain containers, strings and numbers (numpy
+numeric scalars included) and refuses anything else.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pickle
+
+import ml_collections
+import numpy as np
+
+from clever_jax.data.bags import Candidates, annotated_relations
+from clever_jax.data.benchmark import SPLITS, Benchmark
+from clever_jax.data.jsonio import DataError, field, finite
+from clever_jax.data.vg import GEOMETRY_DIM, Corpus, index_features, usable_relationships
+from clever_jax.data.vocab import Vocab, clean
+
+VOCAB_FILE = "vg_dict.json"
+LABEL_FILE = "VG_100_100_label.tsv"
+SPLIT_FILES = {"bag_data": "{}_bag_data.json", "pairs_data": "{}_pairs_data.json", "features": "obj_feat_{}.tsv",
+               "feature_lines": "{}_feat_idx_to_label_line.tsv"}
+PICKLE_FILES = {"image_sort": "{}_image_sort_by_IoU_and_distance.pkl", "image_idx_to_id": "{}_image_idx_to_id.pkl"}
+
+HELP = """\
+The authors' release is incomplete: {missing}
+Put the release's files in one folder and give it as --config.data.release_dir (now {release_dir}):
+  vg_dict.json, VG_100_100_label.tsv, and for each of train, val and test:
+  {{split}}_bag_data.json, {{split}}_pairs_data.json, obj_feat_{{split}}.tsv, {{split}}_feat_idx_to_label_line.tsv
+  (optional: {{split}}_image_sort_by_IoU_and_distance.pkl, {{split}}_image_idx_to_id.pkl)."""
+
+
+def split_file(release_dir: str, kind: str, split: str) -> str:
+    return os.path.join(release_dir, {**SPLIT_FILES, **PICKLE_FILES}[kind].format(split))
+
+
+def input_files(release_dir: str) -> list[str]:
+    """The release's files that prepare reads (the optional pickles when present); FileNotFoundError
+    naming each missing required file."""
+    required = [os.path.join(release_dir, name) for name in (VOCAB_FILE, LABEL_FILE)]
+    required += [split_file(release_dir, kind, split) for split in SPLITS for kind in SPLIT_FILES]
+    missing = [path for path in required if not (release_dir and os.path.isfile(path))]
+    if missing:
+        raise FileNotFoundError(HELP.format(missing=", ".join(missing), release_dir=release_dir or "unset"))
+    optional = [split_file(release_dir, kind, split) for split in SPLITS for kind in PICKLE_FILES]
+    return required + [path for path in optional if os.path.isfile(path)]
+
+
+def load_json(path: str):
+    """A whole JSON file; DataError on malformed JSON or a key that appears twice in one object."""
+    def unique(pairs):
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise DataError(f"{path}: key {collections.Counter(keys).most_common(1)[0][0]!r} appears twice")
+        return dict(pairs)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=unique)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not UTF-8 JSON: {e}") from e
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds plain containers, strings and numbers only: the one global allowed is numpy's scalar
+    constructor (with its dtype) for numeric dtypes, which pickled numpy integers and floats use."""
+
+    def find_class(self, module: str, name: str):
+        if name == "dtype" and module == "numpy":
+            return np.dtype
+        if name == "scalar" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            def scalar(dtype: np.dtype, data: bytes = b""):
+                if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
+                    raise pickle.UnpicklingError(f"a numpy scalar of dtype {dtype!r}, only numbers are accepted")
+                return np.frombuffer(data, dtype)[0].item()
+            return scalar
+        raise pickle.UnpicklingError(f"refuses to build {module}.{name}: only plain containers, strings and "
+                                     "numbers are accepted")
+
+
+def load_pickle(path: str):
+    """A pickle of plain containers, strings and numbers; DataError naming the file otherwise."""
+    try:
+        with open(path, "rb") as f:
+            return _PlainUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"{path}: not a pickle of plain containers, strings and numbers: {e}") from e
+
+
+def _id_map(table, key: str, path: str) -> dict[str, str]:
+    """vg_dict's table `key` as {str id: name} from either direction (name -> id or id -> name)."""
+    values = field(table, key, dict, path)
+    if key.startswith("idx_to"):
+        return {str(i): str(name) for i, name in values.items()}
+    return {str(i): str(name) for name, i in values.items()}
+
+
+def read_vocab_map(path: str, vocab: Vocab) -> tuple[dict[str, int], dict[int, int], dict[int, int]]:
+    """(release entity id -> class, release predicate id -> relation id, VG-150 id -> class) from
+    vg_dict.json; DataError for a name outside the benchmark vocabulary or inconsistent tables."""
+    table = load_json(path)
+    entities = _id_map(table, "idx_to_label", path)
+    if "label_to_idx" in table and _id_map(table, "label_to_idx", path) != entities:
+        raise DataError(f"{path}: label_to_idx and idx_to_label disagree")
+    entity_of = {}
+    for i, name in entities.items():
+        entity_of[i] = vocab.entity_id(name)
+        if entity_of[i] < 0:
+            raise DataError(f"{path}: idx_to_label[{i!r}] = {name!r} is not an entity of the benchmark vocabulary")
+    relation_of = {}
+    for i, name in _id_map(table, "predicate_to_idx", path).items():
+        if not i.isdigit() or int(i) == 0 or vocab.relation_id(name) < 0:
+            raise DataError(f"{path}: predicate_to_idx[{name!r}] = {i}: expected a predicate of the benchmark "
+                            "vocabulary with an id >= 1 (0 is no relation)")
+        relation_of[int(i)] = vocab.relation_id(name)
+    vg150 = {}
+    for name, i in table.get("label_to_vg_150_idx", {}).items():
+        if vocab.entity_id(name) >= 0 and isinstance(i, int):
+            vg150[i] = vocab.entity_id(name)
+    return entity_of, relation_of, vg150
+
+
+def _read_label_file(path: str, vocab: Vocab, mapped: set[int], skipped: collections.Counter) -> dict:
+    """The label file as flat lists: per line image id, size, object count; per object class, name and box;
+    per relation (line, subject index, object index, predicate name)."""
+    out = {"ids": [], "sizes": [], "counts": [], "classes": [], "names": [], "boxes": [], "relations": []}
+    with open(path, "rb") as f:
+        for row, raw in enumerate(f):
+            where = f"{path}: line {row + 1}"
+            image_part, sep, payload = raw.partition(b"\t")
+            try:
+                image_id, record = int(image_part), json.loads(payload)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise DataError(f"{where}: expected 'image_id<TAB>json', cannot parse: {e}") from e
+            if not sep:
+                raise DataError(f"{where}: expected 'image_id<TAB>json', found no tab")
+            where += f" (image {image_id})"
+            objects = field(record, "objects", list, where)
+            for k, obj in enumerate(objects):
+                name = clean(field(obj, "class", str, f"{where}, object {k}"))
+                rect = field(obj, "rect", list, f"{where}, object {k}")
+                if len(rect) != 4:
+                    raise DataError(f"{where}, object {k}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
+                out["boxes"].append(finite([float(v) for v in rect], "'rect'", f"{where}, object {k}"))
+                out["classes"].append(vocab.entity_id(name) if vocab.entity_id(name) in mapped else -1)
+                out["names"].append(vocab.entities[out["classes"][-1]] if out["classes"][-1] >= 0 else name)
+            for k, rel in enumerate(record.get("relations", [])):
+                rwhere = f"{where}, relation {k}"
+                subject, obj = field(rel, "subj_id", int, rwhere), field(rel, "obj_id", int, rwhere)
+                if not (0 <= subject < len(objects) and 0 <= obj < len(objects)):
+                    raise DataError(f"{rwhere}: subj_id {subject} / obj_id {obj} outside the {len(objects)} objects")
+                out["relations"].append((row, subject, obj, field(rel, "class", str, rwhere)))
+            out["ids"].append(image_id)
+            out["sizes"].append((record.get("image_w", 0), record.get("image_h", 0)))
+            out["counts"].append(len(objects))
+    skipped["object_outside_vocabulary_map_kept_as_context"] = out["classes"].count(-1)
+    return out
+
+
+def _feature_lines(release_dir: str, split: str, labels: dict, stored_dim: int | None):
+    """(label line of each features line [F], features index entries [F], stored dim) of one split, with
+    each features line checked against its label line (image id, number and boxes of objects)."""
+    path, lines_path = split_file(release_dir, "features", split), split_file(release_dir, "feature_lines", split)
+    index, stored_dim = index_features(path, stored_dim)
+    rows = []
+    with open(lines_path) as f:
+        for i, line in enumerate(f):
+            parts = line.split()
+            if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts) or (len(parts) == 2 and
+                                                                                  int(parts[0]) != i):
+                raise DataError(f"{lines_path}: line {i + 1}: expected '<label line>' or '{i}\\t<label line>', "
+                                f"found {line.strip()!r:.60}")
+            rows.append(int(parts[-1]))
+    if len(rows) != len(index):
+        raise DataError(f"{lines_path}: {len(rows)} lines, but {path} has {len(index)} images (one line each)")
+    boxes_start = np.concatenate([[0], np.cumsum(labels["counts"])])
+    for i, ((image_id, entry), row) in enumerate(zip(index.items(), rows, strict=True)):
+        where = f"{path}: image {image_id} (features line {i + 1}), label line {row + 1} of {LABEL_FILE}"
+        if row >= len(labels["ids"]) or labels["ids"][row] != image_id:
+            found = labels["ids"][row] if row < len(labels["ids"]) else "no such line"
+            raise DataError(f"{where}: the label line's image id is {found} ({os.path.basename(lines_path)} "
+                            f"line {i + 1} maps them)")
+        boxes = np.asarray(labels["boxes"][boxes_start[row]:boxes_start[row + 1]], np.float32).reshape(-1, 4)
+        if len(entry.rects) != len(boxes) or not np.allclose(entry.rects, boxes, atol=0.5):
+            raise DataError(f"{where}: the features line's {len(entry.rects)} regions are not the label line's "
+                            f"{len(boxes)} objects in the same order (boxes differ)")
+    return np.asarray(rows, np.int64), list(index.values()), stored_dim
+
+
+def read_corpus(release_dir: str, vocab: Vocab, mapped: set[int], stored_dim: int | None) -> tuple[Corpus, np.ndarray]:
+    """The corpus of the label lines that have features (rows in label-line order), and the corpus row of
+    every label line (-1 without features). Objects of a class outside `mapped` (the classes vg_dict
+    names) are context regions, class -1; stored_dim: values per region expected, None = the file's."""
+    skipped = collections.Counter()
+    labels = _read_label_file(os.path.join(release_dir, LABEL_FILE), vocab, mapped, skipped)
+    num_lines = len(labels["ids"])
+    file_of, entry_of = np.full(num_lines, -1, np.int32), [None] * num_lines
+    for s, split in enumerate(SPLITS):
+        rows, entries, stored_dim = _feature_lines(release_dir, split, labels, stored_dim)
+        again = file_of[rows] >= 0
+        skipped["image_in_two_feature_files_first_kept"] += int(again.sum())
+        for row, entry in zip(rows[~again], np.asarray(entries, object)[~again], strict=True):
+            file_of[row], entry_of[row] = s, entry
+    if stored_dim <= GEOMETRY_DIM:
+        raise DataError(f"{release_dir}: features of {stored_dim} values; expected appearance + 6 geometry values")
+    lines = np.flatnonzero(file_of >= 0)
+    skipped["label_line_without_features"] = num_lines - len(lines)
+    row_of_line = np.full(num_lines, -1, np.int64)
+    row_of_line[lines] = np.arange(len(lines))
+    counts = np.asarray(labels["counts"], np.int64)
+    line_start = np.concatenate([[0], np.cumsum(counts)])
+    objects = np.concatenate([np.arange(line_start[i], line_start[i + 1]) for i in lines]).astype(np.int64)
+    classes = np.asarray(labels["classes"], np.int32)[objects]
+    boxes = np.asarray(labels["boxes"], np.float32).reshape(-1, 4)[objects]
+    skipped["object_degenerate_box_kept"] = int(((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).sum())
+    object_start = np.concatenate([[0], np.cumsum(counts[lines])]).astype(np.int64)
+    sizes = np.asarray(labels["sizes"], np.int32)[lines]
+    skipped["image_size_unknown"] = int((sizes <= 0).any(axis=1).sum())
+    relations = labels["relations"]
+    rel_line = np.asarray([r[0] for r in relations], np.int64).reshape(-1)
+    rel_rows = row_of_line[rel_line]
+    keep = rel_rows >= 0
+    subjects = object_start[rel_rows[keep]] + np.asarray([r[1] for r in relations], np.int64)[keep]
+    objs = object_start[rel_rows[keep]] + np.asarray([r[2] for r in relations], np.int64)[keep]
+    predicates = np.asarray([vocab.relation_id(relations[k][3]) for k in np.flatnonzero(keep)], np.int32)
+    corpus = Corpus(
+        image_ids=np.asarray(labels["ids"], np.int64)[lines], image_sizes=sizes,
+        feature_offsets=np.asarray([entry_of[i].offset for i in lines], np.int64), object_start=object_start,
+        object_ids=np.arange(len(objects), dtype=np.int64), object_classes=classes,
+        object_names=[labels["names"][o] for o in objects], boxes=boxes,
+        feature_slots=(objects - np.repeat(line_start[lines], counts[lines])).astype(np.int32),
+        rel_subjects=np.zeros(0, np.int64), rel_objects=np.zeros(0, np.int64), rel_relations=np.zeros(0, np.int32),
+        feature_paths=tuple(split_file(release_dir, "features", split) for split in SPLITS),
+        feature_file=file_of[lines], feature_dim=stored_dim - GEOMETRY_DIM, skipped={}, geometry_in_features=True,
+    )
+    corpus.rel_subjects, corpus.rel_objects, corpus.rel_relations = usable_relationships(
+        subjects, objs, predicates.reshape(-1), classes, corpus.object_image, skipped)
+    corpus.skipped = {k: v for k, v in sorted(skipped.items()) if v}
+    return corpus, row_of_line
+
+
+def _parse_key(key: str, entity_of: dict[str, int], where: str) -> tuple[int, int]:
+    parts = key.split("#")
+    if len(parts) != 2 or not all(p in entity_of for p in parts):
+        raise DataError(f"{where}: bag key {key!r}: expected '<subject id>#<object id>' with ids of vg_dict's "
+                        "idx_to_label")
+    return entity_of[parts[0]], entity_of[parts[1]]
+
+
+def _listed_instances(entries, corpus: Corpus, row_of_line: np.ndarray, pair: tuple[int, int], where: str):
+    """int64 [n, 4] (corpus row, subject row, object row, flag or -1) of one bag's pairs_data entries."""
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{where}: expected a non-empty list of [image, subject index, object index, flag]")
+    width = len(entries[0]) if isinstance(entries[0], list) else 0
+
+    def good(entry) -> bool:
+        return isinstance(entry, list) and len(entry) == width and all(type(v) is int for v in entry)
+
+    if width not in (3, 4) or not all(good(e) for e in entries):
+        bad = next(k for k, e in enumerate(entries) if width not in (3, 4) or not good(e))
+        raise DataError(f"{where}, entry {bad}: expected [image, subject index, object index(, flag)] integers "
+                        f"(all entries alike), found {entries[bad]!r:.60}")
+    listed = np.asarray(entries, np.int64)
+    line, subject, obj = listed[:, 0], listed[:, 1], listed[:, 2]
+    in_range = (line >= 0) & (line < len(row_of_line))
+    rows = np.where(in_range, row_of_line[np.where(in_range, line, 0)], -1)
+    count = np.where(rows >= 0, np.diff(corpus.object_start)[rows], 0)
+    valid = (rows >= 0) & (subject >= 0) & (subject < count) & (obj >= 0) & (obj < count) & (subject != obj)
+    first = corpus.object_start[np.maximum(rows, 0)]
+    classes = corpus.object_classes
+    valid &= (classes[np.where(valid, first + subject, 0)] == pair[0]) & (classes[np.where(valid, first + obj, 0)]
+                                                                          == pair[1])
+    if not valid.all():
+        k = int(np.argmin(valid))
+        raise DataError(f"{where}, entry {k} {entries[k]!r}: expected a label line with features and two distinct "
+                        f"objects of the bag's classes ({pair[0]}, {pair[1]} in the benchmark vocabulary)")
+    flag = listed[:, 3] if width == 4 else np.full(len(listed), -1)
+    return np.stack([rows, first + subject, first + obj, flag], axis=1)
+
+
+def _check_pickles(release_dir: str, split: str, pairs: set[tuple[int, int]], image_ids: set[int],
+                   vg150: dict[int, int]) -> dict[str, int]:
+    """Counts of the split's optional pickles (the published loader only reports them); DataError when a
+    pickle is not the expected plain structure."""
+    report = {}
+    path = split_file(release_dir, "image_sort", split)
+    if os.path.isfile(path):
+        table = load_pickle(path)
+        if not isinstance(table, dict):
+            raise DataError(f"{path}: expected a dict from (subject, object) VG-150 class ids to image ids")
+        for key, images in table.items():
+            if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, int) for k in key)
+                    and isinstance(images, list)):
+                raise DataError(f"{path}: key {key!r:.40}: expected a pair of VG-150 class ids -> a list of images")
+        report["image_sort_bags"] = len(table)
+        report["image_sort_bags_of_this_split"] = sum((vg150.get(s), vg150.get(o)) in pairs for s, o in table)
+    path = split_file(release_dir, "image_idx_to_id", split)
+    if os.path.isfile(path):
+        table = load_pickle(path)
+        values = table.values() if isinstance(table, dict) else table if isinstance(table, list) else None
+        if values is None or not all(isinstance(v, int | str) for v in values):
+            raise DataError(f"{path}: expected a dict or list of image ids (integers or strings)")
+        report["image_idx_to_id_entries"] = len(values)
+        report["image_idx_to_id_not_in_features"] = sum(not str(v).isdigit() or int(v) not in image_ids
+                                                        for v in values)
+    return report
+
+
+def _labels(bag, relation_of: dict[int, int], where: str) -> tuple[list[int], int]:
+    """(relation ids of a bag_data entry, [0] for NA; how many repeats were dropped)."""
+    label = field(bag, "label", list, where)
+    if not all(type(i) is int and (i == 0 or i in relation_of) for i in label) or (0 in label and len(set(label)) > 1):
+        raise DataError(f"{where}: 'label' should be predicate ids of vg_dict's predicate_to_idx, or [0] for no "
+                        f"relation, found {label!r:.60}")
+    unique = list(dict.fromkeys(relation_of[i] for i in label if i)) or [0]
+    return unique, len([i for i in label if i]) - len(unique) * (unique != [0])
+
+
+def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candidates, Benchmark, dict]:
+    """The release in data.release_dir: the corpus, every listed instance in file order (as candidates), the
+    benchmark (bags of train, then val, then test, each in bag_data's order) and a report for stats.json."""
+    release_dir = data.release_dir
+    input_files(release_dir)
+    entity_of, relation_of, vg150 = read_vocab_map(os.path.join(release_dir, VOCAB_FILE), vocab)
+    stored = data.feature_dim + GEOMETRY_DIM if data.feature_dim else None
+    corpus, row_of_line = read_corpus(release_dir, vocab, set(entity_of.values()), stored)
+    pairs, split_of, labels, label_count, listed, bag_of, report = [], [], [], [], [], [], {}
+    for s, split in enumerate(SPLITS):
+        bag_path, pairs_path = split_file(release_dir, "bag_data", split), split_file(release_dir, "pairs_data", split)
+        bag_data, pairs_data = load_json(bag_path), load_json(pairs_path)
+        for path, table in ((bag_path, bag_data), (pairs_path, pairs_data)):
+            if not isinstance(table, dict):
+                raise DataError(f"{path}: expected a JSON object keyed by '<subject id>#<object id>'")
+        for a, b, path_a, path_b in ((bag_data, pairs_data, bag_path, pairs_path),
+                                     (pairs_data, bag_data, pairs_path, bag_path)):
+            only = [key for key in a if key not in b]
+            if only:
+                raise DataError(f"{path_a}: {len(only)} bags are not in {path_b}, e.g. {only[:3]}")
+        first_bag, relation_images, repeated = len(pairs), 0, 0
+        for key, bag in bag_data.items():
+            where = f"{bag_path}: bag {key!r}"
+            pair = _parse_key(key, entity_of, where)
+            bag_labels, repeats = _labels(bag, relation_of, where)
+            images = field(bag, "relation_image_ids", list, where)
+            if not all(type(i) is int and 0 <= i < len(row_of_line) for i in images):
+                raise DataError(f"{where}: 'relation_image_ids' should be line numbers of {LABEL_FILE} (0.."
+                                f"{len(row_of_line) - 1}), found {images!r:.60}")
+            listed.append(_listed_instances(pairs_data[key], corpus, row_of_line, pair, f"{pairs_path}: bag {key!r}"))
+            bag_of.append(np.full(len(listed[-1]), len(pairs)))
+            pairs.append(pair)
+            split_of.append(s)
+            labels += bag_labels
+            label_count.append(len(bag_labels))
+            relation_images, repeated = relation_images + len(images), repeated + repeats
+        if not any(labels[i] for i in range(sum(label_count[:first_bag]), len(labels))):
+            raise DataError(f"{bag_path}: no bag with a non-zero label: every split needs a fact")
+        report[split] = {"bags": len(pairs) - first_bag, "relation_image_ids": relation_images,
+                         "repeated_labels_dropped": repeated}
+        report[split].update(_check_pickles(release_dir, split, set(pairs[first_bag:]),
+                                            set(corpus.image_ids.tolist()), vg150))
+    instances, bag_index = np.concatenate(listed), np.concatenate(bag_of).astype(np.int32)
+    pairs_arr, split_arr = np.asarray(pairs, np.int64), np.asarray(split_of, np.int32)
+    used = np.zeros(corpus.num_images, bool)
+    used[instances[:, 0]] = True
+    num_entities = len(vocab.entities)
+    classes = corpus.object_classes
+    candidates = Candidates(subjects=instances[:, 1].astype(np.int32), objects=instances[:, 2].astype(np.int32),
+                            images=instances[:, 0].astype(np.int32),
+                            pair_codes=classes[instances[:, 1]] * np.int32(num_entities) + classes[instances[:, 2]])
+    benchmark = Benchmark(
+        pairs=pairs_arr, split=split_arr, label_start=np.concatenate([[0], np.cumsum(label_count)]).astype(np.int64),
+        labels=np.asarray(labels, np.int64), image_split=np.where(used, corpus.feature_file, -1).astype(np.int32),
+        bag_index=bag_index, dropped_pairs=0,
+    )
+    annotated = np.zeros(len(instances), bool)
+    annotated[annotated_relations(corpus, candidates.subjects, candidates.objects)[0]] = True
+    flagged = instances[:, 3] >= 0
+    for s, split in enumerate(SPLITS):
+        mine = flagged & (split_arr[bag_index] == s)
+        agree = (instances[:, 3] != 0) == annotated
+        report[split].update(listed_instances=int((split_arr[bag_index] == s).sum()),
+                             flags_agreeing_with_label_file=int((mine & agree).sum()),
+                             flags_disagreeing_with_label_file=int((mine & ~agree).sum()))
+    return corpus, candidates, benchmark, report

@@ -1,0 +1,232 @@
+"""The authors' release layout: the world written in it (--mode=export_release) and read back
+(configs/clever_release.py) gives the same facts, bags, instance order, images and metrics; bad
+release files get errors that name the file and the record."""
+
+import collections
+import json
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from clever_jax import builder, evaluate, job, results
+from clever_jax.config_checks import ConfigError
+from clever_jax.data import prepare, release
+from clever_jax.data.jsonio import DataError
+from clever_jax.data.records import open_records
+from clever_jax.data.vocab import benchmark_vocab
+from configs import clever_release, demo
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """(world config, its records, release config, the release's records, release folder)."""
+    root = tmp_path_factory.mktemp("release")
+    world = demo.get_config("tiny")
+    world.model.pretrained = False
+    job.run(world, str(root / "world"), "export_release")
+    release_dir = str(root / "world" / "release")
+    from_release = clever_release.get_config("tiny")
+    from_release.model.pretrained = False
+    from_release.data.release_dir = release_dir
+    return (world, prepare.prepare(world, str(root / "world")), from_release,
+            prepare.prepare(from_release, str(root / "read")), release_dir)
+
+
+def test_the_release_path_gives_the_world_path_records(both):
+    _, world_records, _, release_records, _ = both
+    (world_images, world_bags), (release_images, release_bags) = open_records(world_records), open_records(
+        release_records)
+    assert len(world_images) == len(release_images) > 0
+    for i in range(len(world_images)):  # Same images, boxes, classes, region vectors and tags.
+        a, b = world_images[i], release_images[i]
+        assert all(np.array_equal(a[k], b[k]) for k in a), i
+    assert world_bags.keys() == release_bags.keys() == {"train", "val", "test"}
+    for split in world_bags:  # Same bags in the same order: pairs, facts, instances and their order.
+        a, b = world_bags[split], release_bags[split]
+        assert len(a) == len(b) > 0
+        for i in range(len(a)):
+            x, y = a[i], b[i]
+            for key in ("pair", "labels", "images", "subjects", "objects", "annotations"):
+                assert np.array_equal(x[key], y[key]), (split, i, key)
+            assert len(y["truth"]) == 0  # The release carries no latent truth.
+    world_stats = json.load(open(os.path.join(world_records, prepare.STATS)))
+    release_stats = json.load(open(os.path.join(release_records, prepare.STATS)))
+    for split, sizes in release_stats["splits"].items():
+        assert sizes == {k: v for k, v in world_stats["splits"][split].items() if k in sizes}
+        report = release_stats["release"][split]
+        assert report["flags_agreeing_with_label_file"] == report["listed_instances"] >= sizes["instances"]
+        assert report["flags_disagreeing_with_label_file"] == 0
+        assert report["image_sort_bags"] == report["image_sort_bags_of_this_split"] == report["bags"]
+        assert report["image_idx_to_id_entries"] == sizes["images"] and report["image_idx_to_id_not_in_features"] == 0
+
+
+def test_the_release_path_scores_like_the_world_path(both):
+    world, world_records, from_release, release_records, _ = both
+    world_run, release_run = builder.build(world, world_records), builder.build(from_release, release_records)
+    params = world_run.init_params()
+    for split in ("val", "test"):
+        a, _ = evaluate.evaluate(world_run, params, split, None)
+        b, _ = evaluate.evaluate(release_run, params, split, None)
+        assert b.keys() <= a.keys() and {"auc", "mauc", "f1", "attention_on_annotated"} <= b.keys()
+        np.testing.assert_allclose([b[k] for k in b], [a[k] for k in b], rtol=1e-6, atol=1e-6)  # All but truth's.
+    assert results.random_row(release_records, None)[0] == results.random_row(world_records, None)[0]  # Its table.
+
+
+def test_every_fact_of_a_split_is_a_bag_label(both):
+    _, _, from_release, _, release_dir = both
+    _, _, benchmark, _ = release.read(from_release.data, benchmark_vocab())
+    entity_of, relation_of, _ = release.read_vocab_map(os.path.join(release_dir, release.VOCAB_FILE),
+                                                       benchmark_vocab())
+    for s, split in enumerate(("train", "val", "test")):
+        expected = set()
+        for key, bag in json.load(open(release.split_file(release_dir, "bag_data", split))).items():
+            subject, obj = (entity_of[i] for i in key.split("#"))
+            expected |= {(subject, relation_of[r], obj) for r in bag["label"] if r}
+        assert set(map(tuple, benchmark.facts(s).tolist())) == expected
+
+
+# --- Bad input -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broken(both, tmp_path):
+    """A copy of the release to break, and a function reading it."""
+    _, _, from_release, _, release_dir = both
+    copy = str(tmp_path / "release")
+    shutil.copytree(release_dir, copy)
+    data = from_release.data.copy_and_resolve_references()
+    data.release_dir = copy
+
+    def read():
+        return release.read(data, benchmark_vocab())
+    return copy, read
+
+
+def _edit_json(path, change):
+    table = json.load(open(path))
+    change(table)
+    json.dump(table, open(path, "w"))
+
+
+def _edit_tsv(path, line, change):
+    """Applies change(record) to the JSON record of line `line` of an "id<TAB>json" file."""
+    lines = open(path).read().splitlines(keepends=True)
+    image, record = lines[line].split("\t")
+    record = json.loads(record)
+    change(record)
+    lines[line] = f"{image}\t{json.dumps(record)}\n"
+    open(path, "w").writelines(lines)
+
+
+def test_a_missing_file_is_named_with_where_it_goes(broken):
+    copy, read = broken
+    os.remove(release.split_file(copy, "pairs_data", "val"))
+    with pytest.raises(FileNotFoundError, match=r"(?s)val_pairs_data\.json.*--config\.data\.release_dir"):
+        read()
+
+
+def test_bag_keys_must_agree_between_bag_data_and_pairs_data(broken):
+    copy, read = broken
+    path = release.split_file(copy, "pairs_data", "test")
+    _edit_json(path, lambda table: table.pop(next(iter(table))))
+    with pytest.raises(DataError, match=r"test_bag_data\.json: 1 bags are not in .*test_pairs_data\.json"):
+        read()
+
+
+def test_an_instance_of_other_classes_is_refused(broken):
+    copy, read = broken
+    path = release.split_file(copy, "pairs_data", "train")
+    table = json.load(open(path))
+    key = next(k for k in table if len(set(k.split("#"))) == 2)
+    table[key][0][1], table[key][0][2] = table[key][0][2], table[key][0][1]  # Subject and object swapped.
+    json.dump(table, open(path, "w"))
+    with pytest.raises(DataError, match=rf"train_pairs_data\.json: bag '{key}', entry 0 .*bag's classes"):
+        read()
+
+
+def test_features_of_the_wrong_size_are_named(broken):
+    copy, read = broken
+
+    def shorten(record):
+        record["objects"][1]["feature"] = record["objects"][1]["feature"][:-8]  # 6 bytes fewer than a vector.
+    _edit_tsv(release.split_file(copy, "features", "val"), 0, shorten)
+    with pytest.raises(DataError, match=r"obj_feat_val\.tsv: line 1 \(image \d+\), region 1: feature has"):
+        read()
+
+
+def test_a_label_line_of_another_image_is_named(broken):
+    copy, read = broken
+    path = release.split_file(copy, "feature_lines", "train")
+    rows = open(path).read().split()
+    rows[0], rows[1] = rows[1], rows[0]
+    open(path, "w").write("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"obj_feat_train\.tsv: image \d+ \(features line 1\), label line \d+ of "
+                                        r"VG_100_100_label\.tsv: the label line's image id is \d+"):
+        read()
+
+
+def test_vocabulary_names_outside_the_benchmark_are_refused_and_label_classes_counted(broken):
+    copy, read = broken
+    used = {(line, k) for split in ("train", "val", "test")
+            for entries in json.load(open(release.split_file(copy, "pairs_data", split))).values()
+            for line, *objects, _ in entries for k in objects}
+    label_path = os.path.join(copy, release.LABEL_FILE)
+    vocab = benchmark_vocab()
+    line, k = next((i, k) for i, text in enumerate(open(label_path)) for k, obj in enumerate(json.loads(
+        text.split("\t")[1])["objects"]) if vocab.entity_id(obj["class"]) >= 0 and (i, k) not in used)  # No instance.
+    before = read()[0].skipped["object_outside_vocabulary_map_kept_as_context"]
+    _edit_tsv(label_path, line, lambda record: record["objects"][k].update({"class": "spaceship"}))
+    assert read()[0].skipped["object_outside_vocabulary_map_kept_as_context"] == before + 1
+    vocab_path = os.path.join(copy, release.VOCAB_FILE)
+
+    def rename(table):
+        del table["label_to_idx"]  # The id -> name table alone.
+        table["idx_to_label"]["1"] = "spaceship"
+    _edit_json(vocab_path, rename)
+    with pytest.raises(DataError, match=r"vg_dict\.json: idx_to_label\['1'\] = 'spaceship' is not an entity"):
+        read()
+
+
+def test_a_repeated_key_is_refused(broken):
+    copy, read = broken
+    path = release.split_file(copy, "bag_data", "val")
+    text = open(path).read().strip()
+    first = json.loads(text)
+    key = next(iter(first))
+    open(path, "w").write(text[:-1] + f', "{key}": {json.dumps(first[key])}}}')
+    with pytest.raises(DataError, match=rf"val_bag_data\.json: key '{key}' appears twice"):
+        read()
+
+
+class _Anything:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_pickles_hold_only_plain_values(broken):
+    copy, read = broken
+    path = release.split_file(copy, "image_idx_to_id", "train")
+    table = pickle.load(open(path, "rb"))
+    pickle.dump({np.int64(k): np.int64(v) for k, v in table.items()}, open(path, "wb"))  # Numpy numbers: fine.
+    assert read()[3]["train"]["image_idx_to_id_entries"] == len(table)
+    pickle.dump(collections.OrderedDict(table), open(path, "wb"))
+    with pytest.raises(DataError, match=r"train_image_idx_to_id\.pkl: .*refuses to build collections\.OrderedDict"):
+        read()
+    pickle.dump([_Anything()], open(path, "wb"))
+    with pytest.raises(DataError, match=r"refuses to build posix\.getcwd"):
+        read()
+    pickle.dump(table, open(path, "wb"))
+    path = release.split_file(copy, "image_sort", "val")
+    pickle.dump({"a#b": [1]}, open(path, "wb"))
+    with pytest.raises(DataError, match=r"val_image_sort_by_IoU_and_distance\.pkl: key 'a#b'"):
+        read()
+
+
+def test_the_listed_order_needs_the_release():
+    config = demo.get_config("tiny")
+    config.data.sampler = "listed"
+    with pytest.raises(ConfigError, match=r"data\.sampler='listed'.*needs data\.source='release'"):
+        job.run(config, "/nonexistent", "prepare")
