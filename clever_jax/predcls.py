@@ -182,6 +182,9 @@ def measure(config: ml_collections.ConfigDict, workdir: str, test_fraction: floa
     """The PredCls recall of freq, boxes and boxes_appearance (module docstring); also WORKDIR/predcls.json."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"--test_fraction must be between 0 and 1 (exclusive), found {test_fraction}")
+    if config.data.source == "release":
+        raise ValueError("predcls reads Visual Genome files or the generated world (config.data.source 'vg' or "
+                         "'world'), not the authors' release: run it on Visual Genome files with configs/vg.py")
     vocab = benchmark_vocab()
     vg_dir, features_path = prepare.input_paths(config, workdir)
     corpus = ingest(vg_dir, features_path, vocab, config.data.feature_dim or None)

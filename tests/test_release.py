@@ -230,3 +230,57 @@ def test_the_listed_order_needs_the_release():
     config.data.sampler = "listed"
     with pytest.raises(ConfigError, match=r"data\.sampler='listed'.*needs data\.source='release'"):
         job.run(config, "/nonexistent", "prepare")
+
+
+def _second_split_bag(copy):
+    """Lists train's first bag in val too (bag_data and pairs_data)."""
+    for kind in ("bag_data", "pairs_data"):
+        table = json.load(open(release.split_file(copy, kind, "train")))
+        key = next(iter(table))
+        _edit_json(release.split_file(copy, kind, "val"), lambda val, key=key, table=table: val.update(
+            {key: table[key]}))
+
+
+BREAKAGES = {
+    "a rect of strings": (lambda copy: _edit_tsv(os.path.join(copy, release.LABEL_FILE), 0, lambda r: r["objects"][0]
+                                                 .update(rect=["0", "0", "5", "5"])),
+                          r"VG_100_100_label\.tsv: line 1 \(image \d+\), object 0: 'rect' should be"),
+    "an image size that is not an integer": (lambda copy: _edit_tsv(os.path.join(copy, release.LABEL_FILE), 0,
+                                                                    lambda r: r.update(image_w="wide")),
+                                             r"line 1 \(image \d+\): field 'image_w' should be int"),
+    "a pair in two splits": (_second_split_bag, r"val_bag_data\.json: bag '[\d#]+' is also a bag of .*train_bag_data"),
+    "two predicates with one id": (lambda copy: _edit_json(os.path.join(copy, release.VOCAB_FILE), lambda t: t[
+        "predicate_to_idx"].update(near=t["predicate_to_idx"]["on"])), r"predicate_to_idx: the id '1' appears for two"),
+    "a VG-150 id that is not a number": (lambda copy: _edit_json(os.path.join(copy, release.VOCAB_FILE), lambda t: t[
+        "label_to_vg_150_idx"].update(man="first")), r"label_to_vg_150_idx\['man'\] = first: expected"),
+    "a features-to-label line that is not a number": (
+        lambda copy: open(release.split_file(copy, "feature_lines", "test"), "a").write("x\n"),
+        r"test_feat_idx_to_label_line\.tsv: line \d+: expected '<label line>'"),
+    "a bare numpy dtype in a pickle": (lambda copy: pickle.dump(np.dtype("i8"), open(release.split_file(
+        copy, "image_idx_to_id", "val"), "wb")), r"val_image_idx_to_id\.pkl: holds something other than plain"),
+}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_each_broken_record_is_named(broken, breakage):
+    copy, read = broken
+    edit, message = BREAKAGES[breakage]
+    edit(copy)
+    with pytest.raises(DataError, match=message):
+        read()
+
+
+def test_flags_repeats_and_three_value_entries_are_counted(broken):
+    copy, read = broken
+    path = release.split_file(copy, "pairs_data", "train")
+    table = json.load(open(path))
+    first, second = list(table)[:2]
+    table[first][0][3] = 1 - table[first][0][3]  # A flag the label file contradicts.
+    table[first].insert(1, table[first][0])  # The same instance listed twice.
+    table[second] = [entry[:3] for entry in table[second]]  # No flags.
+    json.dump(table, open(path, "w"))
+    report = read()[3]["train"]
+    listed = report["listed_instances"]
+    assert report["listed_instances_repeated"] == 1
+    assert report["flags_disagreeing_with_label_file"] == 2  # The flipped entry and its repeat.
+    assert report["flags_agreeing_with_label_file"] == listed - 2 - len(table[second])

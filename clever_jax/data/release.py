@@ -14,7 +14,7 @@ Where the format leaves a point open, this reader takes (and release_write write
   - a pairs_data entry is [image, subject index, object index] with an optional 4th flag, which is
     only compared with the label file's relations (agreements counted in stats.json);
   - a feat_idx_to_label_line line is "<label line>" or "<features line>\\t<label line>";
-  - image sizes come from "image_w"/"image_h" of a label or features record when present, else
+  - image sizes come from "image_w"/"image_h" of the label record when present, else
     are recorded as 0 x 0 (the model reads the geometry stored in the features);
   - objects whose class is outside vg_dict stay as context regions (class -1), counted; an
     instance must be two distinct objects of its bag's classes.
@@ -91,7 +91,8 @@ class _PlainUnpickler(pickle.Unpickler):
             return np.dtype
         if name == "scalar" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
             def scalar(dtype: np.dtype, data: bytes = b""):
-                if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes):
+                if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes) \
+                        or len(data) != dtype.itemsize:
                     raise pickle.UnpicklingError(f"a numpy scalar of dtype {dtype!r}, only numbers are accepted")
                 return np.frombuffer(data, dtype)[0].item()
             return scalar
@@ -99,28 +100,46 @@ class _PlainUnpickler(pickle.Unpickler):
                                      "numbers are accepted")
 
 
+def _plain(value) -> bool:
+    """Whether value is built of dicts, lists, tuples, sets, strings, numbers and None only."""
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, str | int | float)
+
+
 def load_pickle(path: str):
     """A pickle of plain containers, strings and numbers; DataError naming the file otherwise."""
     try:
         with open(path, "rb") as f:
-            return _PlainUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+            value = _PlainUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise DataError(f"{path}: not a pickle of plain containers, strings and numbers: {e}") from e
+    if not _plain(value):  # e.g. a bare numpy dtype
+        raise DataError(f"{path}: holds something other than plain containers, strings and numbers")
+    return value
 
 
 def _id_map(table, key: str, path: str) -> dict[str, str]:
     """vg_dict's table `key` as {str id: name} from either direction (name -> id or id -> name)."""
     values = field(table, key, dict, path)
-    if key.startswith("idx_to"):
-        return {str(i): str(name) for i, name in values.items()}
-    return {str(i): str(name) for name, i in values.items()}
+    pairs = [(str(i), str(name)) for i, name in values.items()] if key.startswith("idx_to") else \
+        [(str(i), str(name)) for name, i in values.items()]
+    for side, what in ((0, "id"), (1, "name")):
+        repeated = [v for v, n in collections.Counter(p[side] for p in pairs).items() if n > 1]
+        if repeated:
+            raise DataError(f"{path}: {key}: the {what} {repeated[0]!r} appears for two entries")
+    return dict(pairs)
 
 
 def read_vocab_map(path: str, vocab: Vocab) -> tuple[dict[str, int], dict[int, int], dict[int, int]]:
     """(release entity id -> class, release predicate id -> relation id, VG-150 id -> class) from
     vg_dict.json; DataError for a name outside the benchmark vocabulary or inconsistent tables."""
     table = load_json(path)
-    entities = _id_map(table, "idx_to_label", path)
+    if not isinstance(table, dict):
+        raise DataError(f"{path}: expected a JSON object with idx_to_label (or label_to_idx) and predicate_to_idx")
+    entities = _id_map(table, "idx_to_label" if "idx_to_label" in table else "label_to_idx", path)
     if "label_to_idx" in table and _id_map(table, "label_to_idx", path) != entities:
         raise DataError(f"{path}: label_to_idx and idx_to_label disagree")
     entity_of = {}
@@ -130,14 +149,16 @@ def read_vocab_map(path: str, vocab: Vocab) -> tuple[dict[str, int], dict[int, i
             raise DataError(f"{path}: idx_to_label[{i!r}] = {name!r} is not an entity of the benchmark vocabulary")
     relation_of = {}
     for i, name in _id_map(table, "predicate_to_idx", path).items():
-        if not i.isdigit() or int(i) == 0 or vocab.relation_id(name) < 0:
+        if not i.isdecimal() or not i.isascii() or int(i) == 0 or vocab.relation_id(name) < 0:
             raise DataError(f"{path}: predicate_to_idx[{name!r}] = {i}: expected a predicate of the benchmark "
                             "vocabulary with an id >= 1 (0 is no relation)")
         relation_of[int(i)] = vocab.relation_id(name)
     vg150 = {}
-    for name, i in table.get("label_to_vg_150_idx", {}).items():
-        if vocab.entity_id(name) >= 0 and isinstance(i, int):
-            vg150[i] = vocab.entity_id(name)
+    for i, name in (_id_map(table, "label_to_vg_150_idx", path) if "label_to_vg_150_idx" in table else {}).items():
+        if not i.isdecimal() or vocab.entity_id(name) < 0:
+            raise DataError(f"{path}: label_to_vg_150_idx[{name!r}] = {i}: expected an entity of the benchmark "
+                            "vocabulary and an integer id")
+        vg150[int(i)] = vocab.entity_id(name)
     return entity_of, relation_of, vg150
 
 
@@ -149,30 +170,31 @@ def _read_label_file(path: str, vocab: Vocab, mapped: set[int], skipped: collect
         for row, raw in enumerate(f):
             where = f"{path}: line {row + 1}"
             image_part, sep, payload = raw.partition(b"\t")
+            if not sep:
+                raise DataError(f"{where}: expected 'image_id<TAB>json', found no tab")
             try:
                 image_id, record = int(image_part), json.loads(payload)
             except (ValueError, UnicodeDecodeError) as e:
                 raise DataError(f"{where}: expected 'image_id<TAB>json', cannot parse: {e}") from e
-            if not sep:
-                raise DataError(f"{where}: expected 'image_id<TAB>json', found no tab")
             where += f" (image {image_id})"
             objects = field(record, "objects", list, where)
             for k, obj in enumerate(objects):
                 name = clean(field(obj, "class", str, f"{where}, object {k}"))
                 rect = field(obj, "rect", list, f"{where}, object {k}")
-                if len(rect) != 4:
+                if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
                     raise DataError(f"{where}, object {k}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
                 out["boxes"].append(finite([float(v) for v in rect], "'rect'", f"{where}, object {k}"))
                 out["classes"].append(vocab.entity_id(name) if vocab.entity_id(name) in mapped else -1)
                 out["names"].append(vocab.entities[out["classes"][-1]] if out["classes"][-1] >= 0 else name)
-            for k, rel in enumerate(record.get("relations", [])):
+            for k, rel in enumerate(field(record, "relations", list, where) if "relations" in record else []):
                 rwhere = f"{where}, relation {k}"
                 subject, obj = field(rel, "subj_id", int, rwhere), field(rel, "obj_id", int, rwhere)
                 if not (0 <= subject < len(objects) and 0 <= obj < len(objects)):
                     raise DataError(f"{rwhere}: subj_id {subject} / obj_id {obj} outside the {len(objects)} objects")
                 out["relations"].append((row, subject, obj, field(rel, "class", str, rwhere)))
             out["ids"].append(image_id)
-            out["sizes"].append((record.get("image_w", 0), record.get("image_h", 0)))
+            size = tuple(field(record, key, int, where) if key in record else 0 for key in ("image_w", "image_h"))
+            out["sizes"].append(size)
             out["counts"].append(len(objects))
     skipped["object_outside_vocabulary_map_kept_as_context"] = out["classes"].count(-1)
     return out
@@ -184,11 +206,12 @@ def _feature_lines(release_dir: str, split: str, labels: dict, stored_dim: int |
     path, lines_path = split_file(release_dir, "features", split), split_file(release_dir, "feature_lines", split)
     index, stored_dim = index_features(path, stored_dim)
     rows = []
-    with open(lines_path) as f:
-        for i, line in enumerate(f):
+    with open(lines_path, "rb") as f:
+        for i, raw in enumerate(f):
+            line = raw.decode("ascii", "replace")
             parts = line.split()
-            if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts) or (len(parts) == 2 and
-                                                                                  int(parts[0]) != i):
+            if len(parts) not in (1, 2) or not all(p.isdecimal() and p.isascii() for p in parts) or (
+                    len(parts) == 2 and int(parts[0]) != i):
                 raise DataError(f"{lines_path}: line {i + 1}: expected '<label line>' or '{i}\\t<label line>', "
                                 f"found {line.strip()!r:.60}")
             rows.append(int(parts[-1]))
@@ -241,6 +264,7 @@ def read_corpus(release_dir: str, vocab: Vocab, mapped: set[int], stored_dim: in
     rel_line = np.asarray([r[0] for r in relations], np.int64).reshape(-1)
     rel_rows = row_of_line[rel_line]
     keep = rel_rows >= 0
+    skipped["relationship_on_label_line_without_features"] = int((~keep).sum())
     subjects = object_start[rel_rows[keep]] + np.asarray([r[1] for r in relations], np.int64)[keep]
     objs = object_start[rel_rows[keep]] + np.asarray([r[2] for r in relations], np.int64)[keep]
     predicates = np.asarray([vocab.relation_id(relations[k][3]) for k in np.flatnonzero(keep)], np.int32)
@@ -268,7 +292,8 @@ def _parse_key(key: str, entity_of: dict[str, int], where: str) -> tuple[int, in
     return entity_of[parts[0]], entity_of[parts[1]]
 
 
-def _listed_instances(entries, corpus: Corpus, row_of_line: np.ndarray, pair: tuple[int, int], where: str):
+def _listed_instances(entries, corpus: Corpus, row_of_line: np.ndarray, pair: tuple[int, int], vocab: Vocab,
+                      where: str):
     """int64 [n, 4] (corpus row, subject row, object row, flag or -1) of one bag's pairs_data entries."""
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{where}: expected a non-empty list of [image, subject index, object index, flag]")
@@ -286,15 +311,24 @@ def _listed_instances(entries, corpus: Corpus, row_of_line: np.ndarray, pair: tu
     in_range = (line >= 0) & (line < len(row_of_line))
     rows = np.where(in_range, row_of_line[np.where(in_range, line, 0)], -1)
     count = np.where(rows >= 0, np.diff(corpus.object_start)[rows], 0)
-    valid = (rows >= 0) & (subject >= 0) & (subject < count) & (obj >= 0) & (obj < count) & (subject != obj)
+    checks = {"the image is not a label line with features": rows >= 0,
+              "an object index is outside the image's objects": (subject >= 0) & (subject < count) & (obj >= 0)
+              & (obj < count),
+              "subject and object are the same object": subject != obj}
+    valid = np.logical_and.reduce(list(checks.values()))
     first = corpus.object_start[np.maximum(rows, 0)]
     classes = corpus.object_classes
-    valid &= (classes[np.where(valid, first + subject, 0)] == pair[0]) & (classes[np.where(valid, first + obj, 0)]
-                                                                          == pair[1])
-    if not valid.all():
-        k = int(np.argmin(valid))
-        raise DataError(f"{where}, entry {k} {entries[k]!r}: expected a label line with features and two distinct "
-                        f"objects of the bag's classes ({pair[0]}, {pair[1]} in the benchmark vocabulary)")
+    subject_class, object_class = classes[np.where(valid, first + subject, 0)], classes[np.where(valid, first + obj, 0)]
+    right = (subject_class == pair[0]) & (object_class == pair[1])
+    checks["the objects are not of the bag's classes"] = ~valid | right
+    for problem, ok in checks.items():
+        if not ok.all():
+            k = int(np.argmin(ok))
+            names = [vocab.entities[c] if c >= 0 else "outside the vocabulary map" for c in (
+                classes[first[k] + subject[k]], classes[first[k] + obj[k]])] if valid[k] else []
+            raise DataError(f"{where}, entry {k} {entries[k]!r}: {problem}"
+                            + (f" ({names[0]}, {names[1]}; the bag is {vocab.entities[pair[0]]}, "
+                               f"{vocab.entities[pair[1]]})" if names else ""))
     flag = listed[:, 3] if width == 4 else np.full(len(listed), -1)
     return np.stack([rows, first + subject, first + obj, flag], axis=1)
 
@@ -346,6 +380,7 @@ def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candida
     stored = data.feature_dim + GEOMETRY_DIM if data.feature_dim else None
     corpus, row_of_line = read_corpus(release_dir, vocab, set(entity_of.values()), stored)
     pairs, split_of, labels, label_count, listed, bag_of, report = [], [], [], [], [], [], {}
+    split_of_key: dict[str, str] = {}
     for s, split in enumerate(SPLITS):
         bag_path, pairs_path = split_file(release_dir, "bag_data", split), split_file(release_dir, "pairs_data", split)
         bag_data, pairs_data = load_json(bag_path), load_json(pairs_path)
@@ -366,7 +401,12 @@ def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candida
             if not all(type(i) is int and 0 <= i < len(row_of_line) for i in images):
                 raise DataError(f"{where}: 'relation_image_ids' should be line numbers of {LABEL_FILE} (0.."
                                 f"{len(row_of_line) - 1}), found {images!r:.60}")
-            listed.append(_listed_instances(pairs_data[key], corpus, row_of_line, pair, f"{pairs_path}: bag {key!r}"))
+            if key in split_of_key:
+                raise DataError(f"{bag_path}: bag {key!r} is also a bag of {split_of_key[key]}: a pair belongs to "
+                                "one split")
+            split_of_key[key] = bag_path
+            listed.append(_listed_instances(pairs_data[key], corpus, row_of_line, pair, vocab,
+                                            f"{pairs_path}: bag {key!r}"))
             bag_of.append(np.full(len(listed[-1]), len(pairs)))
             pairs.append(pair)
             split_of.append(s)
@@ -396,10 +436,16 @@ def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candida
     annotated = np.zeros(len(instances), bool)
     annotated[annotated_relations(corpus, candidates.subjects, candidates.objects)[0]] = True
     flagged = instances[:, 3] >= 0
+    first_listing = np.zeros(len(instances), bool)  # The same two objects listed again in a bag: counted.
+    first_listing[np.unique(np.stack([bag_index, instances[:, 1], instances[:, 2]], 1), axis=0,
+                            return_index=True)[1]] = True
+    agree = (instances[:, 3] != 0) == annotated
     for s, split in enumerate(SPLITS):
-        mine = flagged & (split_arr[bag_index] == s)
-        agree = (instances[:, 3] != 0) == annotated
-        report[split].update(listed_instances=int((split_arr[bag_index] == s).sum()),
-                             flags_agreeing_with_label_file=int((mine & agree).sum()),
-                             flags_disagreeing_with_label_file=int((mine & ~agree).sum()))
+        mine = split_arr[bag_index] == s
+        report[split].update(
+            listed_instances=int(mine.sum()), listed_instances_repeated=int((mine & ~first_listing).sum()),
+            listed_instances_with_features_of_another_split=int((mine & (corpus.feature_file[instances[:, 0]] != s))
+                                                                .sum()),
+            flags_agreeing_with_label_file=int((mine & flagged & agree).sum()),
+            flags_disagreeing_with_label_file=int((mine & flagged & ~agree).sum()))
     return corpus, candidates, benchmark, report

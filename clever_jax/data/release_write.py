@@ -59,9 +59,8 @@ def _feature_line(corpus, row: int) -> str:
     return f"{corpus.image_ids[row]}\t{json.dumps({'objects': regions})}\n"
 
 
-def _relation_images(corpus, benchmark) -> dict[int, list[int]]:
+def _relation_images(corpus, benchmark, num_entities: int) -> dict[int, list[int]]:
     """bag -> the rows of its split's images whose annotations relate objects of its two classes."""
-    num_entities = int(benchmark.pairs.max()) + 1
     classes = corpus.object_classes
     codes = classes[corpus.rel_subjects].astype(np.int64) * num_entities + classes[corpus.rel_objects]
     images = corpus.object_image[corpus.rel_subjects]
@@ -78,7 +77,7 @@ def _relation_images(corpus, benchmark) -> dict[int, list[int]]:
 def write(built: prepare.Assembled, data: ml_collections.ConfigDict, out_dir: str) -> dict[str, int]:
     """Writes the release files of `built` into out_dir; returns the bags written per split."""
     corpus, benchmark, vocab = built.corpus, built.benchmark, benchmark_vocab()
-    available = int(np.bincount(benchmark.bag_index[benchmark.bag_index >= 0]).max())
+    available = int(np.bincount(benchmark.bag_index[benchmark.bag_index >= 0]).max(initial=1))
     ranked = build_bags(corpus, built.candidates, benchmark.bag_index, benchmark.num_bags, available,
                         data.sampler, data.seed)
     annotated = ranked.annotated
@@ -86,7 +85,7 @@ def write(built: prepare.Assembled, data: ml_collections.ConfigDict, out_dir: st
     files.write_json(os.path.join(out_dir, release.VOCAB_FILE), _vocab_map(vocab))
     with files.atomic_write(os.path.join(out_dir, release.LABEL_FILE)) as f:
         f.writelines(_label_lines(corpus, vocab))
-    relation_images = _relation_images(corpus, benchmark)
+    relation_images = _relation_images(corpus, benchmark, len(vocab.entities))
     counts = {}
     for s, split in enumerate(SPLITS):
         rows = np.flatnonzero(benchmark.image_split == s)
