@@ -18,8 +18,8 @@ Where the format leaves a point open, this reader takes (and release_write write
     are recorded as 0 x 0 (the model reads the geometry stored in the features);
   - objects whose class is outside vg_dict stay as context regions (class -1), counted; an
     instance must be two distinct objects of its bag's classes.
-Pickles are read by an unpickler that builds only plain containers, strings and numbers (numpy
-numeric scalars included) and refuses anything else.
+Pickles are read by plain_pickle.load_pickle, which builds only plain containers, strings and
+numbers (numpy numeric scalars included) and refuses anything else.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import pickle
 
 import ml_collections
 import numpy as np
@@ -35,6 +34,7 @@ import numpy as np
 from clever_jax.data.bags import Candidates, annotated_relations
 from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError, field, finite
+from clever_jax.data.plain_pickle import load_pickle
 from clever_jax.data.vg import GEOMETRY_DIM, Corpus, index_features, usable_relationships
 from clever_jax.data.vocab import Vocab, clean
 
@@ -80,45 +80,6 @@ def load_json(path: str):
             return json.load(f, object_pairs_hook=unique)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not UTF-8 JSON: {e}") from e
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Builds plain containers, strings and numbers only: the one global allowed is numpy's scalar
-    constructor (with its dtype) for numeric dtypes, which pickled numpy integers and floats use."""
-
-    def find_class(self, module: str, name: str):
-        if name == "dtype" and module == "numpy":
-            return np.dtype
-        if name == "scalar" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            def scalar(dtype: np.dtype, data: bytes = b""):
-                if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or not isinstance(data, bytes) \
-                        or len(data) != dtype.itemsize:
-                    raise pickle.UnpicklingError(f"a numpy scalar of dtype {dtype!r}, only numbers are accepted")
-                return np.frombuffer(data, dtype)[0].item()
-            return scalar
-        raise pickle.UnpicklingError(f"refuses to build {module}.{name}: only plain containers, strings and "
-                                     "numbers are accepted")
-
-
-def _plain(value) -> bool:
-    """Whether value is built of dicts, lists, tuples, sets, strings, numbers and None only."""
-    if isinstance(value, dict):
-        return all(_plain(k) and _plain(v) for k, v in value.items())
-    if isinstance(value, list | tuple | set | frozenset):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, str | int | float)
-
-
-def load_pickle(path: str):
-    """A pickle of plain containers, strings and numbers; DataError naming the file otherwise."""
-    try:
-        with open(path, "rb") as f:
-            value = _PlainUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise DataError(f"{path}: not a pickle of plain containers, strings and numbers: {e}") from e
-    if not _plain(value):  # e.g. a bare numpy dtype
-        raise DataError(f"{path}: holds something other than plain containers, strings and numbers")
-    return value
 
 
 def _id_map(table, key: str, path: str) -> dict[str, str]:
