@@ -256,6 +256,8 @@ BREAKAGES = {
     "a features-to-label line that is not a number": (
         lambda copy: open(release.split_file(copy, "feature_lines", "test"), "a").write("x\n"),
         r"test_feat_idx_to_label_line\.tsv: line \d+: expected '<label line>'"),
+    "a list where an image id belongs": (lambda copy: pickle.dump({0: [1, 2]}, open(release.split_file(
+        copy, "image_idx_to_id", "val"), "wb")), r"image_idx_to_id\.pkl: entry 0 is \[1, 2\]: expected an"),
     "a bare numpy dtype in a pickle": (lambda copy: pickle.dump(np.dtype("i8"), open(release.split_file(
         copy, "image_idx_to_id", "val"), "wb")), r"val_image_idx_to_id\.pkl: holds something other than plain"),
 }

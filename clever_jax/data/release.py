@@ -303,7 +303,8 @@ def _check_pickles(release_dir: str, split: str, pairs: set[tuple[int, int]], im
     if os.path.isfile(path):
         table = load_pickle(path)
         if not isinstance(table, dict):
-            raise DataError(f"{path}: expected a dict from (subject, object) VG-150 class ids to image ids")
+            raise DataError(f"{path}: expected a dict from (subject, object) VG-150 class ids to image ids, found "
+                            f"a {type(table).__name__}")
         for key, images in table.items():
             if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, int) for k in key)
                     and isinstance(images, list)):
@@ -313,9 +314,14 @@ def _check_pickles(release_dir: str, split: str, pairs: set[tuple[int, int]], im
     path = split_file(release_dir, "image_idx_to_id", split)
     if os.path.isfile(path):
         table = load_pickle(path)
-        values = table.values() if isinstance(table, dict) else table if isinstance(table, list) else None
-        if values is None or not all(isinstance(v, int | str) for v in values):
-            raise DataError(f"{path}: expected a dict or list of image ids (integers or strings)")
+        if not isinstance(table, dict | list):
+            raise DataError(f"{path}: expected a dict or list of image ids, found a {type(table).__name__}")
+        entries = list(table.items() if isinstance(table, dict) else enumerate(table))
+        values = [v for _, v in entries]
+        bad = next(((k, v) for k, v in entries if not isinstance(v, int | str)), None)
+        if bad is not None:
+            raise DataError(f"{path}: entry {bad[0]!r:.40} is {bad[1]!r:.40}: expected an image id (integer or "
+                            "string)")
         report["image_idx_to_id_entries"] = len(values)
         report["image_idx_to_id_not_in_features"] = sum(not str(v).isdigit() or int(v) not in image_ids
                                                         for v in values)
