@@ -1,10 +1,11 @@
-"""The paper's Table 1 rows on one benchmark: random, AVG, ONE, ATT and CLEVER.
+"""The paper's Table 1 rows on one benchmark: random, RTP (captions), AVG, ONE, ATT and CLEVER.
 
   python -m clever_jax.results --config=configs/demo.py --workdir=runs/results
 
 Trains one run per head in WORKDIR/<head> (CLEVER starts from the AVG run's best checkpoint, as
-in the paper), evaluates each best checkpoint on test, adds a seeded random-scoring row and writes
-WORKDIR/results.json, WORKDIR/results.md and WORKDIR/pr_curves.png. Finished runs are reused.
+in the paper), evaluates each best checkpoint on test, adds a seeded random-scoring row and the
+RTP row (the test candidates' counts in a caption corpus, --captions; the world's by default) and
+writes WORKDIR/results.json, WORKDIR/results.md and WORKDIR/pr_curves.png. Finished runs are reused.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from ml_collections import config_flags
 
 from clever_jax import evaluate, files, job, metrics
 from clever_jax import workdir as workdir_lib
+from clever_jax.baselines import captions, rtp
 from clever_jax.data import prepare
 from clever_jax.data.records import open_records, read_manifest
+from clever_jax.data.vocab import benchmark_vocab
 
 METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "spearman", "spearman_top", "attention_on_true",
            "attention_true_chance", "top_evidence_true")
@@ -28,21 +31,45 @@ HEADERS = {"spearman": "Spearman (all)", "spearman_top": "Spearman (top)", "atte
            "attention_true_chance": "(chance)", "top_evidence_true": "Top evidence true"}
 
 
-def random_row(records_dir: str, grades: np.ndarray | None, seed: int = 0) -> tuple[dict, tuple]:
-    """Metrics of uniformly random scores for the test split, and its precision-recall curve."""
+def test_split(records_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """The test bags' gold labels bool [P, R + 1] (NA included) and entity pairs int [P, 2]."""
     _, bags = open_records(records_dir)
     test = bags["test"]
     records = test.__getitems__(list(range(len(test))))
     labels = np.zeros((len(records), read_manifest(records_dir)["num_relations"]), bool)
     rows = np.repeat(np.arange(len(records)), [len(r["labels"]) for r in records])
     labels[rows, np.concatenate([r["labels"] for r in records])] = True
-    scores = np.random.default_rng(seed).random(labels[:, 1:].shape)
+    return labels, np.stack([r["pair"] for r in records])
+
+
+def scored_row(scores: np.ndarray, labels: np.ndarray, pairs: np.ndarray, grades: np.ndarray | None) -> tuple[dict,
+                                                                                                                tuple]:
+    """Metrics of test scores [P, R] (non-NA relations) and their precision-recall curve."""
     row = metrics.held_out_metrics(scores, labels[:, 1:])
     if grades is not None:
-        pairs = np.stack([r["pair"] for r in records])
         row["spearman"] = metrics.commonsense_correlation(scores, pairs, grades)
         row["spearman_top"], row["spearman_top_triplets"] = metrics.spearman_top(scores, pairs, grades)
     return row, metrics.micro_curve(scores, labels[:, 1:])
+
+
+def random_row(records_dir: str, grades: np.ndarray | None, seed: int = 0) -> tuple[dict, tuple]:
+    """Metrics of uniformly random scores for the test split, and its precision-recall curve."""
+    labels, pairs = test_split(records_dir)
+    return scored_row(np.random.default_rng(seed).random(labels[:, 1:].shape), labels, pairs, grades)
+
+
+def rtp_row(records_dir: str, grades: np.ndarray | None, captions_path: str) -> tuple[dict, tuple]:
+    """RTP (baselines.rtp): the test candidates scored by their caption counts in `captions_path`."""
+    labels, pairs = test_split(records_dir)
+    counts = rtp.triplet_counts(captions.read_captions(captions_path), benchmark_vocab())
+    return scored_row(rtp.scores(counts, pairs), labels, pairs, grades)
+
+
+def captions_path(config, workdir: str, given: str) -> str:
+    """The caption corpus RTP reads: `given`, else the generated world's captions.json, else ""."""
+    if given or config.data.source != "world":
+        return given
+    return os.path.join(config.data.world_dir or os.path.join(workdir, "world"), "captions.json")
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -56,14 +83,16 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool) -> dict:
-    """Trains (or reuses) one run per head; returns the table rows (test metrics), random first."""
+def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool, captions_file: str = "") -> dict:
+    """Trains (or reuses) one run per head; returns the table rows (test metrics): Random, RTP (from
+    `captions_file`, or the world's captions), then the heads."""
     rows, curves = {}, {}
+    base = config.copy_and_resolve_references()
+    base.data.world_dir = config.data.world_dir or os.path.join(workdir, "world")
     for head in heads:
         run_dir = os.path.join(workdir, head)
-        run_config = config.copy_and_resolve_references()
+        run_config = base.copy_and_resolve_references()
         run_config.model.head = head
-        run_config.data.world_dir = config.data.world_dir or os.path.join(workdir, "world")
         if head == "clever" and clever_from_avg and "avg" in heads:
             run_config.train.init_from = os.path.join(workdir, "avg")
         if not os.path.isfile(os.path.join(run_dir, "test_scores.npz")):
@@ -75,9 +104,17 @@ def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool) -> di
             rows[head.upper()] = json.load(f)["test"]
         test = np.load(os.path.join(run_dir, "test_scores.npz"))
         curves[head.upper()] = metrics.micro_curve(test["scores"][:, 1:], test["labels"][:, 1:])
-    records_dir = prepare.prepare(run_config, run_dir)
-    random_metrics, curves["Random"] = random_row(records_dir, evaluate.world_grades(run_config, run_dir))
-    rows = {"Random": random_metrics, **rows}
+    records_workdir = os.path.join(workdir, heads[-1]) if heads else workdir  # Reuses a head run's records.
+    records_dir = prepare.prepare(base, records_workdir)
+    grades = evaluate.world_grades(base, records_workdir)
+    baselines = {}
+    baselines["Random"], curves["Random"] = random_row(records_dir, grades)
+    corpus = captions_path(base, workdir, captions_file)
+    if corpus:
+        baselines["RTP"], curves["RTP"] = rtp_row(records_dir, grades, corpus)
+    else:
+        logging.warning("No RTP row: %s", captions.HELP)
+    rows = {**baselines, **rows}
     files.write_json(os.path.join(workdir, "results.json"), rows)
     with files.atomic_write(os.path.join(workdir, "results.md")) as f:
         f.write(table(rows) + "\n")
@@ -89,8 +126,9 @@ def define_flags() -> None:
     """The command line's flags; defined only when run as a program (see clever_jax.bench)."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=False)
     flags.DEFINE_string("workdir", "runs/results", "Folder for the runs and the table.")
-    flags.DEFINE_list("heads", ["avg", "one", "att", "clever"], "Heads to train, in order.")
+    flags.DEFINE_list("heads", ["avg", "one", "att", "clever"], "Heads to train, in order (none: --heads=).")
     flags.DEFINE_bool("clever_from_avg", True, "Initialise CLEVER from the AVG run.")
+    flags.DEFINE_string("captions", "", "Caption corpus of the RTP row (default: the generated world's captions.json).")
     flags.mark_flags_as_required(["config"])
 
 
@@ -98,7 +136,7 @@ def main(argv: list[str]) -> None:
     del argv
     job.start_command()
     args = flags.FLAGS
-    print(table(run_all(args.config, args.workdir, args.heads, args.clever_from_avg)))
+    print(table(run_all(args.config, args.workdir, args.heads, args.clever_from_avg, args.captions)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Table 1 baselines that read no images: RTP (captions)."""
