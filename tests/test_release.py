@@ -248,6 +248,8 @@ BREAKAGES = {
     "an image size that is not an integer": (lambda copy: _edit_tsv(os.path.join(copy, release.LABEL_FILE), 0,
                                                                     lambda r: r.update(image_w="wide")),
                                              r"line 1 \(image \d+\): field 'image_w' should be int"),
+    "a label line without a tab": (lambda copy: open(os.path.join(copy, release.LABEL_FILE), "a").write("7 {}\n"),
+                                   r"VG_100_100_label\.tsv: line \d+: expected 'image_id<TAB>json', found no tab"),
     "a pair in two splits": (_second_split_bag, r"val_bag_data\.json: bag '[\d#]+' is also a bag of .*train_bag_data"),
     "two predicates with one id": (lambda copy: _edit_json(os.path.join(copy, release.VOCAB_FILE), lambda t: t[
         "predicate_to_idx"].update(near=t["predicate_to_idx"]["on"])), r"predicate_to_idx: the id '1' appears for two"),

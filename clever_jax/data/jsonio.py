@@ -73,6 +73,17 @@ def _check_end(path: str, text: str, pos: int, count: int) -> None:
                         f"{rest}: {text[rest:rest + 20]!r} (concatenated lists? the file must hold one list)")
 
 
+def id_and_record(raw: bytes, where: str) -> tuple[int, Any]:
+    """(image id, JSON record) of a TSV line "image_id<TAB>json"; DataError naming `where` otherwise."""
+    image_part, sep, payload = raw.partition(b"\t")
+    if not sep:
+        raise DataError(f"{where}: expected 'image_id<TAB>json', found no tab")
+    try:
+        return int(image_part), json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{where}: expected 'image_id<TAB>json', cannot parse: {e}") from e
+
+
 def finite(values: list[float], what: str, where: str) -> list[float]:
     """`values` if every one is finite; DataError naming `where` and `what` otherwise."""
     if not all(math.isfinite(v) for v in values):

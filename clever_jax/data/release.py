@@ -33,7 +33,7 @@ import numpy as np
 
 from clever_jax.data.bags import Candidates, annotated_relations
 from clever_jax.data.benchmark import SPLITS, Benchmark
-from clever_jax.data.jsonio import DataError, field, finite
+from clever_jax.data.jsonio import DataError, field, finite, id_and_record
 from clever_jax.data.plain_pickle import load_pickle
 from clever_jax.data.vg import GEOMETRY_DIM, Corpus, index_features, usable_relationships
 from clever_jax.data.vocab import Vocab, clean
@@ -130,13 +130,7 @@ def _read_label_file(path: str, vocab: Vocab, mapped: set[int], skipped: collect
     with open(path, "rb") as f:
         for row, raw in enumerate(f):
             where = f"{path}: line {row + 1}"
-            image_part, sep, payload = raw.partition(b"\t")
-            if not sep:
-                raise DataError(f"{where}: expected 'image_id<TAB>json', found no tab")
-            try:
-                image_id, record = int(image_part), json.loads(payload)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise DataError(f"{where}: expected 'image_id<TAB>json', cannot parse: {e}") from e
+            image_id, record = id_and_record(raw, where)
             where += f" (image {image_id})"
             objects = field(record, "objects", list, where)
             for k, obj in enumerate(objects):
@@ -348,6 +342,7 @@ def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candida
     corpus, row_of_line = read_corpus(release_dir, vocab, set(entity_of.values()), stored)
     pairs, split_of, labels, label_count, listed, bag_of, report = [], [], [], [], [], [], {}
     split_of_key: dict[str, str] = {}
+    image_ids = set(corpus.image_ids.tolist())
     for s, split in enumerate(SPLITS):
         bag_path, pairs_path = split_file(release_dir, "bag_data", split), split_file(release_dir, "pairs_data", split)
         bag_data, pairs_data = load_json(bag_path), load_json(pairs_path)
@@ -384,8 +379,7 @@ def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candida
             raise DataError(f"{bag_path}: no bag with a non-zero label: every split needs a fact")
         report[split] = {"bags": len(pairs) - first_bag, "relation_image_ids": relation_images,
                          "repeated_labels_dropped": repeated}
-        report[split].update(_check_pickles(release_dir, split, set(pairs[first_bag:]),
-                                            set(corpus.image_ids.tolist()), vg150))
+        report[split].update(_check_pickles(release_dir, split, set(pairs[first_bag:]), image_ids, vg150))
     instances, bag_index = np.concatenate(listed), np.concatenate(bag_of).astype(np.int32)
     pairs_arr, split_arr = np.asarray(pairs, np.int64), np.asarray(split_of, np.int32)
     used = np.zeros(corpus.num_images, bool)

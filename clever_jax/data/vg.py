@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from clever_jax.data.jsonio import DataError, field, finite, iter_json_list
+from clever_jax.data.jsonio import DataError, field, finite, id_and_record, iter_json_list
 from clever_jax.data.vocab import Vocab, clean, singular
 
 VG_FILES = ("image_data.json", "objects.json", "relationships.json")
@@ -149,14 +149,7 @@ def index_features(path: str, feature_dim: int | None) -> tuple[dict[int, _Featu
             if not raw.strip():
                 continue
             where = f"{path}: line {line_no}"
-            image_part, sep, payload = raw.partition(b"\t")
-            try:
-                image_id = int(image_part)
-                record = json.loads(payload)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise DataError(f"{where}: expected 'image_id<TAB>json', cannot parse: {e}") from e
-            if not sep:
-                raise DataError(f"{where}: expected 'image_id<TAB>json', found no tab")
+            image_id, record = id_and_record(raw, where)
             regions = field(record, "objects", list, f"{where} (image {image_id})")
             rects, ids = [], []
             for k, region in enumerate(regions):
