@@ -28,10 +28,14 @@ from jax.experimental import multihost_utils
 
 from clever_jax import precision, sharding, weights
 from clever_jax.checkpoints import Checkpoints
+from clever_jax.config_checks import ConfigError
 from clever_jax.data import pipeline, synthetic, text
 from clever_jax.data.records import open_records
+from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.models import language
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
+from clever_jax.models.language import PairTextModel
 from clever_jax.train import DECAY, FROZEN, NO_DECAY, TrainState, eval_step, train_step
 
 
@@ -48,8 +52,19 @@ def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> Encode
     )
 
 
-def create_model(config: ml_collections.ConfigDict, shape: pipeline.InstanceShape) -> Clever:
+def create_model(config: ml_collections.ConfigDict, shape: pipeline.InstanceShape) -> Clever | PairTextModel:
+    """The model of config.model: a bag model (Clever) over images, or with encoder "text" a
+    language-model baseline over the entity names (models/language.py)."""
     m = config.model
+    if m.encoder == "text":
+        tokenizer = text.load_tokenizer(text.pretrained_dir(config))
+        entities, relations = language.name_tables(tokenizer, benchmark_vocab())
+        if len(relations) != shape.num_relations:
+            raise ValueError(f"the records have {shape.num_relations} relations, the vocabulary {len(relations)}")
+        return PairTextModel(encoder=encoder_config(config, shape.region_dim), num_relations=shape.num_relations,
+                             head=m.head, entity_pieces=entities, relation_pieces=relations,
+                             cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
+                             mask_id=tokenizer.mask_token_id)
     return Clever(encoder=encoder_config(config, shape.region_dim), num_relations=shape.num_relations,
                   encoder_type=m.encoder,
                   head=m.head, eval_head=m.eval_head or m.head, temperature=m.temperature, bag_dropout=m.bag_dropout,
@@ -96,12 +111,24 @@ def batch_bucket(batch: dict[str, np.ndarray], multiple: int) -> tuple[int, int]
     return int(lengths[0]), int(lengths[1])
 
 
+def model_inputs(model: Clever | PairTextModel) -> tuple[str, ...]:
+    """The batch arrays `model` reads."""
+    return language.INPUTS if isinstance(model, PairTextModel) else pipeline.MODEL_INPUTS
+
+
 def batch_specs(shape: pipeline.InstanceShape, batch_size: int,
                 keys: tuple[str, ...] | None = pipeline.MODEL_INPUTS) -> dict[str, jax.ShapeDtypeStruct]:
     """The shape and dtype of each batch array in `keys` (None: all) for `batch_size` bags padded to
     Lt and Lr, the largest bucket: pipeline.bag_layout with a leading B."""
     return {k: jax.ShapeDtypeStruct((batch_size, *bag_shape), dtype)
             for k, (bag_shape, dtype) in pipeline.bag_layout(shape).items() if keys is None or k in keys}
+
+
+LAMA_NEEDS_MLM = (
+    "LAMA scores relations with the checkpoint's masked-LM head (cls.predictions.*) and {path} has none (the "
+    "packaged MiniLM is a sentence encoder without one): give a BERT checkpoint folder that has it (config.json, "
+    "vocab.txt and model.safetensors of a BertForMaskedLM, e.g. bert-base-uncased) with "
+    "--config.model.pretrained_dir=FOLDER")
 
 
 # By default XLA:CPU hands matrix products and reductions to YNNPACK and, in a forward-only step,
@@ -118,7 +145,8 @@ class Run:
 
     Attributes:
       config: the run's config. records_dir: its records ("" for synthetic batches).
-      shape: the batch layout's sizes (pipeline.bag_layout). model: the Clever model.
+      shape: the batch layout's sizes (pipeline.bag_layout). model: the Clever model (or a
+        language-model baseline, PairTextModel, which reads no images).
       mesh: the device mesh; batch_sharding: bags split over all its devices.
       tx: the optimiser. abstract_params: shapes, dtypes and shardings of the parameters.
       state_shardings: shardings of every TrainState leaf.
@@ -131,7 +159,7 @@ class Run:
     config: ml_collections.ConfigDict
     records_dir: str
     shape: pipeline.InstanceShape
-    model: Clever
+    model: Clever | PairTextModel
     mesh: jax.sharding.Mesh
     batch_sharding: jax.sharding.NamedSharding
     tx: optax.GradientTransformation
@@ -145,10 +173,16 @@ class Run:
     def init_params(self) -> Any:
         """Fresh parameters (config.seed), with the pretrained encoder merged in when config.model.pretrained."""
         config = self.config
-        specs = batch_specs(self.shape, config.data.eval_batch_size)
+        specs = batch_specs(self.shape, config.data.eval_batch_size, model_inputs(self.model))
         batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), specs)
         params = jax.jit(self.model.init)(jax.random.key(config.seed), batch)["params"]
-        if config.model.pretrained and config.model.encoder == "cnn":  # Only its word vectors.
+        if config.model.pretrained and config.model.encoder == "text":
+            pretrained, report = weights.text_model_params(text.pretrained_dir(config), self.model.encoder,
+                                                           self.model.head)
+            params = weights.merge_pretrained(flax.core.unfreeze(params), pretrained)
+            logging.info("Pretrained weights from %s: %d tensors loaded, initial values for %s", report.source,
+                         len(report.loaded), ", ".join(sorted(params.keys() - pretrained.keys())) or "nothing")
+        elif config.model.pretrained and config.model.encoder == "cnn":  # Only its word vectors.
             table, source = weights.load_word_embeddings(text.pretrained_dir(config))
             params = flax.core.unfreeze(params)
             params["instance_encoder"] = weights.merge_pretrained(
@@ -174,6 +208,21 @@ class Run:
         params = jax.device_put(self.init_params() if params is None else params, self.state_shardings.params)
         opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
         return jax.device_put(self._step_zero(params, opt_state), self.state_shardings)
+
+    def zero_shot_params(self) -> Any:
+        """The parameters an untrained run is evaluated with (config.train.max_epochs=0; LAMA): the
+        pretrained ones, which only the prompt model's masked-LM head scores relations with.
+
+        Raises:
+          ConfigError: another model (its classifier would be random), or a checkpoint without a
+            masked-LM head."""
+        if not (isinstance(self.model, PairTextModel) and self.model.head == "prompt"):
+            raise ConfigError("nothing was trained in this workdir (config.train.max_epochs=0) and only the prompt "
+                             "model (model.encoder='text', model.head='prompt': LAMA) scores without training")
+        path = text.pretrained_dir(self.config)
+        if not self.config.model.pretrained or not weights.has_mlm_head(path):
+            raise ConfigError(LAMA_NEEDS_MLM.format(path=path))
+        return self.init_params()
 
     def imported_params(self, path: str) -> Any:
         """Parameters from the published bag model's state dict file (weights.model_params_from_state_dict):
@@ -207,18 +256,23 @@ class Run:
         return size // jax.process_count()
 
     def loader(self, split: str, *, train: bool):
-        """This process's loader of a split's bags (training: shuffled by config.data.shuffle_seed, repeated)."""
+        """This process's loader of a split's bags (training: shuffled by config.data.shuffle_seed,
+        repeated); without images for a language-model baseline."""
         data = self.config.data
         return pipeline.make_loader(self.records_dir, split, self.shape, self.local_batch_size(train), train=train,
-                                    seed=data.shuffle_seed, worker_count=data.worker_count)
+                                    seed=data.shuffle_seed, worker_count=data.worker_count,
+                                    with_images=not isinstance(self.model, PairTextModel))
 
     def device_batch(self, batch: dict) -> dict:
         """The global device batch of this process's `batch`, its padding trimmed to a bucket.
 
         Text and region axes are cut to the smallest multiple of config.data.length_multiple that
         holds every process's real tokens (`batch_bucket`); 0 keeps Lt and Lr. The jitted steps
-        compile once per bucket shape, logged when first seen.
+        compile once per bucket shape, logged when first seen. A language-model baseline gets
+        language.BATCH_KEYS only.
         """
+        if isinstance(self.model, PairTextModel):
+            return sharding.global_batch({k: batch[k] for k in language.BATCH_KEYS}, self.batch_sharding)
         text_len, num_regions = batch_bucket(batch, self.config.data.length_multiple)
         shape = (len(batch["bag_mask"]), text_len, num_regions)
         if shape not in self.batch_shapes_seen:
@@ -239,7 +293,7 @@ def build(config: ml_collections.ConfigDict, records_dir: str = "", devices: lis
     mesh = sharding.make_mesh(config, devices)
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
-    specs = batch_specs(shape, config.data.eval_batch_size)
+    specs = batch_specs(shape, config.data.eval_batch_size, model_inputs(model))
     params = jax.eval_shape(lambda batch: model.init(jax.random.key(0), batch)["params"], specs)
     tx = make_optimizer(config, params)
     m = config.mesh

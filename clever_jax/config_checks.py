@@ -14,6 +14,7 @@ import ml_collections
 from clever_jax.data.bags import SAMPLERS
 from clever_jax.models.clever import ENCODERS
 from clever_jax.models.heads import EVAL_HEADS, TRAIN_HEADS
+from clever_jax.models.language import HEADS as LM_HEADS
 
 SOURCES = ("world", "vg", "release")
 LOSSES = ("sampled", "all_gold")
@@ -51,10 +52,16 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
          data.batch_size, f"a positive multiple of the {num_devices} devices x train.grad_accum_steps={steps}")
     need(data.eval_batch_size >= 1 and data.eval_batch_size % num_devices == 0, "data.eval_batch_size",
          data.eval_batch_size, f"a positive multiple of the {num_devices} devices")
-    need(model.head in TRAIN_HEADS, "model.head", model.head, f"a training head, one of {TRAIN_HEADS}")
-    need(model.eval_head in ("", *EVAL_HEADS), "model.eval_head", model.eval_head,
-         f"'' (the training head) or one of {EVAL_HEADS}")
-    need(model.encoder in ENCODERS, "model.encoder", model.encoder, f"one of {tuple(ENCODERS)}")
+    need(model.encoder in (*ENCODERS, "text"), "model.encoder", model.encoder,
+         f"one of {(*ENCODERS, 'text')} ('text': a language-model baseline over the entity names)")
+    if model.encoder == "text":
+        need(model.head in LM_HEADS, "model.head", model.head,
+             f"with model.encoder='text' one of {LM_HEADS} (Vanilla-FT; Prompt-FT and LAMA)")
+        need(model.eval_head == "", "model.eval_head", model.eval_head, "'' with model.encoder='text'")
+    else:
+        need(model.head in TRAIN_HEADS, "model.head", model.head, f"a training head, one of {TRAIN_HEADS}")
+        need(model.eval_head in ("", *EVAL_HEADS), "model.eval_head", model.eval_head,
+             f"'' (the training head) or one of {EVAL_HEADS}")
     need(model.temperature > 0, "model.temperature", model.temperature, "tau must be positive")
     need(0 <= model.bag_dropout < 1, "model.bag_dropout", model.bag_dropout, "a rate in [0, 1)")
     need(model.classifier_width >= 1, "model.classifier_width", model.classifier_width, ">= 1")

@@ -3,7 +3,7 @@
 `evaluate(run, params, split, grades)` scores a split with a built run (clever_jax.builder) over
 one process or several and returns its metrics and `SplitOutputs`; `world_grades` reads the
 generated world's graded truth for them; `write_results` writes WORKDIR/metrics.json,
-WORKDIR/test_scores.npz and WORKDIR/pr_curve.png.
+WORKDIR/{val,test}_scores.npz and WORKDIR/pr_curve.png.
 """
 
 from __future__ import annotations
@@ -194,13 +194,15 @@ def world_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray 
     return metrics_lib.load_grades(os.path.join(world_dir, "commonsense.json"))
 
 
-def write_results(workdir: str, results: dict[str, dict], test: SplitOutputs, label: str) -> None:
-    """Process 0 writes metrics.json (`results`: split -> metrics), test_scores.npz (scores, labels,
-    pairs, bags of the test split) and pr_curve.png (the test curve, named `label`) into `workdir`."""
+def write_results(workdir: str, results: dict[str, dict], outputs: dict[str, SplitOutputs], label: str) -> None:
+    """Process 0 writes metrics.json (`results`: split -> metrics), {split}_scores.npz (scores, labels,
+    pairs, bags of each split of `outputs`) and pr_curve.png (the test curve, named `label`) into `workdir`."""
     if not distributed.is_main_process():
         return
     files.write_json(os.path.join(workdir, "metrics.json"), results)
-    with files.atomic_write(os.path.join(workdir, "test_scores.npz"), "wb") as f:
-        np.savez_compressed(f, scores=test.scores, labels=test.labels, pairs=test.pairs, bags=test.bags)
+    for split, out in outputs.items():
+        with files.atomic_write(os.path.join(workdir, f"{split}_scores.npz"), "wb") as f:
+            np.savez_compressed(f, scores=out.scores, labels=out.labels, pairs=out.pairs, bags=out.bags)
+    test = outputs["test"]
     curve = metrics_lib.micro_curve(test.scores[:, 1:], test.labels[:, 1:])
     metrics_lib.precision_recall_plot({label: curve}, os.path.join(workdir, "pr_curve.png"))

@@ -134,21 +134,28 @@ def _run(config, workdir: str, mode: str) -> None:
         if mode == "train":
             return
     if mode == "export":
+        if config.model.encoder == "text":
+            raise ValueError("--mode=export writes a bag model for extraction from images; model.encoder='text' "
+                             "(a language-model baseline) reads no images")
         logging.info("Exported to %s", export.export_bundle(run, workdir))
         return
     try:
         params = Checkpoints(workdir).restore_params("best", run.abstract_params)
-    except FileNotFoundError:  # Not trained here: evaluate a given bag model (e.g. the authors').
-        if not os.path.isfile(config.train.init_from):
+    except FileNotFoundError:  # Not trained here: a given bag model (e.g. the authors'), or zero-shot (LAMA).
+        if os.path.isfile(config.train.init_from):
+            params = run.imported_params(config.train.init_from)
+        elif config.train.max_epochs == 0:
+            params = run.zero_shot_params()
+            logging.info("Nothing trained (train.max_epochs=0): evaluating the pretrained parameters")
+        else:
             raise
-        params = run.imported_params(config.train.init_from)
     grades = evaluate.world_grades(config, workdir)
     results, outputs = {}, {}
     if mode in ("all", "eval"):  # Every process evaluates; process 0 writes the files.
         for split in ("val", "test"):
             results[split], outputs[split] = evaluate.evaluate(run, params, split, grades,
                                                                keep_evidence=mode == "all")
-        evaluate.write_results(workdir, results, outputs["test"], f"{config.model.head} (test)")
+        evaluate.write_results(workdir, results, outputs, f"{config.model.head} (test)")
         logging.info("Test: %s", " ".join(f"{k}={v:.2f}" for k, v in results["test"].items()))
     if mode in ("all", "extract"):
         from clever_jax.data.records import open_records, read_manifest

@@ -2,11 +2,12 @@
 
 Modes:
   all (default): prepare (if needed), train, pick the best checkpoint on validation, evaluate it
-    on validation and test and extract: writes DIR/metrics.json, DIR/test_scores.npz,
-    DIR/pr_curve.png and DIR/triplets.jsonl.
+    on validation and test and extract: writes DIR/metrics.json, DIR/{val,test}_scores.npz,
+    DIR/pr_curve.png and DIR/triplets.jsonl. With train.max_epochs=0 nothing is trained and the
+    pretrained parameters are evaluated (LAMA: model.encoder=text, model.head=prompt).
   prepare: build (or reuse) the world, benchmark, bags and records; writes DIR/stats.json.
   train: prepare + train (resumes from DIR/checkpoints/latest when present).
-  eval: the best checkpoint on the validation and test splits -> metrics.json, pr_curve.png.
+  eval: the best checkpoint on the validation and test splits -> metrics.json, *_scores.npz, pr_curve.png.
   extract: the best checkpoint's ranked triplets of config.extract.split -> triplets.jsonl.
   export: a self-contained inference bundle in DIR/export (see clever_jax.export).
   export_release: the benchmark in the layout of the authors' release, in DIR/release

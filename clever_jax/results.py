@@ -1,12 +1,24 @@
-"""The paper's Table 1 rows on one benchmark: random, RTP (captions), AVG, ONE, ATT and CLEVER.
+"""The paper's Table 1 on one benchmark: every row scored by the same evaluator on the same test candidates.
 
-  python -m clever_jax.results --config=configs/demo.py --workdir=runs/results
+  python -m clever_jax.results --config=configs/demo.py --workdir=runs/results [--methods=rtp,vanilla_ft,...]
 
-Trains one run per head in WORKDIR/<head> (CLEVER starts from the AVG run's best checkpoint, as
-in the paper), evaluates each best checkpoint on test, adds a seeded random-scoring row and the
-RTP row (the test candidates' counts in a caption corpus, --captions; the world's by default) and
-writes WORKDIR/results.json, WORKDIR/results.md (with the paper's numbers of the same rows) and
-WORKDIR/pr_curves.png. Finished runs are reused.
+The rows (--methods, in this order; results.json keys them by the names in brackets):
+  random      [Random] uniformly random scores (seeded).
+  rtp         [RTP] each candidate's count in a caption corpus (--captions; by default the generated
+              world's captions.json): baselines/rtp.py.
+  lama        [LAMA] the prompt model's masked-LM probabilities, untrained. It needs a checkpoint with
+              a masked-LM head (--config.model.pretrained_dir); without one the row gives the reason.
+  vanilla_ft  [Vanilla-FT], prompt_ft [Prompt-FT]: the language-model baselines over the entity
+              names (models/language.py), fine-tuned on the training pairs.
+  avg, one, att, clever   [AVG] ... [CLEVER] the bag heads over images; CLEVER starts from the AVG
+              run's best checkpoint, as in the paper (--clever_from_avg).
+  ensemble    [Ensemble] the --ensemble sources (default CLEVER, RTP and Vanilla-FT, as the paper)
+              with weights chosen on validation (baselines/ensemble.py).
+
+Each trained row is one run of the main job in WORKDIR/<method>, with the config's settings and
+the method's own (RUNS); finished runs are reused. Writes WORKDIR/results.json (each row's test
+metrics and `wall_s`, the seconds the row took to make), WORKDIR/results.md (with the paper's
+numbers of the same rows) and WORKDIR/pr_curves.png.
 """
 
 from __future__ import annotations
@@ -14,17 +26,33 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import evaluate, files, job, metrics
+from clever_jax import builder, evaluate, files, job, metrics, weights
 from clever_jax import workdir as workdir_lib
-from clever_jax.baselines import captions, rtp
-from clever_jax.data import prepare
+from clever_jax.baselines import captions, ensemble, rtp
+from clever_jax.data import prepare, text
 from clever_jax.data.records import open_records, read_manifest
 from clever_jax.data.vocab import benchmark_vocab
+
+METHODS = {"random": "Random", "rtp": "RTP", "lama": "LAMA", "vanilla_ft": "Vanilla-FT", "prompt_ft": "Prompt-FT",
+           "avg": "AVG", "one": "ONE", "att": "ATT", "clever": "CLEVER", "ensemble": "Ensemble"}
+# Each trained row's settings over the config's (its run is the main job in WORKDIR/<method>).
+RUNS = {
+    "lama": {"model.encoder": "text", "model.head": "prompt", "train.max_epochs": 0},
+    "vanilla_ft": {"model.encoder": "text", "model.head": "cls"},
+    "prompt_ft": {"model.encoder": "text", "model.head": "prompt"},
+    **{head: {"model.head": head} for head in ("avg", "one", "att", "clever")},
+}
+ENSEMBLE = ("clever", "rtp", "vanilla_ft")  # The paper's.
+# The metrics of a row's evidence, which a model that reads no image does not have.
+GROUNDING = ("attention_on_annotated", "attention_chance", "attention_on_true", "attention_true_chance",
+             "top_evidence_true", "attention_true_auc")
+TIME_FILE = "wall_time.json"  # In a trained row's run folder: the seconds its run took.
 
 METRICS = ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "spearman", "spearman_top", "attention_on_true",
            "attention_true_chance", "top_evidence_true")
@@ -37,14 +65,14 @@ PAPER_TABLE1 = {
     "CLEVER": (41.92, 48.96, 45.84, 26.57, 43.62, 22.02), "Ensemble": (45.68, 49.93, 47.09, 27.38, 43.13, 22.80),
 }
 HEADERS = {"spearman": "Spearman (all)", "spearman_top": "Spearman (top)", "attention_on_true": "Att. on true",
-           "attention_true_chance": "(chance)", "top_evidence_true": "Top evidence true"}
+           "attention_true_chance": "(chance)", "top_evidence_true": "Top evidence true", "wall_s": "Time (s)"}
 
 
-def test_split(records_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """The test bags' gold labels bool [P, R + 1] (NA included) and entity pairs int [P, 2]."""
+def split_labels(records_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split's gold labels bool [P, R + 1] (NA included) and entity pairs int [P, 2], in bag order."""
     _, bags = open_records(records_dir)
-    test = bags["test"]
-    records = test.__getitems__(list(range(len(test))))
+    source = bags[split]
+    records = source.__getitems__(list(range(len(source))))
     labels = np.zeros((len(records), read_manifest(records_dir)["num_relations"]), bool)
     rows = np.repeat(np.arange(len(records)), [len(r["labels"]) for r in records])
     labels[rows, np.concatenate([r["labels"] for r in records])] = True
@@ -61,19 +89,6 @@ def scored_row(scores: np.ndarray, labels: np.ndarray, pairs: np.ndarray, grades
     return row, metrics.micro_curve(scores, labels[:, 1:])
 
 
-def random_row(records_dir: str, grades: np.ndarray | None, seed: int = 0) -> tuple[dict, tuple]:
-    """Metrics of uniformly random scores for the test split, and its precision-recall curve."""
-    labels, pairs = test_split(records_dir)
-    return scored_row(np.random.default_rng(seed).random(labels[:, 1:].shape), labels, pairs, grades)
-
-
-def rtp_row(records_dir: str, grades: np.ndarray | None, captions_path: str) -> tuple[dict, tuple]:
-    """RTP (baselines.rtp): the test candidates scored by their caption counts in `captions_path`."""
-    labels, pairs = test_split(records_dir)
-    counts = rtp.triplet_counts(captions.read_captions(captions_path), benchmark_vocab())
-    return scored_row(rtp.scores(counts, pairs), labels, pairs, grades)
-
-
 def captions_path(config, workdir: str, given: str) -> str:
     """The caption corpus RTP reads: `given`, else the generated world's captions.json, else ""."""
     if given or config.data.source != "world":
@@ -82,13 +97,16 @@ def captions_path(config, workdir: str, given: str) -> str:
 
 
 def table(rows: dict[str, dict]) -> str:
-    """A Markdown table of the rows' METRICS (% but Spearman's ρ; "—" where a row has none)."""
-    header = "| Method | " + " | ".join(HEADERS.get(m, m.upper()) for m in METRICS) + " |"
-    lines = [header, "|" + "---|" * (len(METRICS) + 1)]
+    """A Markdown table of the rows' METRICS (% but Spearman's ρ; "—" where a row has none) and
+    times, then the reason of each row that could not be made."""
+    columns = (*METRICS, "wall_s")
+    header = "| Method | " + " | ".join(HEADERS.get(m, m.upper()) for m in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
     for name, row in rows.items():
-        cells = ["—" if m not in row else f"{row[m]:.3f}" if m.startswith("spearman") else f"{row[m]:.2f}"
-                 for m in METRICS]
+        cells = ["—" if m not in row else f"{row[m]:.3f}" if m.startswith("spearman") else
+                 f"{row[m]:.0f}" if m == "wall_s" else f"{row[m]:.2f}" for m in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [f"\n{name}: {row['reason']}" for name, row in rows.items() if "reason" in row]
     return "\n".join(lines)
 
 
@@ -102,41 +120,106 @@ def paper_table(names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_all(config, workdir: str, heads: list[str], clever_from_avg: bool, captions_file: str = "") -> dict:
-    """Trains (or reuses) one run per head; returns the table rows (test metrics): Random, RTP (from
-    `captions_file`, or the world's captions), then the heads."""
-    rows, curves = {}, {}
+def method_config(base, workdir: str, method: str, clever_from_avg: bool):
+    """The config of a trained row's run: `base` with the method's settings (RUNS)."""
+    config = base.copy_and_resolve_references()
+    config.update_from_flattened_dict(RUNS[method])
+    if method == "clever" and clever_from_avg:
+        config.train.init_from = os.path.join(workdir, "avg")
+    return config
+
+
+def trained_row(config, run_dir: str, records: str) -> tuple[dict, dict[str, np.ndarray], float]:
+    """Trains and evaluates the run of `config` in `run_dir` (or reuses it once finished): its test
+    metrics, its scores of each split ({"val", "test"}: [P, R + 1]) and the seconds it took. Its
+    records folder is a link to `records` (the rows share one build)."""
+    done = [os.path.join(run_dir, name) for name in ("metrics.json", "val_scores.npz", "test_scores.npz", TIME_FILE)]
+    if all(os.path.isfile(path) for path in done):  # Reused: it must have been made with these settings.
+        workdir_lib.check_settings(config, run_dir, write=False)
+    else:
+        logging.info("Running %s", run_dir)
+        os.makedirs(run_dir, exist_ok=True)
+        if not os.path.lexists(os.path.join(run_dir, "records")):
+            os.symlink(os.path.abspath(records), os.path.join(run_dir, "records"))
+        start = time.perf_counter()
+        job.run(config, run_dir, "all")
+        files.write_json(os.path.join(run_dir, TIME_FILE), {"wall_s": time.perf_counter() - start})
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        row = json.load(f)["test"]
+    with open(os.path.join(run_dir, TIME_FILE)) as f:
+        seconds = json.load(f)["wall_s"]
+    scores = {}
+    for split in ("val", "test"):
+        with np.load(os.path.join(run_dir, f"{split}_scores.npz")) as saved:
+            scores[split] = saved["scores"]
+    if config.model.encoder == "text":  # It reads no image: its (uniform) evidence measures nothing.
+        row = {k: v for k, v in row.items() if k not in GROUNDING}
+    return row, scores, seconds
+
+
+def check_methods(methods: list[str], sources: list[str]) -> None:
+    """ValueError for an unknown method or ensemble source, or a source the command does not make."""
+    unknown = [m for m in (*methods, *sources) if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected some of {list(METHODS)}")
+    missing = [s for s in sources if s not in methods] if "ensemble" in methods else []
+    if missing or {"random", "ensemble"} & set(sources):
+        raise ValueError(f"the ensemble's sources {sources} must be rows of --methods other than random and "
+                         f"ensemble (missing: {missing or 'none'})")
+
+
+def run_all(config, workdir: str, methods: list[str], clever_from_avg: bool = True, captions_file: str = "",
+            sources: tuple[str, ...] = ENSEMBLE) -> dict:
+    """Makes (or reuses) the rows of `methods` (in METHODS' order) and writes the table; returns the
+    rows by name (test metrics, `wall_s`; a row that cannot be made: its `reason`)."""
+    check_methods(methods, list(sources))
+    methods = [m for m in METHODS if m in methods]
     base = config.copy_and_resolve_references()
     base.data.world_dir = config.data.world_dir or os.path.join(workdir, "world")
-    for head in heads:
-        run_dir = os.path.join(workdir, head)
-        run_config = base.copy_and_resolve_references()
-        run_config.model.head = head
-        if head == "clever" and clever_from_avg and "avg" in heads:
-            run_config.train.init_from = os.path.join(workdir, "avg")
-        if not os.path.isfile(os.path.join(run_dir, "test_scores.npz")):
-            logging.info("Training %s in %s", head, run_dir)
-            job.run(run_config, run_dir, "all")
-        else:  # Reused: it must have been made with these settings.
-            workdir_lib.check_settings(run_config, run_dir, write=False)
-        with open(os.path.join(run_dir, "metrics.json")) as f:
-            rows[head.upper()] = json.load(f)["test"]
-        test = np.load(os.path.join(run_dir, "test_scores.npz"))
-        curves[head.upper()] = metrics.micro_curve(test["scores"][:, 1:], test["labels"][:, 1:])
-    records_workdir = os.path.join(workdir, heads[-1]) if heads else workdir  # Reuses a head run's records.
-    records_dir = prepare.prepare(base, records_workdir)
-    grades = evaluate.world_grades(base, records_workdir)
-    baselines = {}
-    baselines["Random"], curves["Random"] = random_row(records_dir, grades)
-    corpus = captions_path(base, workdir, captions_file)
-    if corpus:
-        baselines["RTP"], curves["RTP"] = rtp_row(records_dir, grades, corpus)
-    else:
-        logging.warning("No RTP row: %s", captions.HELP)
-    rows = {**baselines, **rows}
+    records_dir = prepare.prepare(base, workdir)
+    grades = evaluate.world_grades(base, workdir)
+    labels, pairs = {}, {}
+    for split in ("val", "test"):
+        labels[split], pairs[split] = split_labels(records_dir, split)
+    rows, scores = {}, {}  # scores: method -> split -> [P, R] (non-NA relations)
+    for method in methods:
+        start, name = time.perf_counter(), METHODS[method]
+        if method == "random":
+            scores[method] = {"test": np.random.default_rng(0).random(labels["test"][:, 1:].shape)}
+        elif method == "rtp":
+            corpus = captions_path(base, workdir, captions_file)
+            if not corpus:
+                rows[name] = {"reason": captions.HELP}
+                continue
+            counts = rtp.triplet_counts(captions.read_captions(corpus), benchmark_vocab())
+            scores[method] = {split: rtp.scores(counts, pairs[split]) for split in ("val", "test")}
+        elif method == "ensemble":
+            fitted = ensemble.fit({s: scores[s]["val"] for s in sources}, labels["val"][:, 1:],
+                                  base.train.mauc_weight)
+            logging.info("Ensemble weights (validation score %.2f): %s", fitted.val_score, fitted.weights)
+            scores[method] = {"test": fitted.combine({s: scores[s]["test"] for s in sources})}
+            rows[name] = {"weights": {METHODS[s]: w for s, w in fitted.weights.items()}}
+        else:
+            run_config = method_config(base, workdir, method, clever_from_avg and "avg" in methods)
+            if method == "lama" and not (run_config.model.pretrained and
+                                         weights.has_mlm_head(text.pretrained_dir(run_config))):
+                rows[name] = {"reason": builder.LAMA_NEEDS_MLM.format(path=text.pretrained_dir(run_config))}
+                continue
+            row, run_scores, seconds = trained_row(run_config, os.path.join(workdir, method),
+                                                   os.path.join(workdir, "records"))
+            for split in ("val", "test"):
+                run_pairs = np.load(os.path.join(workdir, method, f"{split}_scores.npz"))["pairs"]
+                if not np.array_equal(run_pairs, pairs[split]):
+                    raise ValueError(f"{workdir}/{method}: its {split} pairs are not the benchmark's; remove the run")
+            scores[method] = {split: s[:, 1:] for split, s in run_scores.items()}
+            rows[name] = {**row, "wall_s": seconds}
+            continue
+        row, _ = scored_row(scores[method]["test"], labels["test"], pairs["test"], grades)
+        rows[name] = {**rows.get(name, {}), **row, "wall_s": time.perf_counter() - start}
     files.write_json(os.path.join(workdir, "results.json"), rows)
     with files.atomic_write(os.path.join(workdir, "results.md")) as f:
         f.write(f"{table(rows)}\n\nThe paper's Table 1 (Visual Genome, test split):\n\n{paper_table(list(rows))}\n")
+    curves = {METHODS[m]: metrics.micro_curve(s["test"], labels["test"][:, 1:]) for m, s in scores.items()}
     metrics.precision_recall_plot(curves, os.path.join(workdir, "pr_curves.png"))
     return rows
 
@@ -145,8 +228,9 @@ def define_flags() -> None:
     """The command line's flags; defined only when run as a program (see clever_jax.bench)."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=False)
     flags.DEFINE_string("workdir", "runs/results", "Folder for the runs and the table.")
-    flags.DEFINE_list("heads", ["avg", "one", "att", "clever"], "Heads to train, in order (none: --heads=).")
-    flags.DEFINE_bool("clever_from_avg", True, "Initialise CLEVER from the AVG run.")
+    flags.DEFINE_list("methods", list(METHODS), f"Rows to make, of {list(METHODS)}.")
+    flags.DEFINE_list("ensemble", list(ENSEMBLE), "The ensemble's sources (rows of --methods).")
+    flags.DEFINE_bool("clever_from_avg", True, "Initialise CLEVER from the AVG run (when avg is a row).")
     flags.DEFINE_string("captions", "", "Caption corpus of the RTP row (default: the generated world's captions.json).")
     flags.mark_flags_as_required(["config"])
 
@@ -155,7 +239,11 @@ def main(argv: list[str]) -> None:
     del argv
     job.start_command()
     args = flags.FLAGS
-    rows = run_all(args.config, args.workdir, args.heads, args.clever_from_avg, args.captions)
+    try:
+        check_methods(args.methods, args.ensemble)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    rows = run_all(args.config, args.workdir, args.methods, args.clever_from_avg, args.captions, tuple(args.ensemble))
     print(table(rows) + "\n\n" + paper_table(list(rows)))
 
 

@@ -29,6 +29,7 @@ from absl import logging
 from clever_jax import distributed, evaluate, files, precision
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.models.clever import Clever, bag_loss, instance_loss
+from clever_jax.models.language import PairTextModel
 
 if TYPE_CHECKING:
     from clever_jax.builder import Run
@@ -121,7 +122,7 @@ def micro_batches(batch: dict, steps: int) -> dict:
 
 
 def loss_and_grads(
-    params: Any, batch: dict, rng: jax.Array, scale: jax.Array | float, *, model: Clever,
+    params: Any, batch: dict, rng: jax.Array, scale: jax.Array | float, *, model: Clever | PairTextModel,
     config: ml_collections.ConfigDict,
 ) -> tuple[jax.Array, Any]:
     """Mean loss [] and float32 gradients of a batch, over config.train.grad_accum_steps micro-batches.
@@ -133,7 +134,7 @@ def loss_and_grads(
     """
 
     def scaled_loss(params, micro, key):
-        logits = model.apply({"params": params}, micro, micro["target"], method=Clever.train_logits,
+        logits = model.apply({"params": params}, micro, micro["target"], method="train_logits",
                              rngs={"dropout": key})
         if model.head == "vrd":
             loss = instance_loss(logits, micro["annotations"], micro["instance_mask"] & micro["bag_mask"][:, None])
@@ -160,7 +161,7 @@ def loss_and_grads(
 
 
 def train_step(
-    state: TrainState, batch: dict, *, model: Clever, tx: optax.GradientTransformation,
+    state: TrainState, batch: dict, *, model: Clever | PairTextModel, tx: optax.GradientTransformation,
     config: ml_collections.ConfigDict,
 ) -> tuple[TrainState, dict]:
     """One optimiser step on one batch.
@@ -189,7 +190,7 @@ def train_step(
     return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite, "loss_scale": scale}
 
 
-def eval_step(params: Any, batch: dict, *, model: Clever) -> tuple[jax.Array, jax.Array]:
+def eval_step(params: Any, batch: dict, *, model: Clever | PairTextModel) -> tuple[jax.Array, jax.Array]:
     """Scores [B, R+1] and evidence [B, R+1, N] of a batch."""
     return model.apply({"params": params}, batch)
 

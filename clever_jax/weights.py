@@ -303,3 +303,69 @@ def merge_pretrained(init_params: Mapping, pretrained: Mapping) -> dict:
                              f"{np.shape(flat[path])}")
         flat[path] = jnp.asarray(value, dtype=flat[path].dtype)
     return traverse_util.unflatten_dict(flat)
+
+
+# The heads of the language-model baselines (models/language.py) in a BERT checkpoint: (our path,
+# checkpoint key candidates, transpose). The pooler sits under the BERT prefix ("bert." or none);
+# the masked-LM head of BertForMaskedLM / BertForPreTraining at the root, its decoder tied to the
+# word embeddings (a stored decoder.weight is not read).
+POOLER_KEYS = ((("pooler", "kernel"), ("pooler.dense.weight",), True),
+               (("pooler", "bias"), ("pooler.dense.bias",), False))
+MLM_KEYS = (
+    (("transform", "kernel"), ("cls.predictions.transform.dense.weight",), True),
+    (("transform", "bias"), ("cls.predictions.transform.dense.bias",), False),
+    (("transform_layer_norm", "scale"),
+     ("cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.gamma"), False),
+    (("transform_layer_norm", "bias"),
+     ("cls.predictions.transform.LayerNorm.bias", "cls.predictions.transform.LayerNorm.beta"), False),
+    (("decoder_bias",), ("cls.predictions.bias", "cls.predictions.decoder.bias"), False),
+)
+
+
+def checkpoint_keys(path: str) -> set[str]:
+    """The tensor names of a checkpoint folder's weights (model.safetensors: without reading the tensors)."""
+    safetensors_path = os.path.join(path, SAFETENSORS_NAME)
+    if os.path.isfile(safetensors_path):
+        from safetensors import safe_open
+
+        with safe_open(safetensors_path, framework="numpy") as f:
+            return set(f.keys())
+    return set(load_checkpoint_dir(path)[1])
+
+
+def has_mlm_head(path: str) -> bool:
+    """Whether the checkpoint folder `path` holds BERT's masked-LM head (every entry of MLM_KEYS)."""
+    keys = checkpoint_keys(path)
+    return all(any(c in keys for c in candidates) for _, candidates, _ in MLM_KEYS)
+
+
+def text_model_params(path: str, config: EncoderConfig, head: str) -> tuple[dict, ImportReport]:
+    """The language-model baselines' pretrained parameters from the checkpoint folder `path`: BERT
+    (text/embeddings, text/encoder) and, where the checkpoint has them, the head's own (the pooler
+    for "cls", the masked-LM head for "prompt"; models/language.py names them).
+
+    Raises:
+      ValueError: BERT's keys or shapes do not fit (bert_params_from_state_dict), or the checkpoint
+        has part of the head only.
+    """
+    _, state = load_checkpoint_dir(path)
+    name = SAFETENSORS_NAME if os.path.isfile(os.path.join(path, SAFETENSORS_NAME)) else PYTORCH_NAME
+    source = os.path.join(path, name)
+    bert, report = bert_params_from_state_dict(state, config, source)
+    prefix = min((k[: -len(_ANCHOR)] for k in state if k.endswith(_ANCHOR)), key=len)
+    entries = [(p, tuple(prefix + c for c in cs), t) for p, cs, t in POOLER_KEYS] if head == "cls" else MLM_KEYS
+    flat, used = {}, []
+    for ours, candidates, transpose in entries:
+        key = next((c for c in candidates if c in state), None)
+        if key is not None:
+            value = np.asarray(state[key], np.float32)
+            flat[ours], used = (value.T if transpose else value), used + [key]
+    if used and len(used) < len(entries):
+        missing = [" or ".join(cs) for ours, cs, _ in entries if ours not in flat]
+        raise ValueError(f"{source}: part of the {head} head only: has {', '.join(used)}, lacks {', '.join(missing)}")
+    text_keys = tuple(k for k in report.loaded if "embeddings." in k or "encoder." in k)
+    loaded = text_keys + tuple(used)
+    report = dataclasses.replace(report, loaded=loaded, ignored=tuple(k for k in state if k not in set(loaded)),
+                                 not_in_checkpoint=() if used else tuple("/".join(p) for p, _, _ in entries))
+    params = {"text": {k: bert[k] for k in ("embeddings", "encoder")}, **traverse_util.unflatten_dict(flat)}
+    return params, report

@@ -60,10 +60,16 @@ class InstanceShape:
 MODEL_INPUTS = ("text_ids", "text_mask", "regions", "region_mask", "subject_span", "object_span", "instance_mask")
 
 
-def bag_layout(shape: InstanceShape) -> dict[str, tuple[tuple[int, ...], type]]:
-    """Every array of one bag: name -> (shape, numpy dtype); a batch adds a leading B axis."""
+# The arrays made from the instances' image records; a loader without images (the language-model
+# baselines read only the entity pair) leaves them out.
+IMAGE_KEYS = ("text_ids", "text_mask", "regions", "region_mask", "subject_span", "object_span")
+
+
+def bag_layout(shape: InstanceShape, with_images: bool = True) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Every array of one bag: name -> (shape, numpy dtype); a batch adds a leading B axis. Without
+    images: all but IMAGE_KEYS."""
     n, lt, lr = shape.bag_size, shape.text_len, shape.num_regions
-    return {
+    layout = {
         "text_ids": ((n, lt), np.int32), "text_mask": ((n, lt), np.bool_),
         "regions": ((n, lr, shape.region_dim), np.float32), "region_mask": ((n, lr), np.bool_),
         "subject_span": ((n, 2), np.int32), "object_span": ((n, 2), np.int32),
@@ -73,6 +79,7 @@ def bag_layout(shape: InstanceShape) -> dict[str, tuple[tuple[int, ...], type]]:
         "labels": ((shape.num_relations,), np.float32), "target": ((), np.int32), "pair": ((2,), np.int32),
         "bag": ((), np.int64), "bag_mask": ((), np.bool_),
     }
+    return layout if with_images else {k: v for k, v in layout.items() if k not in IMAGE_KEYS}
 
 
 def empty_batch(shape: InstanceShape, batch_size: int) -> dict[str, np.ndarray]:
@@ -101,20 +108,40 @@ def _ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return run, within
 
 
-def assemble_bag(bag: dict, images: list[dict], shape: InstanceShape, target: int = 0) -> dict[str, np.ndarray]:
+def assemble_bag(bag: dict, images: list[dict] | None, shape: InstanceShape, target: int = 0) -> dict[str, np.ndarray]:
     """The fixed-shape arrays of one bag, in `bag_layout` (without B).
 
     Args:
       bag: a bag record.
-      images: the decoded image record of each of the bag's instances, in order.
+      images: the decoded image record of each of the bag's instances, in order; None: a bag
+        without IMAGE_KEYS.
       shape: sizes.
       target: the gold relation the bag is trained on this visit.
     """
-    out = {k: np.zeros(s, d) for k, (s, d) in bag_layout(shape).items()}
-    lt, lr = shape.text_len, shape.num_regions
+    out = {k: np.zeros(s, d) for k, (s, d) in bag_layout(shape, images is not None).items()}
     n = min(len(bag["images"]), shape.bag_size)
     subjects, objects = bag["subjects"][:n].astype(np.int64), bag["objects"][:n].astype(np.int64)
-    images = images[:n]
+    if images is not None:
+        _assemble_instances(out, images[:n], subjects, objects, shape)
+    out["instance_mask"][:n] = True
+    for key in ("annotations", "truth"):
+        stated = bag[key][bag[key][:, 0] < n]  # (instance, relation id) pairs
+        out[key][stated[:, 0], stated[:, 1]] = True
+    out["annotated"][:] = out["annotations"].any(axis=1)
+    out["images"][:n] = bag["images"][:n]
+    out["subjects"][:n], out["objects"][:n] = subjects, objects
+    out["labels"][bag["labels"]] = 1.0
+    out["target"][...] = target
+    out["pair"][:] = bag["pair"]
+    out["bag"][...] = bag["bag"]
+    out["bag_mask"][...] = True
+    return out
+
+
+def _assemble_instances(out: dict[str, np.ndarray], images: list[dict], subjects: np.ndarray, objects: np.ndarray,
+                        shape: InstanceShape) -> None:
+    """Fills IMAGE_KEYS of `out` for the n instances (images, subject and object indices [n])."""
+    lt, lr, n = shape.text_len, shape.num_regions, len(images)
     num_objects = np.array([len(im["classes"]) for im in images], np.int64)  # K [n]
     region_base = np.cumsum(num_objects) - num_objects
     all_regions = np.concatenate([im["regions"] for im in images])
@@ -149,30 +176,18 @@ def assemble_bag(bag: dict, images: list[dict], shape: InstanceShape, target: in
         out[key][:n, 0] = np.minimum(text_pos[:, j], lt - 1)
         out[key][:n, 1] = np.minimum(text_pos[:, j] + piece_lengths[:, j], lt - 1)
 
-    out["instance_mask"][:n] = True
-    for key in ("annotations", "truth"):
-        stated = bag[key][bag[key][:, 0] < n]  # (instance, relation id) pairs
-        out[key][stated[:, 0], stated[:, 1]] = True
-    out["annotated"][:] = out["annotations"].any(axis=1)
-    out["images"][:n] = bag["images"][:n]
-    out["subjects"][:n], out["objects"][:n] = subjects, objects
-    out["labels"][bag["labels"]] = 1.0
-    out["target"][...] = target
-    out["pair"][:] = bag["pair"]
-    out["bag"][...] = bag["bag"]
-    out["bag_mask"][...] = True
-    return out
-
 
 class AssembleBags(grain.transforms.RandomMap):
-    """Grain transform: bag record -> fixed-shape arrays, with a freshly sampled gold target."""
+    """Grain transform: bag record -> fixed-shape arrays, with a freshly sampled gold target (images
+    source None: without IMAGE_KEYS, no image record read)."""
 
     def __init__(self, images_source, shape: InstanceShape):
         self._images = images_source
         self._shape = shape
 
     def random_map(self, bag: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        images = self._images.__getitems__([int(i) for i in bag["images"][: self._shape.bag_size]])
+        images = None if self._images is None else self._images.__getitems__(
+            [int(i) for i in bag["images"][: self._shape.bag_size]])
         return assemble_bag(bag, images, self._shape, target=rng.choice(bag["labels"]))
 
 
@@ -242,8 +257,9 @@ def make_loader(
     num_epochs: int | None = None,
     worker_count: int = 0,
     shard_options: grain.sharding.ShardOptions | None = None,
+    with_images: bool = True,
 ) -> grain.DataLoader:
-    """A Grain loader of a split's bags.
+    """A Grain loader of a split's bags (without images: no IMAGE_KEYS, see `bag_layout`).
 
     Training loaders shuffle, repeat (`num_epochs=None`) and drop the remainder; evaluation
     loaders read each bag once in order and keep a short last batch (see `pad_batch`). Each JAX
@@ -277,6 +293,7 @@ def make_loader(
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
-        operations=[AssembleBags(images, shape), grain.transforms.Batch(batch_size, drop_remainder=train)],
+        operations=[AssembleBags(images if with_images else None, shape),
+                    grain.transforms.Batch(batch_size, drop_remainder=train)],
         worker_count=worker_count,
     )

@@ -191,12 +191,14 @@ def attention_bias(mask: jax.Array) -> jax.Array:
 
 
 class BertEmbeddings(nn.Module):
-    """Word + position + token-type-0 embeddings, LayerNorm, dropout: ids int [..., L] -> [..., L, H]."""
+    """Word + position + token-type embeddings, LayerNorm, dropout: ids int [..., L] -> [..., L, H].
+
+    Token types int [..., L] (segments); None: type 0 everywhere."""
 
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, ids: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(self, ids: jax.Array, token_types: jax.Array | None = None, *, deterministic: bool) -> jax.Array:
         cfg = self.config
         length = ids.shape[-1]
         if length > cfg.max_position_embeddings:
@@ -208,7 +210,8 @@ class BertEmbeddings(nn.Module):
             x = jax.lax.stop_gradient(x)
         # Positions 0..L-1 and token type 0 are slices of their tables (a gather costs more on CPU).
         x = x + embed(cfg.max_position_embeddings, "position_embeddings").embedding[:length].astype(cfg.dtype)
-        x = x + embed(cfg.type_vocab_size, "token_type_embeddings").embedding[0].astype(cfg.dtype)
+        types = embed(cfg.type_vocab_size, "token_type_embeddings")
+        x = x + (types.embedding[0].astype(cfg.dtype) if token_types is None else types(token_types))
         x = norm_layer(cfg, "layer_norm")(x)
         return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
 
@@ -269,7 +272,8 @@ class BertStack(nn.Module):
 
 
 class BertTextModel(nn.Module):
-    """Text-only BERT: ids int [..., L], mask bool [..., L] -> last hidden states [..., L, H].
+    """Text-only BERT: ids int [..., L], mask bool [..., L], token types int [..., L] (None: all 0) ->
+    last hidden states [..., L, H].
 
     Same parameter names as InstanceEncoder minus the region projection, so the same imported
     checkpoint fits both.
@@ -278,8 +282,9 @@ class BertTextModel(nn.Module):
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, text_ids: jax.Array, text_mask: jax.Array, *, deterministic: bool) -> jax.Array:
-        x = BertEmbeddings(self.config, name="embeddings")(text_ids, deterministic=deterministic)
+    def __call__(self, text_ids: jax.Array, text_mask: jax.Array, token_types: jax.Array | None = None, *,
+                 deterministic: bool) -> jax.Array:
+        x = BertEmbeddings(self.config, name="embeddings")(text_ids, token_types, deterministic=deterministic)
         return BertStack(self.config, name="encoder")(x, text_mask, deterministic=deterministic)
 
 
