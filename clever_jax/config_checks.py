@@ -74,6 +74,7 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     need(extract.split in EXTRACT_SPLITS, "extract.split", extract.split, f"one of {EXTRACT_SPLITS}")
     need(extract.num_evidence >= 1, "extract.num_evidence", extract.num_evidence, ">= 1 evidence instance")
     need(extract.top_k >= 0, "extract.top_k", extract.top_k, "0 (every triplet) or more")
+    need(extract.min_images >= 1, "extract.min_images", extract.min_images, ">= 1 image showing a pair")
     return out
 
 

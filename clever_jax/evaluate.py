@@ -171,6 +171,12 @@ def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str,
 def evaluate(run: Run, params: Any, split: str, grades: np.ndarray | None,
              keep_evidence: bool = False) -> tuple[dict[str, float], SplitOutputs]:
     """Metrics and outputs of a split; with several processes each scores its shard and all get everything."""
+    outputs = split_outputs(run, params, split, keep_evidence)
+    return split_metrics(outputs, grades), outputs
+
+
+def split_outputs(run: Run, params: Any, split: str, keep_evidence: bool = False) -> SplitOutputs:
+    """The outputs of every bag of a split (`run_eval` over the run's loader, every process taking part)."""
     size, processes = run.local_batch_size(train=False), jax.process_count()
     num_bags = run.num_bags[split]
     if num_bags < processes:
@@ -181,9 +187,8 @@ def evaluate(run: Run, params: Any, split: str, grades: np.ndarray | None,
         outputs = run.eval_step(params, run.device_batch(batch))
         return multihost_utils.global_array_to_host_local_array(outputs, run.mesh, run.batch_sharding.spec)
 
-    outputs = run_eval(params, step_fn, run.loader(split, train=False), size, keep_evidence, num_steps,
-                       run.config.extract.evidence_dtype)
-    return split_metrics(outputs, grades), outputs
+    return run_eval(params, step_fn, run.loader(split, train=False), size, keep_evidence, num_steps,
+                    run.config.extract.evidence_dtype)
 
 
 def world_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:

@@ -28,6 +28,9 @@ def write_triplets(
     top_k: int = 0,
     num_evidence: int = 3,
     with_truth: bool = False,
+    known: np.ndarray | None = None,
+    known_key: str = "known",
+    with_annotations: bool = True,
 ) -> int:
     """Writes `path` (JSON lines, best first); returns the number of triplets written.
 
@@ -40,7 +43,10 @@ def write_triplets(
     Args:
       outputs: an evaluate.SplitOutputs evaluated with keep_evidence=True.
       images_source: the image records (random access).
+      known: bool [P, R + 1] what `known_key` says of each candidate (default: the split's labels).
+      with_annotations: write each evidence instance's `annotated` (images without annotations: no).
     """
+    known = outputs.labels if known is None else known
     rows, relations = ranked_triplets(outputs.scores, top_k)
     weights = outputs.evidence[rows, relations].astype(np.float32)  # [K, N]
     weights = np.where(outputs.instance_mask[rows], weights, -1.0)
@@ -64,7 +70,7 @@ def write_triplets(
                     "subject_box": [round(float(x), 1) for x in record["boxes"][subject_slot[k, e]]],
                     "object_box": [round(float(x), 1) for x in record["boxes"][object_slot[k, e]]],
                     "weight": round(float(best_weight[k, e]), 4),
-                    "annotated": bool(annotated[k, e]),
+                    **({"annotated": bool(annotated[k, e])} if with_annotations else {}),
                     **({"true": bool(true[k, e])} if with_truth else {}),
                 })
             subject, obj = outputs.pairs[row]
@@ -73,7 +79,7 @@ def write_triplets(
                 "relation": vocab.relations[relation],
                 "object": vocab.entities[obj],
                 "score": round(float(outputs.scores[row, relation]), 6),
-                "known": bool(outputs.labels[row, relation]),
+                known_key: bool(known[row, relation]),
                 "evidence": evidence,
             }) + "\n")
     return len(rows)

@@ -133,6 +133,11 @@ def _run(config, workdir: str, mode: str) -> None:
         logging.info("Best validation: %s", best)
         if mode == "train":
             return
+    if mode == "extract" and config.extract.features_path:  # A knowledge base from unannotated images.
+        from clever_jax import knowledge
+
+        knowledge.extract(builder.build, config, workdir, records_dir)
+        return
     if mode == "export":
         if config.model.encoder == "text":
             raise ValueError("--mode=export writes a bag model for extraction from images; model.encoder='text' "

@@ -41,14 +41,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = model = ml_collections.ConfigDict()
     model.pretrained_dir = ""  # BERT or VinVL folder (config.json, vocab.txt, weights); "" = the packaged MiniLM.
     model.pretrained = True  # Start the encoder from that folder's weights (False: random initialisation).
-    model.encoder = "vlp"  # Instance encoder: "vlp" (BERT over tags + regions, paper) or "cnn" (Table 2's ablation).
+    # Instance encoder: "vlp" (BERT over tags + regions, paper), "cnn" (Table 2's ablation), or "text": no
+    # images, a language-model baseline over the entity names (models/language.py; head "cls" or "prompt").
+    model.encoder = "vlp"
     model.num_layers = 0  # Keep the first k encoder layers; 0 = all of them.
     model.hidden_dropout = 0.1  # BERT dropout on embeddings, regions and layer outputs (published: 0.1).
     model.attention_dropout = 0.1  # BERT dropout on attention probabilities (published: 0.1).
     model.region_layer_norm = True  # LayerNorm after the region projection (Oscar's use_img_layernorm).
     model.pair_geometry = False  # Embed the query pair's relative geometry into its two regions (published: no).
     model.classifier_width = 8  # Shared classifier 4H -> width x H -> ReLU -> R + 1 (published: 8).
-    model.head = "clever"  # Training head: avg, one, att, clever, or vrd (instance-level baseline on annotations).
+    # Training head: avg, one, att, clever, or vrd (instance-level baseline on annotations); with encoder "text":
+    # cls (Vanilla-FT) or prompt (Prompt-FT; LAMA with train.max_epochs=0).
+    model.head = "clever"
     model.eval_head = ""  # Evaluation head; "" = the training head ("max" for max pooling).
     model.temperature = 11.0  # Tau of the contrastive attention (published script: 11).
     model.bag_dropout = 0.2  # Dropout on the avg/one/att bag representation in training (published 0.2; clever none).
@@ -103,5 +107,9 @@ def get_config() -> ml_collections.ConfigDict:
     extract.split = "test"  # A split, or "all": every pair of the benchmark.
     extract.top_k = 0  # Triplets written, best first; 0 = every (pair, relation) of the split.
     extract.num_evidence = 3  # Evidence instances per triplet.
+    # A detector's features TSV to build a knowledge base from, without annotations (clever_jax/knowledge.py):
+    # --mode=extract then scores every entity pair seen in extract.min_images images or more; "" = the benchmark's.
+    extract.features_path = ""
+    extract.min_images = 1
     extract.evidence_dtype = "float16"  # Precision at which evidence weights are kept in memory (4 decimals written).
     return config

@@ -468,15 +468,19 @@ def test_instance_truth_in_the_batches_is_the_worlds_latent_truth(world):
 def test_results_table_has_a_random_row_near_the_fact_rate(world):
     from clever_jax import results
 
-    metrics, (precision, recall) = results.random_row(world[1], None, seed=0)
+    labels, pairs = results.split_labels(world[1], "test")
+    random_scores = np.random.default_rng(0).random(labels[:, 1:].shape)
+    metrics, (precision, recall) = results.scored_row(random_scores, labels, pairs, None)
     _, bags = open_records(world[1])
     test = bags["test"]
     facts = sum(int((test[i]["labels"] > 0).sum()) for i in range(len(test)))
     fact_rate = 100 * facts / (len(test) * 100)
     assert 0 < metrics["auc"] < 4 * fact_rate and precision[-1] * 100 == pytest.approx(fact_rate)
-    text = results.table({"Random": metrics, "CLEVER": {**metrics, "spearman": 0.5}})
+    text = results.table({"Random": metrics, "CLEVER": {**metrics, "spearman": 0.5, "wall_s": 12.3},
+                          "LAMA": {"reason": "no head"}})
     assert text.splitlines()[0].startswith("| Method | AUC | F1 | P@2% | MAUC")
-    assert "| CLEVER |" in text and "0.500" in text
+    assert text.splitlines()[0].endswith("| Time (s) |") and "| CLEVER |" in text and "0.500 |" in text
+    assert "| 12 |" in text and text.endswith("LAMA: no head")
 
 
 def test_stop_signal_waits_for_a_step_boundary_inside_the_loop():

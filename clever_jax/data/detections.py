@@ -1,0 +1,135 @@
+"""A detector's output alone as a corpus, and a bag for every entity pair it shows often enough.
+
+What a knowledge-base builder has for their own images: a VinVL-style features TSV (one line per
+image, `image_id<TAB>{"image_h", "image_w", "objects": [{"rect", "class", "feature", ...}]}`; the
+format ingestion reads, README "Input formats"), and no objects.json or relationships.json. Each
+region is an object: its box is `rect` (clipped to the image), its name `class`, normalised onto
+the vocabulary as ingestion normalises annotated names (names outside it stay as context tags,
+as in ingestion). `pair_bags` then makes one bag per ordered entity pair that co-occurs in at
+least `min_images` images, ranked by the configured sampler, with no labels (NA: nothing is
+known about them).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+
+from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
+from clever_jax.data.benchmark import SPLITS, Benchmark
+from clever_jax.data.jsonio import DataError, field, finite, id_and_record
+from clever_jax.data.vg import Corpus, _b64_dim
+from clever_jax.data.vocab import Vocab, clean, singular
+
+SPLIT = "test"  # The split the extraction bags are stored as (records hold train, val and test splits).
+
+
+def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> Corpus:
+    """The corpus of a features TSV alone (see the module docstring): no relationships.
+
+    Regions with a degenerate box or one outside the image are skipped and counted, as are images
+    with fewer than two vocabulary objects.
+
+    Raises:
+      DataError: naming the file, line and region of a malformed record or a feature of another
+        size, or when no image has two vocabulary objects.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no features file (a VinVL-style TSV, README 'Input formats')")
+    known = frozenset(vocab.entities)
+    class_of: dict[str, tuple[int, str]] = {}
+    skipped: collections.Counter[str] = collections.Counter()
+    image_ids, sizes, offsets, counts, classes, names, boxes, slots = [], [], [], [], [], [], [], []
+    with open(path, "rb") as f:
+        offset = 0
+        for line_no, raw in enumerate(f, start=1):
+            line_offset, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            where = f"{path}: line {line_no}"
+            image_id, record = id_and_record(raw, where)
+            where = f"{where} (image {image_id})"
+            width, height = field(record, "image_w", int | float, where), field(record, "image_h", int | float, where)
+            regions = field(record, "objects", list, where)
+            rects, raw_names = [], []
+            for k, region in enumerate(regions):
+                rwhere = f"{where}, region {k}"
+                rect = field(region, "rect", list, rwhere)
+                if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
+                    raise DataError(f"{rwhere}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
+                rects.append(finite(rect, "'rect'", rwhere))
+                raw_names.append(field(region, "class", str, rwhere))
+                dim = _b64_dim(field(region, "feature", str, rwhere))
+                feature_dim = feature_dim or (dim if dim > 0 else None)
+                if dim != feature_dim:
+                    raise DataError(f"{rwhere}: feature has {dim if dim > 0 else 'a non-float32 number of'} values, "
+                                    f"expected {feature_dim} float32 values (base64)")
+            xyxy = np.asarray(rects, np.float32).reshape(-1, 4)
+            clipped = np.clip(xyxy, 0, np.array([width, height, width, height], np.float32))
+            keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+            skipped["region_degenerate_or_outside_image"] += int((~keep).sum())
+            for name in raw_names:
+                if name not in class_of:
+                    cleaned = singular(clean(name), known)
+                    class_of[name] = (vocab.entity_index.get(cleaned, -1), cleaned)
+            cls = np.array([class_of[name][0] for name in raw_names], np.int32).reshape(-1)
+            skipped["region_out_of_vocabulary"] += int((keep & (cls < 0)).sum())
+            if int((keep & (cls >= 0)).sum()) < 2:
+                skipped["image_with_fewer_than_two_vocabulary_objects"] += 1
+                continue
+            kept = np.flatnonzero(keep)
+            image_ids.append(image_id)
+            sizes.append((width, height))
+            offsets.append(line_offset)
+            counts.append(len(kept))
+            classes.append(cls[kept])
+            names.extend(class_of[raw_names[k]][1] for k in kept)
+            boxes.append(clipped[kept])
+            slots.append(kept.astype(np.int32))
+    if not image_ids:
+        raise DataError(f"{path}: no image has two or more regions of vocabulary classes (skipped: {dict(skipped)})")
+    if len(set(image_ids)) != len(image_ids):
+        raise DataError(f"{path}: an image id appears on two lines")
+    empty = np.zeros(0, np.int64)
+    return Corpus(
+        image_ids=np.asarray(image_ids, np.int64), image_sizes=np.asarray(sizes, np.int32),
+        feature_offsets=np.asarray(offsets, np.int64),
+        object_start=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        object_ids=np.arange(sum(counts), dtype=np.int64), object_classes=np.concatenate(classes),
+        object_names=names, boxes=np.concatenate(boxes), feature_slots=np.concatenate(slots),
+        rel_subjects=empty, rel_objects=empty, rel_relations=np.zeros(0, np.int32),
+        feature_paths=(os.fspath(path),), feature_file=np.zeros(len(image_ids), np.int32),
+        feature_dim=int(feature_dim), skipped={k: v for k, v in sorted(skipped.items()) if v},
+    )
+
+
+def pair_bags(corpus: Corpus, num_entities: int, min_images: int, bag_size: int, sampler: str,
+              seed: int) -> tuple[Benchmark, Bags]:
+    """One unlabelled bag (split SPLIT) per ordered entity pair seen in at least `min_images` images.
+
+    Returns the bags' Benchmark (pairs in pair-code order, every label NA) and their Bags
+    (bags.build_bags: `bag_size` instances ranked by `sampler`).
+
+    Raises:
+      DataError: when no pair reaches `min_images`.
+    """
+    candidates = enumerate_candidates(corpus, num_entities)
+    code_image = np.unique(candidates.pair_codes.astype(np.int64) * corpus.num_images + candidates.images)
+    images_per_code = np.bincount(code_image // corpus.num_images, minlength=num_entities**2)
+    codes = np.flatnonzero(images_per_code >= min_images)
+    if not len(codes):
+        raise DataError(f"{corpus.feature_paths[0]}: no entity pair is seen in {min_images} or more images "
+                        f"(the most: {images_per_code.max(initial=0)}); lower extract.min_images")
+    bag_of_code = np.full(num_entities**2, -1, np.int32)
+    bag_of_code[codes] = np.arange(len(codes))
+    bag_index = bag_of_code[candidates.pair_codes]
+    image_split = np.full(corpus.num_images, -1, np.int32)
+    image_split[np.unique(candidates.images[bag_index >= 0])] = SPLITS.index(SPLIT)
+    benchmark = Benchmark(
+        pairs=np.stack(np.divmod(codes, num_entities), axis=1).astype(np.int64),
+        split=np.full(len(codes), SPLITS.index(SPLIT), np.int32),
+        label_start=np.arange(len(codes) + 1, dtype=np.int64), labels=np.zeros(len(codes), np.int64),
+        image_split=image_split, bag_index=bag_index, dropped_pairs=0)
+    return benchmark, build_bags(corpus, candidates, bag_index, len(codes), bag_size, sampler, seed)
