@@ -15,7 +15,7 @@ import pytest
 
 from clever_jax import builder, job, weights
 from clever_jax.config_checks import ConfigError
-from clever_jax.data import text
+from clever_jax.data import prepare, text
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 from clever_jax.models import language
 from clever_jax.models.encoder import EncoderConfig
@@ -168,8 +168,9 @@ def test_the_baselines_run_as_jobs_and_lama_needs_an_mlm_head(tmp_path):
 
     lama = config.copy_and_resolve_references()
     lama.model.head, lama.train.max_epochs = "prompt", 0
+    records = prepare.prepare(lama, str(tmp_path / "vanilla"))  # The Vanilla-FT run's records, reused.
     with pytest.raises(ConfigError, match="LAMA scores relations with the checkpoint's masked-LM head"):
-        job.run(lama, str(tmp_path / "lama_minilm"), "eval")
+        builder.build(lama, records).zero_shot_params()  # What --mode=eval calls when nothing was trained.
     lama.model.pretrained_dir = write_mlm_checkpoint(str(tmp_path / "mlm"))
     job.run(lama, str(tmp_path / "lama"), "eval")
     assert json.load(open(tmp_path / "lama" / "metrics.json"))["test"]["auc"] > 0
