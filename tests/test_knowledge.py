@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from clever_jax import builder, evaluate, job, knowledge
+from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import detections, prepare
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records
@@ -36,8 +37,9 @@ def test_extraction_from_detections_alone_scores_like_the_benchmark(tmp_path, wo
     the bags and scores the annotated benchmark gives them."""
     config = tiny_config(world_dir)
     records = prepare.prepare(config, str(tmp_path / "bench"))
-    built = prepare.assemble(config, str(tmp_path / "bench"))
-    test_images = set(built.corpus.image_ids[built.benchmark.image_split == 2].tolist())
+    bench_images, bench_bags = open_records(records)
+    test_bags = bench_bags["test"].__getitems__(list(range(len(bench_bags["test"]))))
+    test_images = {int(bench_images[int(i)]["image_id"]) for bag in test_bags for i in bag["images"]}
     name_of = {o["object_id"]: o["names"][0] for record in json.load(open(os.path.join(world_dir, "objects.json")))
                for o in record["objects"]}
     features = tmp_path / "test_features.tsv"
@@ -127,9 +129,11 @@ def test_other_feature_sizes_and_no_pairs_are_named(tmp_path):
 @pytest.mark.slow
 def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
     config = tiny_config(world_dir)
-    config.train.max_epochs = 1
     workdir = str(tmp_path / "run")
-    job.run(config, workdir, "train")
+    run = builder.build(config, prepare.prepare(config, workdir))
+    checkpoints = Checkpoints(workdir)  # An untrained model as the run's best: what extraction reads.
+    checkpoints.save("best", run.initial_state(), {})
+    checkpoints.wait()
     features = tmp_path / "some_images.tsv"  # A third of the world's images: fewer pairs to score.
     features.write_text("".join(open(os.path.join(world_dir, "features.tsv")).readlines()[:50]))
     config.extract.update(features_path=str(features), top_k=500, min_images=2)
