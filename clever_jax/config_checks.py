@@ -75,6 +75,10 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     need(extract.num_evidence >= 1, "extract.num_evidence", extract.num_evidence, ">= 1 evidence instance")
     need(extract.top_k >= 0, "extract.top_k", extract.top_k, "0 (every triplet) or more")
     need(extract.min_images >= 1, "extract.min_images", extract.min_images, ">= 1 image showing a pair")
+    need(0 <= extract.target_precision <= 1, "extract.target_precision", extract.target_precision,
+         "a precision in (0, 1], or 0 for no filters")
+    need(extract.min_val_facts >= 1, "extract.min_val_facts", extract.min_val_facts, ">= 1 validation fact")
+    need(extract.min_evidence >= 0, "extract.min_evidence", extract.min_evidence, ">= 0 instances (0: off)")
     return out
 
 

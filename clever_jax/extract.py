@@ -10,10 +10,13 @@ from clever_jax import files
 from clever_jax.data.vocab import Vocab
 
 
-def ranked_triplets(scores: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bag rows and relation ids (1..R) of the best candidates: scores [P, R+1] -> two [K] arrays."""
+def ranked_triplets(scores: np.ndarray, top_k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bag rows and relation ids (1..R) of the best candidates (of those `keep` [P, R+1] marks, when
+    given): scores [P, R+1] -> two [K] arrays."""
     flat = -scores[:, 1:].ravel()
     order = np.argsort(flat, kind="stable")
+    if keep is not None:
+        order = order[keep[:, 1:].ravel()[order]]
     if top_k:
         order = order[:top_k]
     rows, columns = np.divmod(order, scores.shape[1] - 1)
@@ -31,6 +34,7 @@ def write_triplets(
     known: np.ndarray | None = None,
     known_key: str = "known",
     with_annotations: bool = True,
+    keep: np.ndarray | None = None,
 ) -> int:
     """Writes `path` (JSON lines, best first); returns the number of triplets written.
 
@@ -45,9 +49,10 @@ def write_triplets(
       images_source: the image records (random access).
       known: bool [P, R + 1] what `known_key` says of each candidate (default: the split's labels).
       with_annotations: write each evidence instance's `annotated` (images without annotations: no).
+      keep: bool [P, R + 1] the candidates that may be written (default: all).
     """
     known = outputs.labels if known is None else known
-    rows, relations = ranked_triplets(outputs.scores, top_k)
+    rows, relations = ranked_triplets(outputs.scores, top_k, keep)
     weights = outputs.evidence[rows, relations].astype(np.float32)  # [K, N]
     weights = np.where(outputs.instance_mask[rows], weights, -1.0)
     best = np.argsort(-weights, axis=1, kind="stable")[:, :num_evidence]  # [K, E]

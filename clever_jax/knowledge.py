@@ -14,6 +14,10 @@ the workdir's best checkpoint and writes WORKDIR/kb/:
                 (x1, y1, x2, y2 pixels) and weight
   kb.csv        the same triplets without evidence (subject, relation, object, score, in_training_kb)
   kb_meta.json  what made it: the features file, the checkpoint, the settings, the counts
+
+With `extract.target_precision` the triplets first pass the calibrated filters of kb_filters
+(thresholds chosen on the run's val_scores.npz before any other work; what each stage removed is
+in kb_meta.json under "filters").
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from clever_jax import distributed, evaluate, files
+from clever_jax import distributed, evaluate, files, kb_filters
 from clever_jax.checkpoints import Checkpoints
+from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare, text
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records, read_manifest, write_records
@@ -79,6 +84,29 @@ def training_facts(records_dir: str, num_entities: int, num_relations: int) -> n
     return known
 
 
+def thresholds_of_run(config: ml_collections.ConfigDict, workdir: str) -> kb_filters.Thresholds:
+    """The score thresholds for config.extract.target_precision, from the run's validation scores."""
+    path = os.path.join(workdir, "val_scores.npz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: extract.target_precision chooses thresholds on the run's validation "
+                                f"scores; run --mode=eval in {workdir} first")
+    with np.load(path) as val:
+        try:
+            thresholds = kb_filters.choose_thresholds(val["scores"], val["labels"], config.extract.target_precision,
+                                                      config.extract.min_val_facts)
+        except ValueError as e:
+            raise ConfigError(f"{path}: {e}") from e
+    summary = thresholds.summary()
+    if summary["relations_global"] or summary["relations_unreachable"]:
+        names = lambda ids: ", ".join(benchmark_vocab().relations[r] for r in ids) or "none"  # noqa: E731
+        logging.info("Score thresholds for precision %.2f: %d relations with fewer than %d validation facts take the "
+                     "global threshold %.4f (%s); %d never reach it and keep nothing (%s)", thresholds.target,
+                     len(summary["relations_global"]), config.extract.min_val_facts, thresholds.global_value,
+                     names(summary["relations_global"]), len(summary["relations_unreachable"]),
+                     names(summary["relations_unreachable"]))
+    return thresholds
+
+
 def extract(run_for, config: ml_collections.ConfigDict, workdir: str, records_dir: str) -> str:
     """Builds and writes the knowledge base of config.extract.features_path (module docstring).
 
@@ -90,6 +118,8 @@ def extract(run_for, config: ml_collections.ConfigDict, workdir: str, records_di
     Returns:
       The folder written (WORKDIR/kb).
     """
+    ex = config.extract
+    thresholds = thresholds_of_run(config, workdir) if ex.target_precision else None  # Before any work.
     kb_records = prepare_detections(config, workdir)
     trained_dim, features_dim = read_manifest(records_dir)["region_dim"], read_manifest(kb_records)["region_dim"]
     if trained_dim != features_dim:
@@ -104,10 +134,16 @@ def extract(run_for, config: ml_collections.ConfigDict, workdir: str, records_di
     vocab = benchmark_vocab()
     facts = training_facts(records_dir, len(vocab.entities), vocab.num_relations)
     known = facts[outputs.pairs[:, 0], :, outputs.pairs[:, 1]]  # [P, R + 1]
-    ex = config.extract
+    keep, filters = None, {}
+    if thresholds is not None:
+        keep, counts = kb_filters.keep_mask(outputs.scores, outputs.evidence, outputs.instance_mask, thresholds,
+                                            ex.min_evidence)
+        logging.info("Filters: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+        filters = {**thresholds.summary(), **counts, "min_evidence": ex.min_evidence}
     count = write_triplets(os.path.join(out_dir, "kb.jsonl"), outputs, open_records(kb_records)[0], vocab, ex.top_k,
-                           ex.num_evidence, known=known, known_key="in_training_kb", with_annotations=False)
-    rows, relations = ranked_triplets(outputs.scores, ex.top_k)
+                           ex.num_evidence, known=known, known_key="in_training_kb", with_annotations=False,
+                           keep=keep)
+    rows, relations = ranked_triplets(outputs.scores, ex.top_k, keep)
     with files.atomic_write(os.path.join(out_dir, "kb.csv")) as f:
         writer = csv.writer(f)
         writer.writerow(("subject", "relation", "object", "score", "in_training_kb"))
@@ -123,7 +159,7 @@ def extract(run_for, config: ml_collections.ConfigDict, workdir: str, records_di
         "head": config.model.head, "eval_head": config.model.eval_head or config.model.head,
         "min_images": ex.min_images, "bag_size": config.data.bag_size, "sampler": config.data.sampler,
         "top_k": ex.top_k, "num_evidence": ex.num_evidence, "triplets": count,
-        "in_training_kb": int(known[rows, relations].sum()), **stats,
+        "in_training_kb": int(known[rows, relations].sum()), **stats, **({"filters": filters} if filters else {}),
     })
     logging.info("Wrote a knowledge base of %d triplets (%d pairs from %d images) to %s", count, stats["pairs"],
                  stats["images"], out_dir)

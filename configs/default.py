@@ -111,5 +111,11 @@ def get_config() -> ml_collections.ConfigDict:
     # --mode=extract then scores every entity pair seen in extract.min_images images or more; "" = the benchmark's.
     extract.features_path = ""
     extract.min_images = 1
+    # Filters of that knowledge base (clever_jax/kb_filters.py): per-relation score thresholds reaching this
+    # precision on the run's validation split (0 = no filters; relations with fewer than min_val_facts validation
+    # facts take the global threshold), then at least min_evidence instances weighing more than uniform.
+    extract.target_precision = 0.0
+    extract.min_val_facts = 5
+    extract.min_evidence = 1
     extract.evidence_dtype = "float16"  # Precision at which evidence weights are kept in memory (4 decimals written).
     return config

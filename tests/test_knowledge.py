@@ -11,6 +11,7 @@ import pytest
 
 from clever_jax import builder, evaluate, job, knowledge
 from clever_jax.checkpoints import Checkpoints
+from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records
@@ -146,6 +147,22 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
     assert lines[0]["evidence"] and set(lines[0]["evidence"][0]) == {"image_id", "subject_box", "object_box", "weight"}
     assert 0 < meta["in_training_kb"] == sum(r["in_training_kb"] == "1" for r in rows) < 500
     assert meta["min_images"] == 2 and meta["pairs"] < 100 * 100
+
+    config.extract.target_precision = 0.05  # An untrained model: it never gets there.
+    with pytest.raises(FileNotFoundError, match=r"val_scores\.npz: extract\.target_precision chooses thresholds"):
+        job.run(config, workdir, "extract")
+    job.run(config, workdir, "eval")  # The run's validation scores, which the thresholds are chosen on.
+    with pytest.raises(ConfigError, match="no score threshold reaches precision 0.05 on the validation split"):
+        job.run(config, workdir, "extract")
+    with np.load(tmp_path / "run" / "val_scores.npz") as val:
+        config.extract.target_precision = float(val["labels"][:, 1:].mean())  # The fact rate: reachable.
+    job.run(config, workdir, "extract")
+    filtered = json.load(open(tmp_path / "run" / "kb" / "kb_meta.json"))
+    kept = filtered["filters"]["kept"]
+    assert filtered["triplets"] == min(kept, 500) and kept < filtered["filters"]["candidates"]
+    assert filtered["filters"]["target_precision"] == config.extract.target_precision
+    assert filtered["filters"]["removed_by_evidence"] > 0 and filtered["filters"]["global_threshold"] > 0
+    config.extract.target_precision = 0.0
 
     small = tmp_path / "small.tsv"
     write_features(small, [(1, [("man", [0, 0, 9, 9]), ("horse", [1, 1, 8, 8])])], dim=3)
