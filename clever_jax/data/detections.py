@@ -21,7 +21,7 @@ from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
 from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError, field, finite, id_and_record
 from clever_jax.data.vg import Corpus, _b64_dim
-from clever_jax.data.vocab import Vocab, clean, singular
+from clever_jax.data.vocab import Vocab, entity_classes
 
 SPLIT = "test"  # The split the extraction bags are stored as (records hold train, val and test splits).
 
@@ -38,7 +38,6 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no features file (a VinVL-style TSV, README 'Input formats')")
-    known = frozenset(vocab.entities)
     class_of: dict[str, tuple[int, str]] = {}
     skipped: collections.Counter[str] = collections.Counter()
     image_ids, sizes, offsets, counts, classes, names, boxes, slots = [], [], [], [], [], [], [], []
@@ -70,11 +69,7 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
             clipped = np.clip(xyxy, 0, np.array([width, height, width, height], np.float32))
             keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
             skipped["region_degenerate_or_outside_image"] += int((~keep).sum())
-            for name in raw_names:
-                if name not in class_of:
-                    cleaned = singular(clean(name), known)
-                    class_of[name] = (vocab.entity_index.get(cleaned, -1), cleaned)
-            cls = np.array([class_of[name][0] for name in raw_names], np.int32).reshape(-1)
+            cls = np.array(entity_classes(raw_names, vocab, class_of), np.int32).reshape(-1)
             skipped["region_out_of_vocabulary"] += int((keep & (cls < 0)).sum())
             if int((keep & (cls >= 0)).sum()) < 2:
                 skipped["image_with_fewer_than_two_vocabulary_objects"] += 1

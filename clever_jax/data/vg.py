@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from clever_jax.data.jsonio import DataError, field, finite, id_and_record, iter_json_list
-from clever_jax.data.vocab import Vocab, clean, singular
+from clever_jax.data.vocab import Vocab, entity_classes
 
 VG_FILES = ("image_data.json", "objects.json", "relationships.json")
 GEOMETRY_DIM = 6  # x1/W, y1/H, x2/W, y2/H, w/W, h/H appended to each appearance vector.
@@ -268,7 +268,6 @@ def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | Non
     skipped["features_for_unknown_image"] = len(feature_index.keys() - sizes.keys())
 
     class_of: dict[str, tuple[int, str]] = {}  # raw name -> (class id, normalised name)
-    known = frozenset(vocab.entities)
 
     image_ids, image_sizes, offsets, counts = [], [], [], []
     object_ids, classes, names, boxes, slots = [], [], [], [], []
@@ -307,11 +306,7 @@ def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | Non
         slot = _match_regions(feature_index[image_id], ids_arr, clipped)
         skipped["object_without_feature"] += int((~degenerate & ~outside & (slot < 0)).sum())
         keep = ~degenerate & ~outside & (slot >= 0)
-        for raw in raw_names:
-            if raw not in class_of:
-                name = singular(clean(raw), known)
-                class_of[raw] = (vocab.entity_index.get(name, -1), name)
-        cls = np.array([class_of[raw][0] for raw in raw_names], np.int32).reshape(-1)
+        cls = np.array(entity_classes(raw_names, vocab, class_of), np.int32).reshape(-1)
         skipped["object_out_of_vocabulary"] += int((keep & (cls < 0)).sum())
         if int((keep & (cls >= 0)).sum()) < 2:
             skipped["image_with_fewer_than_two_vocabulary_objects"] += 1

@@ -97,6 +97,16 @@ def singular(name: str, known: dict[str, int] | frozenset[str]) -> str:
     return name
 
 
+def entity_classes(raw_names: list[str], vocab: Vocab, cache: dict[str, tuple[int, str]]) -> list[int]:
+    """The entity id (-1 outside the vocabulary) of each raw name, normalised as ingestion does
+    (`clean`, then `singular`); `cache` maps every raw name seen to (id, normalised name)."""
+    for raw in raw_names:
+        if raw not in cache:
+            name = singular(clean(raw), vocab.entity_index)
+            cache[raw] = (vocab.entity_index.get(name, -1), name)
+    return [cache[raw][0] for raw in raw_names]
+
+
 @functools.cache
 def benchmark_vocab() -> Vocab:
     """The paper's 100 entities and 100 predicates, shipped as package data."""
