@@ -19,8 +19,8 @@ import numpy as np
 
 from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
 from clever_jax.data.benchmark import SPLITS, Benchmark
-from clever_jax.data.jsonio import DataError, field, finite, id_and_record
-from clever_jax.data.vg import Corpus, _b64_dim
+from clever_jax.data.jsonio import DataError, field
+from clever_jax.data.vg import Corpus, check_region, feature_lines
 from clever_jax.data.vocab import Vocab, entity_classes
 
 SPLIT = "test"  # The split the extraction bags are stored as (records hold train, val and test splits).
@@ -41,48 +41,32 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
     class_of: dict[str, tuple[int, str]] = {}
     skipped: collections.Counter[str] = collections.Counter()
     image_ids, sizes, offsets, counts, classes, names, boxes, slots = [], [], [], [], [], [], [], []
-    with open(path, "rb") as f:
-        offset = 0
-        for line_no, raw in enumerate(f, start=1):
-            line_offset, offset = offset, offset + len(raw)
-            if not raw.strip():
-                continue
-            where = f"{path}: line {line_no}"
-            image_id, record = id_and_record(raw, where)
-            where = f"{where} (image {image_id})"
-            width, height = field(record, "image_w", int | float, where), field(record, "image_h", int | float, where)
-            regions = field(record, "objects", list, where)
-            rects, raw_names = [], []
-            for k, region in enumerate(regions):
-                rwhere = f"{where}, region {k}"
-                rect = field(region, "rect", list, rwhere)
-                if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
-                    raise DataError(f"{rwhere}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
-                rects.append(finite(rect, "'rect'", rwhere))
-                raw_names.append(field(region, "class", str, rwhere))
-                dim = _b64_dim(field(region, "feature", str, rwhere))
-                feature_dim = feature_dim or (dim if dim > 0 else None)
-                if dim != feature_dim:
-                    raise DataError(f"{rwhere}: feature has {dim if dim > 0 else 'a non-float32 number of'} values, "
-                                    f"expected {feature_dim} float32 values (base64)")
-            xyxy = np.asarray(rects, np.float32).reshape(-1, 4)
-            clipped = np.clip(xyxy, 0, np.array([width, height, width, height], np.float32))
-            keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-            skipped["region_degenerate_or_outside_image"] += int((~keep).sum())
-            cls = np.array(entity_classes(raw_names, vocab, class_of), np.int32).reshape(-1)
-            skipped["region_out_of_vocabulary"] += int((keep & (cls < 0)).sum())
-            if int((keep & (cls >= 0)).sum()) < 2:
-                skipped["image_with_fewer_than_two_vocabulary_objects"] += 1
-                continue
-            kept = np.flatnonzero(keep)
-            image_ids.append(image_id)
-            sizes.append((width, height))
-            offsets.append(line_offset)
-            counts.append(len(kept))
-            classes.append(cls[kept])
-            names.extend(class_of[raw_names[k]][1] for k in kept)
-            boxes.append(clipped[kept])
-            slots.append(kept.astype(np.int32))
+    for line_offset, where, image_id, record in feature_lines(path):
+        where = f"{where} (image {image_id})"
+        width, height = field(record, "image_w", int | float, where), field(record, "image_h", int | float, where)
+        rects, raw_names = [], []
+        for k, region in enumerate(field(record, "objects", list, where)):
+            rect, feature_dim = check_region(region, f"{where}, region {k}", feature_dim)
+            rects.append(rect)
+            raw_names.append(field(region, "class", str, f"{where}, region {k}"))
+        xyxy = np.asarray(rects, np.float32).reshape(-1, 4)
+        clipped = np.clip(xyxy, 0, np.array([width, height, width, height], np.float32))
+        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        skipped["region_degenerate_or_outside_image"] += int((~keep).sum())
+        cls = np.array(entity_classes(raw_names, vocab, class_of), np.int32).reshape(-1)
+        skipped["region_out_of_vocabulary"] += int((keep & (cls < 0)).sum())
+        if int((keep & (cls >= 0)).sum()) < 2:
+            skipped["image_with_fewer_than_two_vocabulary_objects"] += 1
+            continue
+        kept = np.flatnonzero(keep)
+        image_ids.append(image_id)
+        sizes.append((width, height))
+        offsets.append(line_offset)
+        counts.append(len(kept))
+        classes.append(cls[kept])
+        names.extend(class_of[raw_names[k]][1] for k in kept)
+        boxes.append(clipped[kept])
+        slots.append(kept.astype(np.int32))
     if not image_ids:
         raise DataError(f"{path}: no image has two or more regions of vocabulary classes (skipped: {dict(skipped)})")
     if len(set(image_ids)) != len(image_ids):

@@ -135,6 +135,33 @@ def _b64_dim(encoded: str) -> int:
     return num_bytes // 4 if num_bytes % 4 == 0 else -1
 
 
+def feature_lines(path: str):
+    """(byte offset, "FILE: line K", image id, record) of every non-blank line of a features TSV."""
+    with open(path, "rb") as f:
+        offset = 0
+        for line_no, raw in enumerate(f, start=1):
+            line_offset, offset = offset, offset + len(raw)
+            if raw.strip():
+                where = f"{path}: line {line_no}"
+                yield (line_offset, where, *id_and_record(raw, where))
+
+
+def check_region(region, where: str, feature_dim: int | None) -> tuple[list[float], int | None]:
+    """A region's rect [x1, y1, x2, y2] and the appearance dimension (`feature_dim`, else this
+    region's), checking the feature's size from its base64 length without decoding; DataError
+    naming `where` otherwise."""
+    rect = field(region, "rect", list, where)
+    dim = _b64_dim(field(region, "feature", str, where))
+    if feature_dim is None and dim > 0:
+        feature_dim = dim
+    if dim != feature_dim:
+        raise DataError(f"{where}: feature has {dim if dim > 0 else 'a non-float32 number of'} values, expected "
+                        f"{feature_dim} float32 values (base64)")
+    if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
+        raise DataError(f"{where}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
+    return finite(rect, "'rect'", where), feature_dim
+
+
 def index_features(path: str, feature_dim: int | None) -> tuple[dict[int, _FeatureLine], int]:
     """Indexes a features file: image id -> line offset and region boxes/ids.
 
@@ -142,41 +169,21 @@ def index_features(path: str, feature_dim: int | None) -> tuple[dict[int, _Featu
     index and the appearance dimension (`feature_dim` if given, else the first region's).
     """
     index: dict[int, _FeatureLine] = {}
-    with open(path, "rb") as f:
-        offset = 0
-        for line_no, raw in enumerate(f, start=1):
-            line_offset, offset = offset, offset + len(raw)
-            if not raw.strip():
-                continue
-            where = f"{path}: line {line_no}"
-            image_id, record = id_and_record(raw, where)
-            regions = field(record, "objects", list, f"{where} (image {image_id})")
-            rects, ids = [], []
-            for k, region in enumerate(regions):
-                rwhere = f"{where} (image {image_id}), region {k}"
-                rect = field(region, "rect", list, rwhere)
-                encoded = field(region, "feature", str, rwhere)
-                dim = _b64_dim(encoded)
-                if feature_dim is None and dim > 0:
-                    feature_dim = dim
-                if dim != feature_dim:
-                    raise DataError(
-                        f"{rwhere}: feature has {dim if dim > 0 else 'a non-float32 number of'} "
-                        f"values, expected {feature_dim} float32 values (base64)"
-                    )
-                if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
-                    raise DataError(f"{rwhere}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
-                finite(rect, "'rect'", rwhere)
-                rects.append(rect)
-                ids.append(region.get("object_id"))
-            if image_id in index:
-                raise DataError(f"{where}: image {image_id} appears twice in the features file")
-            has_ids = bool(ids) and all(isinstance(i, int) for i in ids)
-            index[image_id] = _FeatureLine(
-                offset=line_offset,
-                object_ids=np.asarray(ids, np.int64) if has_ids else None,
-                rects=np.asarray(rects, np.float32).reshape(-1, 4),
-            )
+    for line_offset, where, image_id, record in feature_lines(path):
+        regions = field(record, "objects", list, f"{where} (image {image_id})")
+        rects, ids = [], []
+        for k, region in enumerate(regions):
+            rect, feature_dim = check_region(region, f"{where} (image {image_id}), region {k}", feature_dim)
+            rects.append(rect)
+            ids.append(region.get("object_id"))
+        if image_id in index:
+            raise DataError(f"{where}: image {image_id} appears twice in the features file")
+        has_ids = bool(ids) and all(isinstance(i, int) for i in ids)
+        index[image_id] = _FeatureLine(
+            offset=line_offset,
+            object_ids=np.asarray(ids, np.int64) if has_ids else None,
+            rects=np.asarray(rects, np.float32).reshape(-1, 4),
+        )
     if feature_dim is None:
         raise DataError(f"{path}: no region features found")
     return index, feature_dim
