@@ -6,7 +6,7 @@ WORKDIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast lint bench-data results study predcls clean bench bench-scaling memory install-cuda install-tpu
+.PHONY: demo test test-fast lint bench-data bench-kb results study predcls clean bench bench-scaling memory install-cuda install-tpu
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ lint: $(VENV)/.test-installed
 bench-data: $(VENV)/.installed
 	$(PY) -m clever_jax.data.bench --workdir=runs/bench-data --config=configs/demo.py \
 		--build_config=configs/vg.py --world=configs/world.py:vg --world.feature_dim=16
+
+# Extraction of a knowledge base from a Visual Genome-size detector output: time and peak memory.
+bench-kb: $(VENV)/.installed
+	$(PY) -m clever_jax.kb_bench --workdir=runs/bench-kb --config=configs/demo.py \
+		--world=configs/world.py:vg --world.feature_dim=16
 
 clean:
 	rm -rf runs

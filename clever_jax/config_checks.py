@@ -79,6 +79,9 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
          "a precision in (0, 1], or 0 for no filters")
     need(extract.min_val_facts >= 1, "extract.min_val_facts", extract.min_val_facts, ">= 1 validation fact")
     need(extract.min_evidence >= 0, "extract.min_evidence", extract.min_evidence, ">= 0 instances (0: off)")
+    need(0 <= extract.consistency_quantile <= 1, "extract.consistency_quantile", extract.consistency_quantile,
+         "a share of each relation's pairs in (0, 1], or 0 for no consistency filter")
+    need(config.report.per_relation >= 1, "report.per_relation", config.report.per_relation, ">= 1 triplet")
     return out
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 
 from clever_jax import distributed, files, grounding
@@ -32,7 +34,10 @@ class SplitOutputs:
 
     scores [P, R+1], labels [P, R+1] bool, pairs [P, 2], bags [P], evidence [P, R+1, N] and truth
     [P, N, R+1] bool (the relations each instance truly shows; both when `keep_evidence`, else None),
-    gold_attention [P, N] (the evidence of each bag's gold relations, averaged), against_truth
+    top_evidence int16 [P, R+1, K] (the K highest-weight instances of each relation, -1 past the
+    bag's instances), top_weight [P, R+1, K] and above_uniform int [P, R+1] (instances weighing more
+    than uniform; the three when `num_evidence` = K > 0, else None), gold_attention [P, N] (the
+    evidence of each bag's gold relations, averaged), against_truth
     [P, R+1, 4] (grounding.attention_against_truth of each gold relation's evidence; NaN for the other
     relations and where no instance truly shows it), images/subjects/objects/annotated/instance_mask
     [P, N].
@@ -46,11 +51,50 @@ class SplitOutputs:
     bags: np.ndarray
     evidence: np.ndarray | None
     truth: np.ndarray | None
+    top_evidence: np.ndarray | None
+    top_weight: np.ndarray | None
+    above_uniform: np.ndarray | None
     images: np.ndarray
     subjects: np.ndarray
     objects: np.ndarray
     annotated: np.ndarray
     instance_mask: np.ndarray
+
+
+def top_instances(evidence: np.ndarray, instance_mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k highest-weight instances of every relation of every bag, best first.
+
+    evidence [B, R+1, N], instance_mask bool [B, N] -> positions int16 [B, R+1, k] (-1 past the bag's
+    instances) and their weights [B, R+1, k] (-1 there).
+    """
+    weights = np.where(instance_mask[:, None, :], evidence.astype(np.float32), -1.0)
+    best = np.argsort(-weights, axis=2, kind="stable")[..., :k]
+    weight = np.take_along_axis(weights, best, axis=2)
+    return np.where(weight >= 0, best, -1).astype(np.int16), weight
+
+
+def above_uniform(evidence: np.ndarray, instance_mask: np.ndarray) -> np.ndarray:
+    """How many of each bag's instances weigh more than uniform (1 / its instances) for each relation:
+    evidence [B, R+1, N], instance_mask bool [B, N] -> int16 [B, R+1]."""
+    uniform = 1.0 / np.maximum(instance_mask.sum(axis=1), 1)  # [B]
+    above = (evidence.astype(np.float32) > uniform[:, None, None] + 1e-6) & instance_mask[:, None, :]
+    return above.sum(axis=2).astype(np.int16)
+
+
+class Progress:
+    """Logs `done/total bags`, bags/s and the ETA of a scoring pass, at most every `every_s` seconds."""
+
+    def __init__(self, total_bags: int, label: str, every_s: float = 30.0):
+        self.total, self.label, self.every_s = total_bags, label, every_s
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done_bags: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s or done_bags >= self.total:
+            return
+        self.last, rate = now, done_bags / (now - self.start)
+        logging.info("%s: %d/%d bags (%.0f%%), %.1f bags/s, ETA %.0f s", self.label, done_bags, self.total,
+                     100 * done_bags / self.total, rate, (self.total - done_bags) / rate)
 
 
 def _padded_batches(loader, batch_size: int, num_steps: int | None):
@@ -78,7 +122,8 @@ def _against_truth(batch: dict, evidence: np.ndarray) -> np.ndarray:
 
 
 def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool = False,
-             num_steps: int | None = None, evidence_dtype: str = "float16") -> SplitOutputs:
+             num_steps: int | None = None, evidence_dtype: str = "float16", num_evidence: int = 0,
+             progress: Progress | None = None) -> SplitOutputs:
     """Scores every bag of a loader's split (one pass), over one process or several.
 
     Args:
@@ -91,6 +136,10 @@ def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool 
         attention).
       num_steps: steps every process runs (shards can differ by a batch: the short ones are padded
         with empty batches, so the processes stay in step); None: as many as the loader has.
+      num_evidence: K > 0 keeps each relation's K best instances and the count above uniform
+        (top_evidence, top_weight, above_uniform): what a knowledge base needs, a few bytes per
+        (bag, relation) instead of the N weights of keep_evidence.
+      progress: told the bags scored so far (this process's, times the processes) after every batch.
 
     Returns:
       The outputs of every bag of the split, of all processes, on every process, in bag id order
@@ -100,7 +149,8 @@ def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool 
         raise ValueError("run_eval over several processes needs num_steps (the same on every process)")
     keys = ("labels", "pair", "bag", "images", "subjects", "objects", "annotated", "instance_mask", "bag_mask")
     collected: dict[str, list] = {k: [] for k in (*keys, "scores", "evidence", "truth", "gold_attention",
-                                                   "against_truth")}
+                                                   "against_truth", "top_evidence", "top_weight", "above_uniform")}
+    done = 0
     for batch in _padded_batches(loader, batch_size, num_steps):
         scores, evidence = jax.device_get(step_fn(params, batch))
         gold = batch["labels"] / np.maximum(batch["labels"].sum(axis=1, keepdims=True), 1)
@@ -110,8 +160,16 @@ def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool 
         if keep_evidence:
             collected["evidence"].append(evidence.astype(evidence_dtype))
             collected["truth"].append(batch["truth"])
+        if num_evidence:
+            top, weight = top_instances(evidence, batch["instance_mask"], num_evidence)
+            collected["top_evidence"].append(top)
+            collected["top_weight"].append(weight.astype(evidence_dtype))
+            collected["above_uniform"].append(above_uniform(evidence, batch["instance_mask"]))
         for k in keys:
             collected[k].append(batch[k])
+        done += int(batch["bag_mask"].sum()) * jax.process_count()
+        if progress is not None:
+            progress.update(done)
     local = {k: np.concatenate(v) for k, v in collected.items() if v}
     out = multihost_utils.process_allgather(local, tiled=True)  # Processes' rows one after the other.
     order = np.flatnonzero(out["bag_mask"])
@@ -120,7 +178,8 @@ def run_eval(params: Any, step_fn, loader, batch_size: int, keep_evidence: bool 
     return SplitOutputs(
         scores=out["scores"], gold_attention=out["gold_attention"], against_truth=out["against_truth"],
         labels=out["labels"] > 0, pairs=out["pair"], bags=out["bag"].astype(np.int64), evidence=out.get("evidence"),
-        truth=out.get("truth"), images=out["images"],
+        truth=out.get("truth"), top_evidence=out.get("top_evidence"), top_weight=out.get("top_weight"),
+        above_uniform=out.get("above_uniform"), images=out["images"],
         subjects=out["subjects"], objects=out["objects"], annotated=out["annotated"],
         instance_mask=out["instance_mask"],
     )
@@ -175,8 +234,10 @@ def evaluate(run: Run, params: Any, split: str, grades: np.ndarray | None,
     return split_metrics(outputs, grades), outputs
 
 
-def split_outputs(run: Run, params: Any, split: str, keep_evidence: bool = False) -> SplitOutputs:
-    """The outputs of every bag of a split (`run_eval` over the run's loader, every process taking part)."""
+def split_outputs(run: Run, params: Any, split: str, keep_evidence: bool = False,
+                  num_evidence: int = 0) -> SplitOutputs:
+    """The outputs of every bag of a split (`run_eval` over the run's loader, every process taking part,
+    progress logged)."""
     size, processes = run.local_batch_size(train=False), jax.process_count()
     num_bags = run.num_bags[split]
     if num_bags < processes:
@@ -188,7 +249,7 @@ def split_outputs(run: Run, params: Any, split: str, keep_evidence: bool = False
         return multihost_utils.global_array_to_host_local_array(outputs, run.mesh, run.batch_sharding.spec)
 
     return run_eval(params, step_fn, run.loader(split, train=False), size, keep_evidence, num_steps,
-                    run.config.extract.evidence_dtype)
+                    run.config.extract.evidence_dtype, num_evidence, Progress(num_bags, f"Scoring {split}"))
 
 
 def world_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:

@@ -2,8 +2,11 @@
 
 A bundle folder holds params/ (orbax, parameters only), model.json (the encoder configuration,
 heads, relation count and special token ids), config.json (the resolved run config), vocab/
-(entities.txt, predicates.txt), tokenizer/ (vocab.txt and tokenizer files of the checkpoint) and
-checksums.json (the SHA-256 of every other file). `load_bundle` checks the checksums and the
+(entities.txt, predicates.txt), tokenizer/ (vocab.txt, the tokenizer files and config.json of the
+pretrained encoder: what the builder reads), training_facts.tsv (subject, relation, object of
+every fact of the training split), val_scores.npz (the run's validation scores, when evaluated:
+what the knowledge base's filters are calibrated on) and checksums.json (the SHA-256 of every
+other file). `load_bundle` checks the checksums and the
 vocabulary sizes against model.json, and names the file that differs.
 """
 
@@ -25,6 +28,7 @@ from clever_jax import distributed, files
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import text
 from clever_jax.data.jsonio import DataError
+from clever_jax.data.records import split_facts
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
@@ -33,8 +37,9 @@ if TYPE_CHECKING:
     from clever_jax.builder import Run
 
 CHECKSUMS = "checksums.json"
-BUNDLE_FORMAT = 2  # 2: with checksums.json (bundles without a format are older and have none).
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+BUNDLE_FORMAT = 3  # 2: with checksums.json (older bundles have none); 3: tokenizer/config.json, training_facts.tsv.
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
+TRAINING_FACTS = "training_facts.tsv"
 
 
 def export_bundle(run: Run, workdir: str) -> str:
@@ -80,6 +85,13 @@ def export_bundle(run: Run, workdir: str) -> str:
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(source, name)):
             shutil.copyfile(os.path.join(source, name), os.path.join(out, "tokenizer", name))
+    entities, relations, objects = np.nonzero(split_facts(run.records_dir, "train", len(vocab.entities),
+                                                          vocab.num_relations))
+    with open(os.path.join(out, TRAINING_FACTS), "w") as f:
+        f.writelines(f"{vocab.entities[s]}\t{vocab.relations[r]}\t{vocab.entities[o]}\n"
+                     for s, r, o in zip(entities, relations, objects, strict=True))
+    if os.path.isfile(os.path.join(workdir, "val_scores.npz")):
+        shutil.copyfile(os.path.join(workdir, "val_scores.npz"), os.path.join(out, "val_scores.npz"))
     files.write_json(os.path.join(out, CHECKSUMS), {path: files.sha256(os.path.join(out, path))
                                                     for path in _bundle_files(out)})
     shutil.rmtree(final, ignore_errors=True)
@@ -131,6 +143,25 @@ class Bundle:
 
     def score(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
         return jax.device_get(self._apply(self.params, batch))
+
+
+def read_training_facts(path: str, vocab: Vocab) -> np.ndarray:
+    """bool [E, R + 1, E]: the training facts of a bundle (training_facts.tsv)."""
+    facts_path = os.path.join(path, TRAINING_FACTS)
+    if not os.path.isfile(facts_path):
+        raise DataError(f"{facts_path} is missing: the bundle was exported before format 3; export it again")
+    known = np.zeros((len(vocab.entities), vocab.num_relations, len(vocab.entities)), bool)
+    relation_of = dict(zip(vocab.relations, range(vocab.num_relations), strict=True))
+    with open(facts_path) as f:
+        for number, line in enumerate(f, 1):
+            names = line.rstrip("\n").split("\t")
+            ids = ((vocab.entity_index.get(names[0]), relation_of.get(names[1]), vocab.entity_index.get(names[2]))
+                   if len(names) == 3 else (None,))
+            if None in ids:
+                raise DataError(f"{facts_path}, line {number}: expected subject, relation, object of the bundle's "
+                                f"vocabulary separated by tabs, got {line.rstrip()!r}")
+            known[ids] = True
+    return known
 
 
 def load_bundle(path: str) -> Bundle:

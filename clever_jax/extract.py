@@ -8,6 +8,7 @@ import numpy as np
 
 from clever_jax import files
 from clever_jax.data.vocab import Vocab
+from clever_jax.evaluate import top_instances
 
 
 def ranked_triplets(scores: np.ndarray, top_k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -35,28 +36,35 @@ def write_triplets(
     known_key: str = "known",
     with_annotations: bool = True,
     keep: np.ndarray | None = None,
+    ranked: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> int:
     """Writes `path` (JSON lines, best first); returns the number of triplets written.
 
     Each line: subject, relation, object, score, known (a fact of the split's knowledge base),
     and evidence: up to `num_evidence` instances with image_id, subject_box and object_box
-    (x1, y1, x2, y2 pixels), weight (the head's attention or normalised instance probability)
-    and annotated (whether the image's annotations relate the two boxes); with `with_truth` (the
+    (x1, y1, x2, y2 pixels), image_size (width, height), weight (the head's attention or normalised
+    instance probability) and annotated (whether the image's annotations relate the two boxes); with `with_truth` (the
     generated world) also true: whether the instance truly shows the triplet's relation.
 
     Args:
-      outputs: an evaluate.SplitOutputs evaluated with keep_evidence=True.
+      outputs: an evaluate.SplitOutputs evaluated with keep_evidence=True, or with num_evidence at
+        least `num_evidence` (then only its top evidence is read).
       images_source: the image records (random access).
       known: bool [P, R + 1] what `known_key` says of each candidate (default: the split's labels).
       with_annotations: write each evidence instance's `annotated` (images without annotations: no).
       keep: bool [P, R + 1] the candidates that may be written (default: all).
+      ranked: the (rows, relations) to write, when already ranked (else ranked_triplets of top_k, keep).
     """
     known = outputs.labels if known is None else known
-    rows, relations = ranked_triplets(outputs.scores, top_k, keep)
-    weights = outputs.evidence[rows, relations].astype(np.float32)  # [K, N]
-    weights = np.where(outputs.instance_mask[rows], weights, -1.0)
-    best = np.argsort(-weights, axis=1, kind="stable")[:, :num_evidence]  # [K, E]
-    best_weight = np.take_along_axis(weights, best, axis=1)
+    rows, relations = ranked_triplets(outputs.scores, top_k, keep) if ranked is None else ranked
+    if outputs.top_evidence is not None and outputs.top_evidence.shape[2] >= num_evidence:
+        best = outputs.top_evidence[rows, relations, :num_evidence].astype(np.int64)  # [K, E]
+        best_weight = outputs.top_weight[rows, relations, :num_evidence].astype(np.float32)
+    else:
+        best, best_weight = top_instances(outputs.evidence[rows, relations][:, None], outputs.instance_mask[rows],
+                                          num_evidence)
+        best, best_weight = best[:, 0].astype(np.int64), best_weight[:, 0]
+    best = np.maximum(best, 0)  # Positions past the bag's instances (weight -1) are never written.
     image_index = outputs.images[rows[:, None], best]
     needed = np.unique(image_index[best_weight >= 0])
     records = dict(zip(needed.tolist(), images_source.__getitems__(needed.tolist()), strict=True))
@@ -74,6 +82,7 @@ def write_triplets(
                     "image_id": int(record["image_id"]),
                     "subject_box": [round(float(x), 1) for x in record["boxes"][subject_slot[k, e]]],
                     "object_box": [round(float(x), 1) for x in record["boxes"][object_slot[k, e]]],
+                    "image_size": [int(x) for x in record["size"]],
                     "weight": round(float(best_weight[k, e]), 4),
                     **({"annotated": bool(annotated[k, e])} if with_annotations else {}),
                     **({"true": bool(true[k, e])} if with_truth else {}),

@@ -13,7 +13,7 @@ from absl import logging
 
 from clever_jax import distributed
 
-MODES = ("all", "prepare", "train", "eval", "extract", "export", "export_release")
+MODES = ("all", "prepare", "train", "eval", "extract", "export", "export_release", "report")
 
 
 class _QuietLibraries(pylogging.Filter):
@@ -91,7 +91,7 @@ def run(config, workdir: str, mode: str) -> None:
         if main:  # Process 0 takes the lock and checks the settings, then tells the others.
             try:
                 held.enter_context(workdir_lib.lock(workdir))
-                if mode not in ("prepare", "export_release"):
+                if mode not in ("prepare", "export_release", "report") and not config.extract.bundle:
                     workdir_lib.check_settings(config, workdir, write=mode in ("all", "train"))
             except BaseException as e:  # Told to the others too, whatever it is, so that none waits.
                 refusal, error = f"{type(e).__name__}\n{e}", e
@@ -116,6 +116,20 @@ def _run(config, workdir: str, mode: str) -> None:
         if distributed.is_main_process():
             logging.info("Wrote the benchmark in the release layout to %s", release_write.export(config, workdir))
         return
+    if mode == "extract" and config.extract.features_path:  # A knowledge base from unannotated images.
+        from clever_jax import builder, knowledge
+
+        knowledge.extract(builder.build, config, workdir, lambda: prepare_records(config, workdir))
+        return
+    if mode == "report":
+        from clever_jax import report
+
+        kb_path = config.report.kb_path or os.path.join(workdir, "kb", "kb.jsonl")
+        out = os.path.join(os.path.dirname(os.path.abspath(kb_path)), "report.html")
+        if distributed.is_main_process():
+            shown = report.write_report(kb_path, out, config.report.images_dir, config.report.per_relation)
+            logging.info("Wrote the evidence report of %d triplets to %s", shown, out)
+        return
     records_dir = prepare_records(config, workdir)
     if mode == "prepare":
         with open(os.path.join(workdir, prepare.STATS)) as f:
@@ -133,11 +147,6 @@ def _run(config, workdir: str, mode: str) -> None:
         logging.info("Best validation: %s", best)
         if mode == "train":
             return
-    if mode == "extract" and config.extract.features_path:  # A knowledge base from unannotated images.
-        from clever_jax import knowledge
-
-        knowledge.extract(builder.build, config, workdir, records_dir)
-        return
     if mode == "export":
         if config.model.encoder == "text":
             raise ValueError("--mode=export writes a bag model for extraction from images; model.encoder='text' "

@@ -7,6 +7,12 @@
    relation's candidates together); a relation whose candidates never reach the target keeps none.
 2. Evidence: at least `extract.min_evidence` of the bag's instances weigh more than uniform
    (1 / the bag's instances) for the relation.
+3. Consistency: every triplet that the predicate table (`extract.predicate_relations`, default
+   the packaged data/vocab/predicate_relations.tsv) says a triplet entails, its broader wording
+   on the same pair (standing on -> on), its synonym, or its inverse on the swapped pair
+   (wearing -> worn by), must rank within the top `extract.consistency_quantile` of that
+   relation's scores over the knowledge base's pairs (0 turns the stage off). An entailed triplet
+   of a pair the knowledge base does not hold does not count against it.
 
 Each stage reports how many triplets it removes (kb_meta.json, "filters").
 """
@@ -14,8 +20,12 @@ Each stage reports how many triplets it removes (kb_meta.json, "filters").
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 
 import numpy as np
+
+from clever_jax.data.jsonio import DataError
+from clever_jax.data.vocab import Vocab
 
 SOURCES = ("relation", "global", "unreachable")
 
@@ -79,23 +89,97 @@ def choose_thresholds(val_scores: np.ndarray, val_labels: np.ndarray, target: fl
     return Thresholds(np.array(values), tuple(source), target, global_value)
 
 
-def keep_mask(scores: np.ndarray, evidence: np.ndarray, instance_mask: np.ndarray, thresholds: Thresholds,
-              min_evidence: int) -> tuple[np.ndarray, dict[str, int]]:
-    """Which candidates pass both stages, and how many each stage removes.
+RULE_KINDS = ("implies", "synonym", "inverse")
+
+
+def read_rules(path: str, vocab: Vocab) -> list[tuple[int, int, bool]]:
+    """The entailments of a predicate table (module docstring; "" = the packaged one) as
+    (relation, entailed relation, swapped pair) triples.
+
+    Raises:
+      DataError: naming the file and line of a line that is not `kind<TAB>predicate<TAB>predicate`
+        with a kind of RULE_KINDS and two of the vocabulary's predicates.
+    """
+    if path:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    else:
+        path = "data/vocab/predicate_relations.tsv"
+        text = importlib.resources.files("clever_jax.data").joinpath("vocab", "predicate_relations.tsv").read_text()
+    rules = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3 or fields[0] not in RULE_KINDS:
+            raise DataError(f"{path}, line {number}: expected one of {RULE_KINDS}, a predicate and a predicate "
+                            f"separated by tabs, got {line!r}")
+        a, b = (vocab.relation_index.get(name, -1) for name in fields[1:])
+        if min(a, b) < 0:
+            unknown = [name for name in fields[1:] if name not in vocab.relation_index]
+            raise DataError(f"{path}, line {number}: {unknown[0]!r} is not a predicate of the vocabulary")
+        kind = fields[0]
+        rules.append((a, b, kind == "inverse"))
+        if kind != "implies":
+            rules.append((b, a, kind == "inverse"))
+    return rules
+
+
+def consistent(scores: np.ndarray, pairs: np.ndarray, rules: list[tuple[int, int, bool]],
+               quantile: float) -> np.ndarray:
+    """Stage 3: bool [P, R + 1], whether every entailed triplet of each candidate ranks within the top
+    `quantile` of its relation's scores (scores [P, R + 1] of the ordered entity pairs [P, 2])."""
+    ranks = np.argsort(np.argsort(-scores, axis=0, kind="stable"), axis=0, kind="stable")  # 0 = best of its column.
+    high = ranks < quantile * len(scores)
+    row_of = {pair: row for row, pair in enumerate(map(tuple, pairs.tolist()))}
+    swapped = np.array([row_of.get((o, s), -1) for s, o in pairs.tolist()])
+    ok = np.ones(scores.shape, bool)
+    for relation, entailed, swap in rules:
+        if not swap:
+            ok[:, relation] &= high[:, entailed]
+        else:
+            ok[:, relation] &= np.where(swapped >= 0, high[np.maximum(swapped, 0), entailed], True)
+    return ok
+
+
+def cascade(scores: np.ndarray, above_uniform: np.ndarray, pairs: np.ndarray, thresholds: Thresholds,
+            min_evidence: int, rules: list[tuple[int, int, bool]],
+            quantile: float) -> tuple[list[tuple[str, np.ndarray]], dict[str, int]]:
+    """The three stages in turn, and how many candidates each removes.
 
     Args:
-      scores: [P, R + 1]. evidence: [P, R + 1, N] instance weights. instance_mask: bool [P, N].
-      thresholds: stage 1. min_evidence: stage 2 (0 turns it off).
+      scores: [P, R + 1]. above_uniform: int [P, R + 1] instances weighing more than uniform
+        (evaluate.above_uniform). pairs: [P, 2] entity pairs. thresholds: stage 1. min_evidence:
+        stage 2 (0 turns it off). rules, quantile: stage 3 (read_rules; quantile 0 turns it off).
 
     Returns:
-      keep bool [P, R + 1] (NA never kept) and {"candidates", "removed_by_score", "removed_by_evidence", "kept"}.
+      The bool [P, R + 1] candidates left after each stage, as ("score" | "evidence" |
+      "consistency", mask) in order (NA never kept; the last is what passes), and {"candidates",
+      "removed_by_score", "removed_by_evidence", "removed_by_consistency", "kept"}.
     """
     by_score = scores >= thresholds.values[None, :]
     by_score[:, 0] = False
-    uniform = 1.0 / np.maximum(instance_mask.sum(axis=1), 1)  # [P]
-    above = ((evidence.astype(np.float32) > uniform[:, None, None] + 1e-6) & instance_mask[:, None, :]).sum(axis=2)
-    keep = by_score & (above >= min_evidence)
-    candidates = scores[:, 1:].size
-    counts = {"candidates": candidates, "removed_by_score": int(candidates - by_score.sum()),
-              "removed_by_evidence": int(by_score.sum() - keep.sum()), "kept": int(keep.sum())}
-    return keep, counts
+    by_evidence = by_score & (above_uniform >= min_evidence)
+    by_consistency = by_evidence & consistent(scores, pairs, rules, quantile) if quantile else by_evidence
+    stages = [("score", by_score), ("evidence", by_evidence), ("consistency", by_consistency)]
+    counts, left = {"candidates": scores[:, 1:].size}, scores[:, 1:].size
+    for name, mask in stages:
+        counts[f"removed_by_{name}"], left = int(left - mask.sum()), int(mask.sum())
+    counts["kept"] = left
+    return stages, counts
+
+
+def truth_of_stages(stages: list[tuple[str, np.ndarray]], pairs: np.ndarray,
+                    grades: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision and recall (%) of the candidates left after each stage against a generated world's
+    graded truth (grades int [E, R + 1, E]; a triplet is true at grade 1 or 2), recall over the true
+    triplets among all the candidates."""
+    true = grades[pairs[:, 0], :, pairs[:, 1]] > 0  # [P, R + 1]
+    true[:, 0] = False
+    total = max(int(true.sum()), 1)
+    out = {}
+    for name, mask in stages:
+        hits = int((mask & true).sum())
+        out[name] = {"triplets": int(mask.sum()), "precision": 100 * hits / max(int(mask.sum()), 1),
+                     "recall": 100 * hits / total}
+    return out

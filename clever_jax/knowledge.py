@@ -1,12 +1,14 @@
 """A knowledge base from unannotated images: `--mode=extract` with `config.extract.features_path`.
 
   python -m clever_jax.main --mode=extract --config=CONFIG --workdir=TRAINED_WORKDIR \
-      --config.extract.features_path=FEATURES.tsv
+      --config.extract.features_path=FEATURES.tsv [--config.extract.bundle=EXPORT_DIR]
 
 reads a detector's output alone (data/detections.py: boxes and class names, no annotations),
 builds an unlabelled bag for every entity pair seen in at least `extract.min_images` images into
 WORKDIR/kb/records/<hash> (reused when nothing changed), scores every relation of every bag with
-the workdir's best checkpoint and writes WORKDIR/kb/:
+the workdir's best checkpoint, or with an exported bundle (export.py; then WORKDIR is only where
+the knowledge base goes, and the model's settings are the bundle's config.json), and writes
+WORKDIR/kb/:
 
   kb.jsonl      one triplet per line, best first (`extract.top_k`; 0: all): subject, relation,
                 object, score, in_training_kb (a fact of the model's training split), evidence:
@@ -15,27 +17,36 @@ the workdir's best checkpoint and writes WORKDIR/kb/:
   kb.csv        the same triplets without evidence (subject, relation, object, score, in_training_kb)
   kb_meta.json  what made it: the features file, the checkpoint, the settings, the counts
 
+Scoring streams: each batch keeps only its scores and each relation's `extract.num_evidence`
+best instances (evaluate.run_eval's num_evidence), with progress and ETA in the log.
+
 With `extract.target_precision` the triplets first pass the calibrated filters of kb_filters
-(thresholds chosen on the run's val_scores.npz before any other work; what each stage removed is
-in kb_meta.json under "filters").
+(thresholds chosen on the run's, or the bundle's, val_scores.npz before any other work; what each
+stage removed is in kb_meta.json under "filters"). When the features file is the generated
+world's own, kb_meta.json's "world_truth" holds the precision and recall against the world's
+graded truth of all the candidates and of what is left after each stage.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
-from clever_jax import distributed, evaluate, files, kb_filters
+from clever_jax import distributed, evaluate, export, files, kb_filters
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare, text
 from clever_jax.data.jsonio import DataError
-from clever_jax.data.records import open_records, read_manifest, write_records
+from clever_jax.data.records import open_records, read_manifest, split_facts, write_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.extract import ranked_triplets, write_triplets
 
@@ -45,19 +56,21 @@ KB_DIR = "kb"
 def prepare_detections(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Builds (or reuses) the extraction records of config.extract.features_path; returns their folder."""
     path, vocab = config.extract.features_path, benchmark_vocab()
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no features file (config.extract.features_path: a VinVL-style TSV, "
-                                "README 'Input formats')")
+                                "README 'Input formats', or the authors' release folder)")
+    inputs = detections.release_files(path) if os.path.isdir(path) else [path]
     model_dir = text.pretrained_dir(config)
     settings = config.copy_and_resolve_references()
     settings.data.update(source="detections", features_path=path)  # The fingerprint's data part.
     settings.data.min_fact_count = config.extract.min_images
     build_dir = os.path.join(workdir, KB_DIR, "records",
-                             prepare.fingerprint(settings, [path, os.path.join(model_dir, "vocab.txt")]))
+                             prepare.fingerprint(settings, [*inputs, os.path.join(model_dir, "vocab.txt")]))
     if os.path.isfile(os.path.join(build_dir, "kb_stats.json")):
         logging.info("Reusing the extraction records in %s", build_dir)
         return build_dir
-    corpus = detections.read_detections(path, vocab, config.data.feature_dim or None)
+    read = detections.read_release if os.path.isdir(path) else detections.read_detections
+    corpus = read(path, vocab, config.data.feature_dim or None)
     benchmark, bags = detections.pair_bags(corpus, len(vocab.entities), config.extract.min_images,
                                            config.data.bag_size, config.data.sampler, config.data.seed)
     tokenizer = text.load_tokenizer(model_dir)
@@ -73,29 +86,73 @@ def prepare_detections(config: ml_collections.ConfigDict, workdir: str) -> str:
     return build_dir
 
 
-def training_facts(records_dir: str, num_entities: int, num_relations: int) -> np.ndarray:
-    """bool [E, R + 1, E]: the facts of the training split of `records_dir` (the model's knowledge base)."""
-    known = np.zeros((num_entities, num_relations, num_entities), bool)
-    _, bags = open_records(records_dir)
-    train = bags["train"]
-    for record in train.__getitems__(list(range(len(train)))):
-        labels = record["labels"][record["labels"] > 0]
-        known[record["pair"][0], labels, record["pair"][1]] = True
-    return known
+@dataclasses.dataclass
+class ModelSource:
+    """The trained model that scores the knowledge base: a workdir's best checkpoint or a bundle.
+
+    Attributes:
+      config: the settings the model is built with (the bundle's config.json with this command's
+        extract, mesh, distributed and eval batch settings; else the command's config).
+      load_params: abstract parameters of the built run -> the trained parameters.
+      facts: bool [E, R + 1, E] the facts of its training split (what in_training_kb says).
+      region_dim: the region size (appearance + 6) it was trained on.
+      val_scores: the validation scores its filters are calibrated on. name: where it comes from.
+    """
+
+    config: ml_collections.ConfigDict
+    load_params: Callable[[Any], Any]
+    facts: np.ndarray
+    region_dim: int
+    val_scores: str
+    name: str
 
 
-def thresholds_of_run(config: ml_collections.ConfigDict, workdir: str) -> kb_filters.Thresholds:
-    """The score thresholds for config.extract.target_precision, from the run's validation scores."""
-    path = os.path.join(workdir, "val_scores.npz")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: extract.target_precision chooses thresholds on the run's validation "
-                                f"scores; run --mode=eval in {workdir} first")
-    with np.load(path) as val:
+def model_source(config: ml_collections.ConfigDict, workdir: str, benchmark_records: Callable[[], str]) -> ModelSource:
+    """The model of config.extract.bundle, or of `workdir` (its benchmark records: `benchmark_records()`).
+
+    Raises:
+      DataError: a bundle that is damaged, older than format 3 or of another vocabulary.
+    """
+    vocab, path = benchmark_vocab(), config.extract.bundle
+    if not path:
+        records_dir = benchmark_records()
+        checkpoint = os.path.join(os.path.abspath(workdir), "checkpoints", "best")
+        return ModelSource(config, lambda abstract: Checkpoints(workdir).restore_params("best", abstract),
+                           split_facts(records_dir, "train", len(vocab.entities), vocab.num_relations),
+                           read_manifest(records_dir)["region_dim"], os.path.join(workdir, "val_scores.npz"),
+                           checkpoint)
+    if not os.path.isfile(os.path.join(path, "model.json")):
+        raise FileNotFoundError(f"{path}: not an exported bundle (no model.json; --mode=export writes WORKDIR/export)")
+    bundle = export.load_bundle(path)  # Checks the files against checksums.json.
+    if bundle.vocab != vocab:
+        raise DataError(f"{os.path.join(path, 'vocab')}: the bundle's vocabulary is not this package's "
+                        "(clever_jax/data/vocab): its relation and entity ids would not match the names written")
+    with open(os.path.join(path, "config.json")) as f:
+        run_config = ml_collections.ConfigDict(json.load(f))
+    for name in ("extract", "mesh", "distributed"):
+        run_config[name] = config[name]
+    run_config.data.eval_batch_size = config.data.eval_batch_size
+    run_config.model.update(pretrained_dir=os.path.join(os.path.abspath(path), "tokenizer"), pretrained=False)
+
+    def load_params(abstract: Any) -> Any:
+        return jax.tree.map(lambda value, like: jax.device_put(value.astype(like.dtype), like.sharding),
+                            bundle.params, abstract)
+
+    return ModelSource(run_config, load_params, export.read_training_facts(path, vocab),
+                       bundle.description["region_dim"], os.path.join(path, "val_scores.npz"), os.path.abspath(path))
+
+
+def thresholds_of_run(config: ml_collections.ConfigDict, val_scores: str) -> kb_filters.Thresholds:
+    """The score thresholds for config.extract.target_precision, from the model's validation scores."""
+    if not os.path.isfile(val_scores):
+        raise FileNotFoundError(f"{val_scores}: extract.target_precision chooses thresholds on the model's "
+                                "validation scores; run --mode=eval in its workdir first (and export again)")
+    with np.load(val_scores) as val:
         try:
             thresholds = kb_filters.choose_thresholds(val["scores"], val["labels"], config.extract.target_precision,
                                                       config.extract.min_val_facts)
         except ValueError as e:
-            raise ConfigError(f"{path}: {e}") from e
+            raise ConfigError(f"{val_scores}: {e}") from e
     summary = thresholds.summary()
     if summary["relations_global"] or summary["relations_unreachable"]:
         names = lambda ids: ", ".join(benchmark_vocab().relations[r] for r in ids) or "none"  # noqa: E731
@@ -107,43 +164,66 @@ def thresholds_of_run(config: ml_collections.ConfigDict, workdir: str) -> kb_fil
     return thresholds
 
 
-def extract(run_for, config: ml_collections.ConfigDict, workdir: str, records_dir: str) -> str:
+def world_truth(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
+    """The generated world's graded truth when config.extract.features_path is that world's features file."""
+    grades = evaluate.world_grades(config, workdir)
+    world_dir = config.data.world_dir or os.path.join(workdir, "world")
+    features = os.path.join(world_dir, "features.tsv")
+    if grades is None or not os.path.isfile(features) or not os.path.samefile(features, config.extract.features_path):
+        return None
+    return grades
+
+
+def extract(run_for, config: ml_collections.ConfigDict, workdir: str, benchmark_records: Callable[[], str]) -> str:
     """Builds and writes the knowledge base of config.extract.features_path (module docstring).
 
     Args:
-      run_for: builder.build (records folder -> a built run of `config`).
-      config: the run's config. workdir: the trained run's folder. records_dir: its benchmark records
-        (their training facts mark in_training_kb; their region size must be the features').
+      run_for: builder.build (config, records folder -> a built run).
+      config: this command's config. workdir: the trained run's folder (with a bundle: any folder).
+      benchmark_records: builds or reuses the trained run's benchmark records, returning their
+        folder (not called with a bundle).
 
     Returns:
       The folder written (WORKDIR/kb).
     """
     ex = config.extract
-    thresholds = thresholds_of_run(config, workdir) if ex.target_precision else None  # Before any work.
-    kb_records = prepare_detections(config, workdir)
-    trained_dim, features_dim = read_manifest(records_dir)["region_dim"], read_manifest(kb_records)["region_dim"]
-    if trained_dim != features_dim:
-        raise DataError(f"{config.extract.features_path}: regions of {features_dim} values (appearance + 6), the "
-                        f"model in {workdir} was trained on {trained_dim}: extract with the features the model reads")
-    run = run_for(config, kb_records)
-    params = Checkpoints(workdir).restore_params("best", run.abstract_params)
-    outputs = evaluate.split_outputs(run, params, detections.SPLIT, keep_evidence=True)
+    source = model_source(config, workdir, benchmark_records)
+    thresholds = thresholds_of_run(config, source.val_scores) if ex.target_precision else None  # Before any work.
+    rules = kb_filters.read_rules(ex.predicate_relations, benchmark_vocab()) if ex.target_precision else []
+    kb_records = prepare_detections(source.config, workdir)  # The model's bag size, sampler, tokenizer.
+    features_dim = read_manifest(kb_records)["region_dim"]
+    if source.region_dim != features_dim:
+        raise DataError(f"{ex.features_path}: regions of {features_dim} values (appearance + 6), the model in "
+                        f"{source.name} was trained on {source.region_dim}: extract with the features the model reads")
+    run = run_for(source.config, kb_records)
+    params = source.load_params(run.abstract_params)
+    outputs = evaluate.split_outputs(run, params, detections.SPLIT, num_evidence=ex.num_evidence)
     out_dir = os.path.join(workdir, KB_DIR)
     if not distributed.is_main_process():
         return out_dir
     vocab = benchmark_vocab()
-    facts = training_facts(records_dir, len(vocab.entities), vocab.num_relations)
-    known = facts[outputs.pairs[:, 0], :, outputs.pairs[:, 1]]  # [P, R + 1]
-    keep, filters = None, {}
+    known = source.facts[outputs.pairs[:, 0], :, outputs.pairs[:, 1]]  # [P, R + 1]
+    candidates = np.ones(outputs.scores.shape, bool)
+    candidates[:, 0] = False
+    keep, stages, filters = None, [("candidates", candidates)], {}
     if thresholds is not None:
-        keep, counts = kb_filters.keep_mask(outputs.scores, outputs.evidence, outputs.instance_mask, thresholds,
-                                            ex.min_evidence)
+        filtered, counts = kb_filters.cascade(outputs.scores, outputs.above_uniform, outputs.pairs, thresholds,
+                                              ex.min_evidence, rules, ex.consistency_quantile)
         logging.info("Filters: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
-        filters = {**thresholds.summary(), **counts, "min_evidence": ex.min_evidence}
+        filters = {**thresholds.summary(), **counts, "min_evidence": ex.min_evidence,
+                   "consistency_quantile": ex.consistency_quantile}
+        stages, keep = stages + filtered, filtered[-1][1]
+    grades = world_truth(config, workdir)
+    truth = kb_filters.truth_of_stages(stages, outputs.pairs, grades) if grades is not None else None
+    if truth:
+        logging.info("Against the world's truth: %s", "; ".join(
+            f"{name} {t['triplets']} triplets, precision {t['precision']:.1f} recall {t['recall']:.1f}"
+            for name, t in truth.items()))
+    ranked = ranked_triplets(outputs.scores, ex.top_k, keep)
     count = write_triplets(os.path.join(out_dir, "kb.jsonl"), outputs, open_records(kb_records)[0], vocab, ex.top_k,
                            ex.num_evidence, known=known, known_key="in_training_kb", with_annotations=False,
-                           keep=keep)
-    rows, relations = ranked_triplets(outputs.scores, ex.top_k, keep)
+                           ranked=ranked)
+    rows, relations = ranked
     with files.atomic_write(os.path.join(out_dir, "kb.csv")) as f:
         writer = csv.writer(f)
         writer.writerow(("subject", "relation", "object", "score", "in_training_kb"))
@@ -154,12 +234,13 @@ def extract(run_for, config: ml_collections.ConfigDict, workdir: str, records_di
     with open(os.path.join(kb_records, "kb_stats.json")) as f:
         stats = json.load(f)
     files.write_json(os.path.join(out_dir, "kb_meta.json"), {
-        "features_path": os.path.abspath(ex.features_path), "checkpoint": os.path.join(os.path.abspath(workdir),
-                                                                                      "checkpoints", "best"),
-        "head": config.model.head, "eval_head": config.model.eval_head or config.model.head,
-        "min_images": ex.min_images, "bag_size": config.data.bag_size, "sampler": config.data.sampler,
+        "features_path": os.path.abspath(ex.features_path), "model": source.name,
+        "head": source.config.model.head, "eval_head": source.config.model.eval_head or source.config.model.head,
+        "min_images": ex.min_images, "bag_size": source.config.data.bag_size,
+        "sampler": source.config.data.sampler,
         "top_k": ex.top_k, "num_evidence": ex.num_evidence, "triplets": count,
         "in_training_kb": int(known[rows, relations].sum()), **stats, **({"filters": filters} if filters else {}),
+        **({"world_truth": truth} if truth else {}),
     })
     logging.info("Wrote a knowledge base of %d triplets (%d pairs from %d images) to %s", count, stats["pairs"],
                  stats["images"], out_dir)

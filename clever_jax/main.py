@@ -8,7 +8,11 @@ Modes:
   prepare: build (or reuse) the world, benchmark, bags and records; writes DIR/stats.json.
   train: prepare + train (resumes from DIR/checkpoints/latest when present).
   eval: the best checkpoint on the validation and test splits -> metrics.json, *_scores.npz, pr_curve.png.
-  extract: the best checkpoint's ranked triplets of config.extract.split -> triplets.jsonl.
+  extract: the best checkpoint's ranked triplets of config.extract.split -> triplets.jsonl; with
+    config.extract.features_path, a knowledge base of a detector's output alone (with
+    config.extract.bundle: from an exported bundle) -> DIR/kb/ (see clever_jax.knowledge).
+  report: an HTML evidence page of DIR/kb/kb.jsonl (or config.report.kb_path) -> report.html next
+    to it (see clever_jax.report).
   export: a self-contained inference bundle in DIR/export (see clever_jax.export).
   export_release: the benchmark in the layout of the authors' release, in DIR/release
     (see clever_jax.data.release_write; read back with configs/clever_release.py).

@@ -117,5 +117,17 @@ def get_config() -> ml_collections.ConfigDict:
     extract.target_precision = 0.0
     extract.min_val_facts = 5
     extract.min_evidence = 1
+    # Then every triplet the predicate table entails (standing on -> on, wearing -> worn by on the swapped pair)
+    # ranks in the top consistency_quantile of its relation's scores (0 = off); "" = data/vocab/predicate_relations.tsv.
+    extract.consistency_quantile = 0.5
+    extract.predicate_relations = ""
     extract.evidence_dtype = "float16"  # Precision at which evidence weights are kept in memory (4 decimals written).
+    # An exported bundle (WORKDIR/export) to extract with instead of the workdir's best checkpoint: its config.json
+    # gives the model's settings, its val_scores.npz the filters' thresholds, its training_facts.tsv in_training_kb.
+    extract.bundle = ""
+
+    config.report = report = ml_collections.ConfigDict()  # --mode=report: an HTML page of the knowledge base.
+    report.kb_path = ""  # "" = WORKDIR/kb/kb.jsonl; the page is written next to it as report.html.
+    report.images_dir = ""  # Visual Genome images (<id>.jpg): boxes drawn over them; "" = over blank canvases.
+    report.per_relation = 10  # Top triplets shown per relation.
     return config

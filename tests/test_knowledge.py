@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from clever_jax import builder, evaluate, job, knowledge
+from clever_jax import builder, evaluate, export, job, knowledge
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare
@@ -32,6 +32,22 @@ def tiny_config(world_dir: str):
     return config
 
 
+def annotated_features(world_dir: str, image_ids: set[int], path) -> str:
+    """The world's features lines of `image_ids`, each region's class the annotated object's name (a
+    detector that names as the annotators do), written to `path`."""
+    name_of = {o["object_id"]: o["names"][0] for record in json.load(open(os.path.join(world_dir, "objects.json")))
+               for o in record["objects"]}
+    with open(os.path.join(world_dir, "features.tsv")) as f, open(path, "w") as out:
+        for line in f:
+            image_id, record = line.split("\t", 1)
+            if int(image_id) in image_ids:
+                record = json.loads(record)
+                for region in record["objects"]:
+                    region["class"] = name_of[region["object_id"]]
+                out.write(f"{image_id}\t{json.dumps(record)}\n")
+    return str(path)
+
+
 def test_extraction_from_detections_alone_scores_like_the_benchmark(tmp_path, world_dir):
     """The world's features file alone, cut to the test split's images and with each region's class
     the annotated object's name (a detector that names as the annotators do), gives the test pairs
@@ -41,18 +57,8 @@ def test_extraction_from_detections_alone_scores_like_the_benchmark(tmp_path, wo
     bench_images, bench_bags = open_records(records)
     test_bags = bench_bags["test"].__getitems__(list(range(len(bench_bags["test"]))))
     test_images = {int(bench_images[int(i)]["image_id"]) for bag in test_bags for i in bag["images"]}
-    name_of = {o["object_id"]: o["names"][0] for record in json.load(open(os.path.join(world_dir, "objects.json")))
-               for o in record["objects"]}
-    features = tmp_path / "test_features.tsv"
-    with open(os.path.join(world_dir, "features.tsv")) as f, open(features, "w") as out:
-        for line in f:
-            image_id, record = line.split("\t", 1)
-            if int(image_id) in test_images:
-                record = json.loads(record)
-                for region in record["objects"]:
-                    region["class"] = name_of[region["object_id"]]
-                out.write(f"{image_id}\t{json.dumps(record)}\n")
-    config.extract.features_path = str(features)
+    features = annotated_features(world_dir, test_images, tmp_path / "test_features.tsv")
+    config.extract.update(features_path=str(features), evidence_dtype="float32")  # As the streamed count sees it.
     kb_records = knowledge.prepare_detections(config, str(tmp_path / "kb"))
     assert knowledge.prepare_detections(config, str(tmp_path / "kb")) == kb_records  # Reused.
     bench_run, kb_run = builder.build(config, records), builder.build(config, kb_records)
@@ -71,8 +77,18 @@ def test_extraction_from_detections_alone_scores_like_the_benchmark(tmp_path, wo
                      (bench.subjects[i], kb.subjects[j]), (bench.objects[i], kb.objects[j])):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(kb.scores[j], bench.scores[i], atol=1e-6)
-        np.testing.assert_allclose(kb.evidence[j], bench.evidence[i], atol=1e-3)  # Kept as float16.
+        np.testing.assert_allclose(kb.evidence[j], bench.evidence[i], atol=1e-6)
     assert not kb.labels[:, 1:].any()
+    # Streamed as the knowledge base is: each relation's two best instances and the count above uniform.
+    top = evaluate.split_outputs(kb_run, params, detections.SPLIT, num_evidence=2)
+    assert top.evidence is None and top.top_evidence.shape == (*kb.scores.shape, 2)
+    np.testing.assert_array_equal(top.scores, kb.scores)
+    weights = np.where(kb.instance_mask[:, None], kb.evidence.astype(np.float32), -1)
+    np.testing.assert_allclose(top.top_weight, -np.sort(-weights, axis=2)[..., :2], atol=1e-3)
+    chosen = np.take_along_axis(weights, np.maximum(top.top_evidence, 0).astype(int), axis=2)
+    np.testing.assert_allclose(np.where(top.top_evidence >= 0, chosen, -1), top.top_weight, atol=1e-3)
+    assert (top.top_evidence < 0).any()  # Bags of one instance: nothing second.
+    np.testing.assert_array_equal(top.above_uniform, evaluate.above_uniform(kb.evidence, kb.instance_mask))
 
 
 def write_features(path, images: list[tuple[int, list[tuple[str, list[float]]]]], dim: int = 4) -> str:
@@ -144,7 +160,8 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
     meta = json.load(open(tmp_path / "run" / "kb" / "kb_meta.json"))
     assert len(lines) == len(rows) == meta["triplets"] == 500
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
-    assert lines[0]["evidence"] and set(lines[0]["evidence"][0]) == {"image_id", "subject_box", "object_box", "weight"}
+    assert lines[0]["evidence"] and set(lines[0]["evidence"][0]) == {"image_id", "subject_box", "object_box", "weight",
+                                                                     "image_size"}
     assert 0 < meta["in_training_kb"] == sum(r["in_training_kb"] == "1" for r in rows) < 500
     assert meta["min_images"] == 2 and meta["pairs"] < 100 * 100
 
@@ -156,13 +173,32 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
         job.run(config, workdir, "extract")
     with np.load(tmp_path / "run" / "val_scores.npz") as val:
         config.extract.target_precision = float(val["labels"][:, 1:].mean())  # The fact rate: reachable.
+    # The world's own features (its truth is known), the pairs of 5 images or more (fewer to score).
+    config.extract.update(features_path=os.path.join(world_dir, "features.tsv"), min_images=5)
     job.run(config, workdir, "extract")
     filtered = json.load(open(tmp_path / "run" / "kb" / "kb_meta.json"))
     kept = filtered["filters"]["kept"]
     assert filtered["triplets"] == min(kept, 500) and kept < filtered["filters"]["candidates"]
+    assert filtered["pairs"] < meta["pairs"]
     assert filtered["filters"]["target_precision"] == config.extract.target_precision
-    assert filtered["filters"]["removed_by_evidence"] > 0 and filtered["filters"]["global_threshold"] > 0
-    config.extract.target_precision = 0.0
+    f = filtered["filters"]
+    assert f["candidates"] - f["removed_by_score"] - f["removed_by_evidence"] - f["removed_by_consistency"] == kept
+    assert f["global_threshold"] > 0
+    assert filtered["filters"]["removed_by_consistency"] > 0
+    truth = filtered["world_truth"]
+    assert list(truth) == ["candidates", "score", "evidence", "consistency"]
+    assert truth["candidates"]["recall"] == 100 and truth["consistency"]["triplets"] == kept
+    assert truth["candidates"]["recall"] >= truth["score"]["recall"] >= truth["consistency"]["recall"]
+
+    # An exported bundle in place of the workdir: the same knowledge base, from a folder holding nothing else.
+    export.export_bundle(run, workdir)
+    config.extract.bundle = os.path.join(workdir, "export")
+    job.run(config, str(tmp_path / "elsewhere"), "extract")
+    for name in ("kb.csv", "kb.jsonl"):
+        assert open(tmp_path / "elsewhere" / "kb" / name).read() == open(tmp_path / "run" / "kb" / name).read()
+    from_bundle = json.load(open(tmp_path / "elsewhere" / "kb" / "kb_meta.json"))
+    assert from_bundle["filters"] == filtered["filters"] and from_bundle["model"] == config.extract.bundle
+    config.extract.update(bundle="", target_precision=0.0)
 
     small = tmp_path / "small.tsv"
     write_features(small, [(1, [("man", [0, 0, 9, 9]), ("horse", [1, 1, 8, 8])])], dim=3)

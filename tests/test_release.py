@@ -11,13 +11,14 @@ import shutil
 import numpy as np
 import pytest
 
-from clever_jax import builder, evaluate, job, results
+from clever_jax import builder, evaluate, job, knowledge, results
 from clever_jax.config_checks import ConfigError
-from clever_jax.data import prepare, release
+from clever_jax.data import detections, prepare, release
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
 from configs import clever_release, demo
+from tests.test_knowledge import annotated_features
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,43 @@ def test_the_release_path_scores_like_the_world_path(both):
         ours, theirs = results.split_labels(release_records, split), results.split_labels(world_records, split)
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_the_release_as_a_detector_output_gives_the_features_file_bags(both, tmp_path):
+    """A knowledge base from the release's label file and features (extract.features_path = the folder)
+    has the bags of the world's features file with the annotated names, for the same images."""
+    world, world_records, _, _, release_dir = both
+    world_dir = os.path.join(os.path.dirname(os.path.dirname(world_records)), "world")  # WORKDIR/records/<hash>
+    image_ids = {int(line.split("\t", 1)[0]) for line in open(os.path.join(world_dir, "features.tsv"))}
+    features = annotated_features(world_dir, image_ids, tmp_path / "f.tsv")
+    built = {}
+    for name, path in (("release", release_dir), ("features", features)):
+        config = world.copy_and_resolve_references()
+        config.extract.update(features_path=path, min_images=2)
+        built[name] = open_records(knowledge.prepare_detections(config, str(tmp_path / name)))
+    ids, records = {}, {}
+    for name, (images, _) in built.items():
+        ids[name] = np.array([int(r["image_id"]) for r in images.__getitems__(list(range(len(images))))])
+        records[name] = {int(r["image_id"]): r for r in images.__getitems__(list(range(len(images))))}
+    # The features reader leaves out images with fewer than two vocabulary objects (they make no
+    # instance); the release reader keeps every image of its features files, as the release path does.
+    assert set(ids["features"]) <= set(ids["release"]) == image_ids and len(ids["features"]) > 0.9 * len(image_ids)
+    for image_id, a in records["features"].items():
+        b = records["release"][image_id]
+        assert all(np.allclose(a[k], b[k], atol=1e-5) for k in a), image_id
+    a, b = built["release"][1]["test"], built["features"][1]["test"]
+    assert len(a) == len(b) > 0
+    for i in range(len(a)):
+        assert np.array_equal(a[i]["pair"], b[i]["pair"])
+        mask = a[i]["instance_mask"] if "instance_mask" in a[i] else np.ones(len(a[i]["images"]), bool)
+        assert np.array_equal(ids["release"][a[i]["images"]][mask], ids["features"][b[i]["images"]][mask]), i
+        for key in ("subjects", "objects"):
+            assert np.array_equal(a[i][key], b[i][key]), (i, key)
+    shutil.copytree(release_dir, tmp_path / "partial")
+    os.remove(tmp_path / "partial" / "obj_feat_val.tsv")
+    with pytest.raises(FileNotFoundError, match=r"partial: a release folder as extract.features_path needs .*"
+                                                r"missing: .*obj_feat_val\.tsv"):
+        detections.read_release(str(tmp_path / "partial"), benchmark_vocab())
 
 
 def test_every_fact_of_a_split_is_a_bag_label(both):

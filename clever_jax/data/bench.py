@@ -14,14 +14,12 @@ Writes WORKDIR/bench_data.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import multiprocessing
 import os
 import resource
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from clever_jax.data import pipeline, prepare, world
@@ -42,20 +40,8 @@ def _peak_rss_gb() -> float:
 def bench_build(workdir: str) -> dict:
     """Build stages at vg scale: seconds per stage and peak memory."""
     config = _BUILD_CONFIG.value.copy_and_resolve_references()
-    w = _WORLD.value
-    config.data.update(source="world", world=w, feature_dim=0)
-    digest = hashlib.sha256(w.to_json(sort_keys=True).encode()).hexdigest()[:12]  # A changed world: a new folder.
-    config.data.world_dir = os.path.join(workdir, f"world-{w.num_images}-{w.feature_dim}-{digest}")
-    if not all(os.path.isfile(os.path.join(config.data.world_dir, f)) for f in world.WORLD_FILES):
-        start = time.perf_counter()
-        child = multiprocessing.get_context("spawn").Process(
-            target=world.generate, args=(config.data.world, config.data.world_dir)
-        )
-        child.start()
-        child.join()
-        if child.exitcode:
-            raise RuntimeError(f"world generation failed with exit code {child.exitcode}")
-        logging.info("Generated the vg-scale world in %.0f s", time.perf_counter() - start)
+    config.data.update(source="world", world=_WORLD.value, feature_dim=0)
+    config.data.world_dir = world.generated_world(config.data.world, workdir)
     build_dir = prepare.prepare(config, os.path.join(workdir, "vg"))
     with open(os.path.join(build_dir, prepare.STATS)) as f:
         stats = json.load(f)

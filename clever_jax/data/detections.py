@@ -5,7 +5,9 @@ image, `image_id<TAB>{"image_h", "image_w", "objects": [{"rect", "class", "featu
 format ingestion reads, README "Input formats"), and no objects.json or relationships.json. Each
 region is an object: its box is `rect` (clipped to the image), its name `class`, normalised onto
 the vocabulary as ingestion normalises annotated names (names outside it stay as context tags,
-as in ingestion). `pair_bags` then makes one bag per ordered entity pair that co-occurs in at
+as in ingestion). Or the authors' release folder (`read_release`): the `rect` and `class` of
+each object of its label file with the features of obj_feat_{split}.tsv, its relationships,
+bags and splits not read. `pair_bags` then makes one bag per ordered entity pair that co-occurs in at
 least `min_images` images, ranked by the configured sampler, with no labels (NA: nothing is
 known about them).
 """
@@ -17,10 +19,11 @@ import os
 
 import numpy as np
 
+from clever_jax.data import release
 from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
 from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError, field
-from clever_jax.data.vg import Corpus, check_region, feature_lines
+from clever_jax.data.vg import GEOMETRY_DIM, Corpus, check_region, feature_lines
 from clever_jax.data.vocab import Vocab, entity_classes
 
 SPLIT = "test"  # The split the extraction bags are stored as (records hold train, val and test splits).
@@ -82,6 +85,32 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
         feature_paths=(os.fspath(path),), feature_file=np.zeros(len(image_ids), np.int32),
         feature_dim=int(feature_dim), skipped={k: v for k, v in sorted(skipped.items()) if v},
     )
+
+
+def release_files(release_dir: str) -> list[str]:
+    """The files of the authors' release that `read_release` reads; FileNotFoundError naming the missing."""
+    needed = [os.path.join(release_dir, name) for name in (release.VOCAB_FILE, release.LABEL_FILE)]
+    needed += [release.split_file(release_dir, kind, split) for split in SPLITS
+               for kind in ("features", "feature_lines")]
+    missing = [path for path in needed if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(f"{release_dir}: a release folder as extract.features_path needs "
+                                f"{', '.join(os.path.basename(p) for p in needed)}; missing: {', '.join(missing)}")
+    return needed
+
+
+def read_release(release_dir: str, vocab: Vocab, feature_dim: int | None = None) -> Corpus:
+    """The corpus of the authors' release read as a detector's output: every object of the label
+    file (its `rect` and `class`) with its region of obj_feat_{split}.tsv (appearance + geometry);
+    the release's relationships are dropped. feature_dim: appearance values expected (None: the
+    file's). DataError as release.read_corpus raises them."""
+    release_files(release_dir)
+    entity_of, _, _ = release.read_vocab_map(os.path.join(release_dir, release.VOCAB_FILE), vocab)
+    stored = feature_dim + GEOMETRY_DIM if feature_dim else None
+    corpus, _ = release.read_corpus(release_dir, vocab, set(entity_of.values()), stored)
+    corpus.rel_subjects, corpus.rel_objects = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    corpus.rel_relations = np.zeros(0, np.int32)
+    return corpus
 
 
 def pair_bags(corpus: Corpus, num_entities: int, min_images: int, bag_size: int, sampler: str,

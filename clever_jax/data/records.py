@@ -235,3 +235,13 @@ def open_records(data_dir: str) -> tuple[object, dict[str, object]]:
             raise DataError(f"{data_dir}: split {name!r} holds {len(source)} bags of split {holds!r}; the build "
                             f"wrote {manifest['splits'][name]} of {name!r}; {fix}")
     return images, bags
+
+
+def split_facts(data_dir: str, split: str, num_entities: int, num_relations: int) -> np.ndarray:
+    """bool [E, R + 1, E]: the facts (labelled relations of the bags) of one split of the records."""
+    facts = np.zeros((num_entities, num_relations, num_entities), bool)
+    bags = open_records(data_dir)[1][split]
+    for record in bags.__getitems__(list(range(len(bags)))):
+        labels = record["labels"][record["labels"] > 0]
+        facts[record["pair"][0], labels, record["pair"][1]] = True
+    return facts

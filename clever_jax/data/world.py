@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
+import multiprocessing
 import os
+import time
 from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from clever_jax.data import world_commonsense
 from clever_jax.data.vocab import IRREGULAR_PLURALS
@@ -674,3 +678,19 @@ def generate(config: ml_collections.ConfigDict, out_dir: str | os.PathLike) -> N
         f.write(_JSON.encode(commonsense_json(world)) + "\n")
     for name in WORLD_FILES:
         os.replace(partial[name], os.path.join(out_dir, name))
+
+
+def generated_world(w, workdir: str) -> str:
+    """The folder of world config `w` under `workdir` (named by its settings), generated there first
+    when missing, in a child process so that its memory does not count."""
+    digest = hashlib.sha256(w.to_json(sort_keys=True).encode()).hexdigest()[:12]  # A changed world: a new folder.
+    world_dir = os.path.join(workdir, f"world-{w.num_images}-{w.feature_dim}-{digest}")
+    if not all(os.path.isfile(os.path.join(world_dir, f)) for f in WORLD_FILES):
+        start = time.perf_counter()
+        child = multiprocessing.get_context("spawn").Process(target=generate, args=(w, world_dir))
+        child.start()
+        child.join()
+        if child.exitcode:
+            raise RuntimeError(f"world generation failed with exit code {child.exitcode}")
+        logging.info("Generated the %d-image world in %.0f s", w.num_images, time.perf_counter() - start)
+    return world_dir

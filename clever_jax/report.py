@@ -1,0 +1,310 @@
+"""A static HTML evidence report of a knowledge base (kb.jsonl of `--mode=extract`, or a triplets.jsonl).
+
+  python -m clever_jax.report --kb=runs/demo/kb/kb.jsonl --out=report.html [--images_dir=VG_DIR]
+      [--per_relation=10] [--title=TEXT] [--screenshot=report.png]
+
+One self-contained page (inline CSS, SVG and a little JavaScript; no server, no network): the top
+triplets of each relation with score, known flag and evidence, each evidence instance drawn as an
+SVG of the image's size with the subject box (orange) and object box (blue) over the real image
+when `images_dir` holds it, else over a grey canvas. The page filters by subject, relation and
+object (substrings), minimum score and known / new; the initial filters come from the URL fragment,
+e.g. report.html#relation=riding&known=new&min_score=0.5. --screenshot renders the page with
+headless Chromium.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+from absl import app, flags
+
+from clever_jax.data.jsonio import DataError
+from clever_jax.files import atomic_write
+
+REQUIRED = ("subject", "relation", "object", "score")
+EVIDENCE_REQUIRED = ("image_id", "subject_box", "object_box")
+CHROMIUMS = ("chromium", "chromium-browser", "google-chrome")
+COLOURS = {"subject": "#e8590c", "object": "#1c7ed6"}
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; } section h2 { border-bottom: 1px solid #ccc; }
+form { display: flex; flex-wrap: wrap; gap: .8em; margin: 1em 0; } [hidden] { display: none !important; }
+article { margin: 0 0 1.2em 1em; } article h3 { margin: .3em 0; font-weight: normal; } .rel { font-weight: bold; }
+.meta { color: #555; margin: 0; font-size: 90%; } .evidence { display: flex; flex-wrap: wrap; gap: .8em; }
+figure { margin: .3em 0; } figure svg { width: 240px; height: 180px; } figcaption { font-size: 80%; color: #444; }
+"""
+
+SCRIPT = """
+(() => {
+  const form = document.getElementById("filters");
+  const items = [...document.querySelectorAll("article.triplet")];
+  function apply() {
+    const text = ["subject", "relation", "object"].map(k => [k, form.elements[k].value.trim().toLowerCase()]);
+    const minScore = parseFloat(form.elements.min_score.value);
+    const known = form.elements.known.value || "all";
+    let shown = 0;
+    for (const item of items) {
+      const ok = text.every(([k, v]) => item.dataset[k].toLowerCase().includes(v))
+        && (isNaN(minScore) || parseFloat(item.dataset.score) >= minScore)
+        && (known === "all" || item.dataset.known === known);
+      item.hidden = !ok;
+      shown += ok ? 1 : 0;
+    }
+    for (const section of document.querySelectorAll("section.relation")) {
+      section.hidden = !section.querySelector("article.triplet:not([hidden])");
+    }
+    document.getElementById("count").textContent = shown + " of " + items.length + " triplets shown";
+    document.body.setAttribute("data-shown", String(shown));
+  }
+  function fromFragment() {
+    new URLSearchParams(location.hash.slice(1)).forEach((v, k) => {
+      if (form.elements[k]) form.elements[k].value = v;
+    });
+    apply();
+  }
+  form.addEventListener("input", apply);
+  form.addEventListener("submit", e => e.preventDefault());
+  window.addEventListener("hashchange", fromFragment);
+  fromFragment();
+})();
+"""
+
+
+def read_kb(kb_path: str, per_relation: int) -> tuple[dict[str, list[dict]], int]:
+    """({relation: its first `per_relation` triplets, in file order}, triplets in the file).
+
+    Raises FileNotFoundError for a missing file, DataError naming the line for a bad one or the file when empty."""
+    if not os.path.isfile(kb_path):
+        raise FileNotFoundError(f"{kb_path}: no knowledge base (--mode=extract writes WORKDIR/kb/kb.jsonl)")
+    kept: dict[str, list[dict]] = {}
+    total = 0
+    with open(kb_path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{kb_path} line {line_no}"
+            try:
+                t = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not JSON: {e.msg} at char {e.pos}") from e
+            check_triplet(t, where)
+            total += 1
+            group = kept.setdefault(t["relation"], [])
+            if len(group) < per_relation:
+                group.append(t)
+    if not total:
+        raise DataError(f"{kb_path}: no triplets (an empty knowledge base)")
+    return kept, total
+
+
+def check_triplet(t: object, where: str) -> None:
+    """DataError naming `where` unless `t` is a triplet with well-formed evidence."""
+    if not isinstance(t, dict):
+        raise DataError(f"{where}: expected a JSON object (a triplet), found {type(t).__name__}")
+    for key in REQUIRED:
+        if key not in t:
+            raise DataError(f"{where}: no {key!r}")
+    if not isinstance(t["score"], int | float):
+        raise DataError(f"{where}: 'score' is {t['score']!r}, not a number")
+    if not isinstance(t.get("evidence", []), list):
+        raise DataError(f"{where}: 'evidence' is not a list")
+    for k, e in enumerate(t.get("evidence", [])):
+        missing = [key for key in EVIDENCE_REQUIRED if not isinstance(e, dict) or key not in e]
+        if missing:
+            raise DataError(f"{where}: evidence {k}: no {missing[0]!r}")
+        for key in ("subject_box", "object_box"):
+            box = e[key]
+            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(x, int | float) for x in box)):
+                raise DataError(f"{where}: evidence {k}: {key!r} is {box!r}, not [x1, y1, x2, y2]")
+
+
+def known_flag(t: dict) -> str:
+    """'known', 'new' or 'unknown': `in_training_kb` (kb.jsonl) or `known` (triplets.jsonl)."""
+    flag = t.get("in_training_kb", t.get("known"))
+    return "unknown" if flag is None else ("known" if flag else "new")
+
+
+def find_image(images_dir: str, image_id: object) -> str | None:
+    """The path of image `image_id` in a Visual Genome folder (top level, VG_100K or VG_100K_2), or None."""
+    if not images_dir:
+        return None
+    for folder in ("", "VG_100K", "VG_100K_2"):
+        path = os.path.join(images_dir, folder, f"{image_id}.jpg")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def file_size(path: str) -> tuple[float, float]:
+    """(width, height) of an image file, read with PIL (else matplotlib)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        import matplotlib.image
+
+        height, width = matplotlib.image.imread(path).shape[:2]
+        return float(width), float(height)
+    with Image.open(path) as image:
+        return float(image.size[0]), float(image.size[1])
+
+
+def image_size(e: dict, path: str | None) -> tuple[float, float]:
+    """The evidence's `image_size`, else the image file's size, else the two boxes' bounding extent."""
+    if e.get("image_size"):
+        return float(e["image_size"][0]), float(e["image_size"][1])
+    if path:
+        return file_size(path)
+    boxes = (e["subject_box"], e["object_box"])
+    return max(1.0, *(b[2] for b in boxes)), max(1.0, *(b[3] for b in boxes))
+
+
+def num(x: float) -> str:
+    return f"{float(x):g}"
+
+
+def evidence_svg(t: dict, e: dict, images_dir: str, out_dir: str) -> str:
+    """One evidence instance as a <figure>: an SVG of the image's size with both boxes, and a caption."""
+    path = find_image(images_dir, e["image_id"])
+    width, height = image_size(e, path)
+    font = max(width, height) / 22
+    parts = [f'<svg viewBox="0 0 {num(width)} {num(height)}" xmlns="http://www.w3.org/2000/svg">']
+    if path:
+        href = urllib.parse.quote(os.path.relpath(path, out_dir).replace(os.sep, "/"))
+        parts.append(f'<image href="{html.escape(href)}" x="0" y="0" width="{num(width)}" height="{num(height)}" '
+                     'preserveAspectRatio="none"/>')
+    else:
+        parts.append(f'<rect class="canvas" x="0" y="0" width="{num(width)}" height="{num(height)}" fill="#e9ecef"/>')
+    for role in ("subject", "object"):
+        x1, y1, x2, y2 = e[f"{role}_box"]
+        parts.append(f'<rect class="{role}" x="{num(x1)}" y="{num(y1)}" width="{num(x2 - x1)}" height="{num(y2 - y1)}" '
+                     f'fill="none" stroke="{COLOURS[role]}" stroke-width="3" vector-effect="non-scaling-stroke"/>')
+        parts.append(f'<text x="{num(x1)}" y="{num(y1 + font)}" font-size="{num(font)}" fill="{COLOURS[role]}" '
+                     f'stroke="#fff" stroke-width="{num(font / 8)}" paint-order="stroke">{html.escape(t[role])}</text>')
+    parts.append("</svg>")
+    caption = [f"image {html.escape(str(e['image_id']))}"]
+    if "weight" in e:
+        caption.append(f"weight {float(e['weight']):.3f}")
+    caption += [f"{key} {'yes' if e[key] else 'no'}" for key in ("annotated", "true") if key in e]
+    return f"<figure>{''.join(parts)}<figcaption>{' &middot; '.join(caption)}</figcaption></figure>"
+
+
+def triplet_html(t: dict, images_dir: str, out_dir: str) -> str:
+    """One triplet as an <article> whose data attributes the page's filters read."""
+    known = known_flag(t)
+    attributes = " ".join(f'data-{key}="{html.escape(str(t[key]))}"' for key in ("subject", "relation", "object"))
+    evidence = "".join(evidence_svg(t, e, images_dir, out_dir) for e in t.get("evidence", []))
+    return (f'<article class="triplet" {attributes} data-score="{float(t["score"])!r}" data-known="{known}">'
+            f'<h3>{html.escape(t["subject"])} <span class="rel">{html.escape(t["relation"])}</span> '
+            f'{html.escape(t["object"])}</h3><p class="meta">score {float(t["score"]):.4f} &middot; {known}</p>'
+            f'<div class="evidence">{evidence or "<p class=meta>no evidence</p>"}</div></article>')
+
+
+def write_report(kb_path: str, out_path: str, images_dir: str = "", per_relation: int = 10, title: str = "") -> int:
+    """Writes the report; returns the number of triplets shown.
+
+    The top `per_relation` triplets of each relation, in the file's (best first) order; relations
+    ordered by their best score (ties: alphabetically). Image paths are relative to `out_path`'s folder."""
+    if per_relation < 1:
+        raise ValueError(f"per_relation is {per_relation}, expected at least 1")
+    kept, total = read_kb(kb_path, per_relation)
+    relations = sorted(kept, key=lambda r: (-max(float(t["score"]) for t in kept[r]), r))
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    shown = sum(len(group) for group in kept.values())
+    title = html.escape(title or f"Knowledge base: {os.path.basename(kb_path)}")
+    sections = [f'<section class="relation" data-relation="{html.escape(r)}"><h2>{html.escape(r)}</h2>'
+                + "".join(triplet_html(t, images_dir, out_dir) for t in kept[r]) + "</section>" for r in relations]
+    inputs = "".join(f'<label>{k} <input type="search" name="{k}"></label>' for k in ("subject", "relation", "object"))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{STYLE}</style></head>
+<body data-shown="{shown}" data-total="{shown}">
+<h1>{title}</h1>
+<p class="meta">{total} triplets in {html.escape(kb_path)}, {len(relations)} relations; the top {per_relation} of
+each shown, relations by their best score. Boxes: <span style="color:{COLOURS['subject']}">subject</span>,
+<span style="color:{COLOURS['object']}">object</span>.</p>
+<form id="filters">{inputs}
+<label>min score <input type="number" name="min_score" step="0.01"></label>
+<label>facts <select name="known"><option value="all">all</option><option value="known">known</option>
+<option value="new">new</option><option value="unknown">unknown</option></select></label></form>
+<p id="count">{shown} of {shown} triplets shown</p>
+{chr(10).join(sections)}
+<script>{SCRIPT}</script>
+</body></html>
+"""
+    with atomic_write(out_path, "wb") as f:
+        f.write(page.encode("utf-8"))
+    return shown
+
+
+def chromium() -> str:
+    """The path of a Chromium (or Chrome) binary; RuntimeError when none is on PATH."""
+    for name in CHROMIUMS:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise RuntimeError(f"no Chromium binary found on PATH (tried {', '.join(CHROMIUMS)}); install chromium")
+
+
+def _run_chromium(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """Headless Chromium with `args`, in a throwaway profile (so concurrent runs never share one)."""
+    with tempfile.TemporaryDirectory() as profile:
+        command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode:
+        raise RuntimeError(f"chromium exited with {result.returncode}: {result.stderr[-2000:]}")
+    return result
+
+
+def file_url(path_or_url: str) -> str:
+    """A file:// URL of a path (its '#fragment' kept); a URL unchanged."""
+    if path_or_url.startswith(("file:", "http:", "https:")):
+        return path_or_url
+    path, sep, fragment = path_or_url.partition("#")
+    return Path(path).resolve().as_uri() + sep + fragment
+
+
+def screenshot(html_path: str, png_path: str, window: tuple[int, int] = (1280, 900)) -> None:
+    """Renders `html_path` with headless Chromium into `png_path`; RuntimeError when that fails."""
+    png_path = os.path.abspath(png_path)
+    os.makedirs(os.path.dirname(png_path), exist_ok=True)
+    result = _run_chromium(["--hide-scrollbars", f"--window-size={window[0]},{window[1]}",
+                            f"--screenshot={png_path}", file_url(html_path)])
+    if not os.path.isfile(png_path) or not os.path.getsize(png_path):
+        raise RuntimeError(f"chromium wrote no screenshot at {png_path}: {result.stderr[-2000:]}")
+
+
+def rendered_dom(html_path_with_fragment: str) -> str:
+    """The page's DOM after its scripts ran (headless Chromium --dump-dom), e.g. of 'report.html#known=new'."""
+    return _run_chromium(["--virtual-time-budget=2000", "--dump-dom", file_url(html_path_with_fragment)]).stdout
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    args = flags.FLAGS
+    try:
+        shown = write_report(args.kb, args.out, args.images_dir, args.per_relation, args.title)
+        print(f"{args.out}: {shown} triplets")
+        if args.screenshot:
+            screenshot(args.out, args.screenshot)
+            print(f"{args.screenshot}: screenshot")
+    except (ValueError, FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as e:
+        sys.exit(f"{type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl (or triplets.jsonl) of --mode=extract.")
+    flags.DEFINE_string("out", None, "The HTML report to write.")
+    flags.DEFINE_string("images_dir", "", "Visual Genome images (ID.jpg, VG_100K/ID.jpg or VG_100K_2/ID.jpg).")
+    flags.DEFINE_integer("per_relation", 10, "Triplets shown per relation (its best).")
+    flags.DEFINE_string("title", "", "The page's title (default: the knowledge base's file name).")
+    flags.DEFINE_string("screenshot", "", "Also render the page with headless Chromium into this PNG.")
+    flags.mark_flags_as_required(["kb", "out"])
+    app.run(main)

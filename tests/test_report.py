@@ -1,0 +1,137 @@
+"""The static HTML evidence report (clever_jax.report)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from clever_jax import report
+from clever_jax.data.jsonio import DataError
+
+
+def evidence(image_id, subject_box, object_box, weight=0.5, size=(500, 375), **extra):
+    e = {"image_id": image_id, "subject_box": subject_box, "object_box": object_box, "weight": weight, **extra}
+    return {**e, "image_size": list(size)} if size else e
+
+
+def triplet(subject, relation, obj, score, items=(), **flags):
+    return {"subject": subject, "relation": relation, "object": obj, "score": score, **flags, "evidence": list(items)}
+
+
+TRIPLETS = [
+    triplet("man", "riding", "horse", 0.91, [evidence(1, [10.0, 20.0, 110.0, 220.0], [5.0, 80.0, 300.0, 400.0],
+                                                      0.41, annotated=True, true=False)], in_training_kb=True),
+    triplet("<b>cat", "on", "table", 0.85, [evidence(2, [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 50.0, 60.0], size=None)],
+            known=False),
+    triplet("woman", "riding", "bike", 0.7, [evidence(3, [0, 0, 10, 10], [5, 5, 20, 20])], in_training_kb=False),
+    triplet("boy", "riding", "skateboard", 0.6, [evidence(4, [0, 0, 10, 10], [5, 5, 20, 20])]),
+    triplet("dog", "on", "bed", 0.5),
+    triplet("cup", "on", "desk", 0.4),
+    triplet("man", "near", "car", 0.3, in_training_kb=False),
+]
+
+
+def write_kb(path, triplets=TRIPLETS) -> str:
+    with open(path, "w") as f:
+        f.writelines(json.dumps(t) + "\n" for t in triplets)
+    return str(path)
+
+
+def headings(page: str) -> list[str]:
+    return re.findall(r"<h3>(.*?)</h3>", page)
+
+
+def test_top_triplets_of_each_relation_in_order(tmp_path):
+    out = tmp_path / "report.html"
+    assert report.write_report(write_kb(tmp_path / "kb.jsonl"), str(out), per_relation=2) == 5
+    page = out.read_text()
+    assert re.findall(r'<h2>(.*?)</h2>', page) == ["riding", "on", "near"]  # By best score.
+    titles = [re.sub("<.*?>", "", h) for h in headings(page)]
+    assert titles == ["man riding horse", "woman riding bike", "&lt;b&gt;cat on table", "dog on bed", "man near car"]
+    assert "<b>cat" not in page
+    assert re.findall(r'data-known="(\w+)"', page) == ["known", "new", "new", "unknown", "new"]
+    assert 'data-shown="5"' in page and "5 of 5 triplets shown" in page
+    assert "annotated yes" in page and "true no" in page and "weight 0.410" in page
+
+
+def test_boxes_on_a_blank_canvas_of_the_image_size(tmp_path):
+    out = tmp_path / "report.html"
+    report.write_report(write_kb(tmp_path / "kb.jsonl"), str(out), per_relation=1)
+    page = out.read_text()
+    assert '<svg viewBox="0 0 500 375"' in page
+    assert '<rect class="subject" x="10" y="20" width="100" height="200"' in page
+    assert '<rect class="object" x="5" y="80" width="295" height="320"' in page
+    assert '<svg viewBox="0 0 50 60"' in page  # No image_size, no image: the boxes' extent.
+    assert page.count('class="canvas"') == 2 and "<image" not in page
+
+
+def test_boxes_over_the_real_image(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = tmp_path / "vg" / "VG_100K"
+    images.mkdir(parents=True)
+    plt.imsave(images / "2.jpg", np.zeros((30, 40, 3), np.uint8))  # Width 40, height 30.
+    out = tmp_path / "html" / "report.html"
+    report.write_report(write_kb(tmp_path / "kb.jsonl"), str(out), images_dir=str(tmp_path / "vg"), per_relation=1)
+    page = out.read_text()
+    assert '<image href="../vg/VG_100K/2.jpg"' in page
+    assert '<svg viewBox="0 0 40 30"' in page  # No image_size: the file's size.
+    assert page.count('class="canvas"') == 1  # Image 1 is not there.
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "kb.jsonl line 2: not JSON"),
+    ('{"subject": "a", "object": "b", "score": 1}', "kb.jsonl line 2: no 'relation'"),
+    ('{"subject": "a", "relation": "r", "object": "b", "score": 1, "evidence": [{"image_id": 1}]}',
+     "kb.jsonl line 2: evidence 0: no 'subject_box'"),
+])
+def test_bad_lines_are_named(tmp_path, line, message):
+    path = tmp_path / "kb.jsonl"
+    path.write_text(json.dumps(TRIPLETS[0]) + "\n" + line + "\n")
+    with pytest.raises(DataError, match=re.escape(message)):
+        report.write_report(str(path), str(tmp_path / "report.html"))
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_an_empty_or_missing_kb(tmp_path):
+    (tmp_path / "kb.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="no triplets"):
+        report.write_report(str(tmp_path / "kb.jsonl"), str(tmp_path / "report.html"))
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        report.write_report(str(tmp_path / "missing.jsonl"), str(tmp_path / "report.html"))
+
+
+def test_filters_in_a_real_browser(tmp_path):
+    if not any(shutil.which(name) for name in report.CHROMIUMS):
+        pytest.skip("no chromium binary")
+    out = tmp_path / "report.html"
+    report.write_report(write_kb(tmp_path / "kb.jsonl"), str(out), per_relation=10)
+    url = out.resolve().as_uri()
+    dom = report.rendered_dom(url + "#relation=riding")
+    assert 'data-shown="3"' in dom and "3 of 7 triplets shown" in dom
+    dom = report.rendered_dom(str(out) + "#relation=RID&known=new&min_score=0.65")  # A path, case-insensitive.
+    assert 'data-shown="1"' in dom
+    png = tmp_path / "report.png"
+    report.screenshot(str(out), str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_mode_writes_the_page_next_to_the_workdirs_kb(tmp_path):
+    from clever_jax import job
+    from configs import demo
+
+    (tmp_path / "kb").mkdir()
+    write_kb(tmp_path / "kb" / "kb.jsonl")
+    config = demo.get_config("tiny")
+    config.report.per_relation = 1
+    job.run(config, str(tmp_path), "report")
+    page = (tmp_path / "kb" / "report.html").read_text()
+    assert 'data-shown="3"' in page
+    assert [re.sub("<.*?>", "", h) for h in headings(page)] == ["man riding horse", "<b>cat on table".replace(
+        "<", "&lt;").replace(">", "&gt;"), "man near car"]
