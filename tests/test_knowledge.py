@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from clever_jax import builder, evaluate, export, job, knowledge
+from clever_jax import builder, evaluate, export, files, job, knowledge
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare
@@ -198,6 +199,27 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
         assert open(tmp_path / "elsewhere" / "kb" / name).read() == open(tmp_path / "run" / "kb" / name).read()
     from_bundle = json.load(open(tmp_path / "elsewhere" / "kb" / "kb_meta.json"))
     assert from_bundle["filters"] == filtered["filters"] and from_bundle["model"] == config.extract.bundle
+    # A bundle of another vocabulary, or one older than format 3 (no training facts), is refused before any work.
+    changed = str(tmp_path / "changed_bundle")
+    shutil.copytree(config.extract.bundle, changed)
+    with open(os.path.join(changed, "vocab", "entities.txt"), "r+") as f:
+        names = f.read().replace("horse\n", "pony\n")
+        f.seek(0)
+        f.write(names)
+    checksums = os.path.join(changed, export.CHECKSUMS)
+    digests = json.load(open(checksums))
+    digests["vocab/entities.txt"] = files.sha256(os.path.join(changed, "vocab", "entities.txt"))
+    json.dump(digests, open(checksums, "w"))
+    config.extract.bundle = changed
+    with pytest.raises(DataError, match=r"changed_bundle/vocab: the bundle's vocabulary is not this package's"):
+        job.run(config, str(tmp_path / "elsewhere"), "extract")
+    shutil.copyfile(os.path.join(workdir, "export", "vocab", "entities.txt"), os.path.join(changed, "vocab",
+                                                                                           "entities.txt"))
+    os.remove(os.path.join(changed, export.TRAINING_FACTS))
+    del digests[export.TRAINING_FACTS], digests["vocab/entities.txt"]
+    json.dump(digests, open(checksums, "w"))
+    with pytest.raises(DataError, match=r"training_facts.tsv is missing: the bundle was exported before format 3"):
+        job.run(config, str(tmp_path / "elsewhere"), "extract")
     config.extract.update(bundle="", target_precision=0.0)
 
     small = tmp_path / "small.tsv"
