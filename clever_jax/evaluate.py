@@ -11,18 +11,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
 from clever_jax import distributed, files, grounding
 from clever_jax import metrics as metrics_lib
 from clever_jax.data import pipeline
+from clever_jax.progress import Progress
 
 if TYPE_CHECKING:
     from clever_jax.builder import Run
@@ -79,22 +78,6 @@ def above_uniform(evidence: np.ndarray, instance_mask: np.ndarray) -> np.ndarray
     uniform = 1.0 / np.maximum(instance_mask.sum(axis=1), 1)  # [B]
     above = (evidence.astype(np.float32) > uniform[:, None, None] + 1e-6) & instance_mask[:, None, :]
     return above.sum(axis=2).astype(np.int16)
-
-
-class Progress:
-    """Logs `done/total bags`, bags/s and the ETA of a scoring pass, at most every `every_s` seconds."""
-
-    def __init__(self, total_bags: int, label: str, every_s: float = 30.0):
-        self.total, self.label, self.every_s = total_bags, label, every_s
-        self.start = self.last = time.perf_counter()
-
-    def update(self, done_bags: int) -> None:
-        now = time.perf_counter()
-        if now - self.last < self.every_s or done_bags >= self.total:
-            return
-        self.last, rate = now, done_bags / (now - self.start)
-        logging.info("%s: %d/%d bags (%.0f%%), %.1f bags/s, ETA %.0f s", self.label, done_bags, self.total,
-                     100 * done_bags / self.total, rate, (self.total - done_bags) / rate)
 
 
 def _padded_batches(loader, batch_size: int, num_steps: int | None):

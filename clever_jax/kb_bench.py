@@ -24,7 +24,7 @@ import resource
 import tempfile
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from clever_jax import files
@@ -49,6 +49,8 @@ def _extract(config, workdir: str) -> None:
 
 def _measured(target, out_path: str, *args) -> None:
     """Runs target(*args) and writes this process's peak resident memory (GB) to out_path."""
+    logging.use_absl_handler()  # A spawned child has not run app.run: show its progress logs.
+    logging.set_verbosity(logging.INFO)
     target(*args)
     with open(out_path, "w") as f:
         f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20))  # Linux reports KiB.

@@ -5,11 +5,29 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
 FEATURE_DIM = 4
+
+
+def pytest_configure(config):
+    """One XLA compilation cache for the whole test run (every xdist worker and subprocess inherits
+    the variable): the many tests that build the same tiny model compile its steps once. It is
+    made fresh for each run, so the suite's time is that of a clean machine."""
+    if not hasattr(config, "workerinput") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        config.xla_cache_dir = tempfile.mkdtemp(prefix="clever_jax_tests_xla_")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = config.xla_cache_dir
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "xla_cache_dir", None):
+        shutil.rmtree(config.xla_cache_dir, ignore_errors=True)
+        del os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]
 
 
 def feature_b64(values) -> str:

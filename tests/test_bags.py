@@ -158,3 +158,18 @@ def test_min_fact_count_keeps_triplets_stated_often_enough(tmp_path):
     frequent = {tuple(t) for t in unique[counts >= 3].tolist()}
     kept = {tuple(t) for s in range(3) for t in bench.facts(s).tolist()}
     assert kept and kept <= frequent and len(frequent) < len(unique)
+
+
+@pytest.mark.parametrize("sampler", bags_lib.SAMPLERS)
+def test_streamed_bags_equal_one_pass(corpus, sampler):
+    """Candidates enumerated and ranked a few images at a time give build_bags of all of them."""
+    candidates = bags_lib.enumerate_candidates(corpus, E)
+    codes, bag_index = np.unique(candidates.pair_codes, return_inverse=True)
+    chunks = [bags_lib.enumerate_candidates(corpus, E, slice(lo, lo + 7)) for lo in range(0, corpus.num_images, 7)]
+    for field in ("subjects", "objects", "images", "pair_codes"):
+        np.testing.assert_array_equal(np.concatenate([getattr(c, field) for c in chunks]), getattr(candidates, field))
+    whole = bags_lib.build_bags(corpus, candidates, bag_index, len(codes), 2, sampler, 3)
+    streamed = bags_lib.stream_bags(corpus, [(c, np.searchsorted(codes, c.pair_codes)) for c in chunks], len(codes),
+                                    2, sampler, 3)
+    for field in ("start", "subjects", "objects", "images", "available", "annotation_instance", "annotation_relation"):
+        np.testing.assert_array_equal(getattr(streamed, field), getattr(whole, field), err_msg=field)

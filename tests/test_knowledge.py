@@ -118,6 +118,10 @@ def test_detections_become_pair_bags(tmp_path):
     man, horse = vocab.entity_index["man"], vocab.entity_index["horse"]
     assert sorted(map(tuple, benchmark.pairs.tolist())) == sorted([(man, horse), (horse, man)])
     assert (benchmark.labels == 0).all() and np.diff(bags.start).tolist() == [2, 2]
+    # One image at a time (streamed): the same bags.
+    _, streamed = detections.pair_bags(corpus, len(vocab.entities), 2, 8, "overlap", 0, chunk_images=1)
+    np.testing.assert_array_equal(streamed.subjects, bags.subjects)
+    np.testing.assert_array_equal(streamed.images, bags.images)
     with pytest.raises(DataError, match=r"no entity pair is seen in 3 or more images \(the most: 2\)"):
         detections.pair_bags(corpus, len(vocab.entities), 3, 8, "overlap", 0)
 

@@ -7,6 +7,7 @@ are the pair's. All functions are vectorised over candidates: no Python loop per
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -34,11 +35,16 @@ class Candidates:
         return Candidates(*(getattr(self, f.name)[mask] for f in dataclasses.fields(self)))
 
 
-def enumerate_candidates(corpus: Corpus, num_entities: int) -> Candidates:
-    """All instances of all entity pairs in the corpus, image by image, in object order."""
-    vocab_rows = np.flatnonzero(corpus.object_classes >= 0).astype(np.int32)
-    images = corpus.object_image[vocab_rows].astype(np.int32)
-    per_image = np.bincount(images, minlength=corpus.num_images).astype(np.int32)
+def enumerate_candidates(corpus: Corpus, num_entities: int, image_rows: slice = slice(None)) -> Candidates:
+    """All instances of all entity pairs in the corpus's images `image_rows` (a range; default
+    all), image by image, in object order."""
+    lo, hi, _ = image_rows.indices(corpus.num_images)
+    begin, end = corpus.object_start[lo], corpus.object_start[hi]
+    local_rows = np.flatnonzero(corpus.object_classes[begin:end] >= 0)
+    vocab_rows = (begin + local_rows).astype(np.int32)
+    # Image of each vocabulary object, counted from `lo`.
+    images = np.repeat(np.arange(hi - lo, dtype=np.int32), np.diff(corpus.object_start[lo:hi + 1]))[local_rows]
+    per_image = np.bincount(images, minlength=hi - lo).astype(np.int32)
     partners = per_image[images]  # how many objects each vocabulary object pairs with (itself included)
     total = int(partners.sum(dtype=np.int64))
     if total >= 2**31:
@@ -54,7 +60,7 @@ def enumerate_candidates(corpus: Corpus, num_entities: int) -> Candidates:
     return Candidates(
         subjects=subjects,
         objects=objects,
-        images=images[subject_pos[distinct]],
+        images=images[subject_pos[distinct]] + np.int32(lo),
         pair_codes=classes[subjects] * np.int32(num_entities) + classes[objects],
     )
 
@@ -168,33 +174,59 @@ def build_bags(
         the candidates' own order (the authors' release lists each bag's ranked instances).
       seed: for the random sampler.
     """
+    return stream_bags(corpus, [(candidates, bag_index)], num_bags, bag_size, sampler, seed)
+
+
+def stream_bags(
+    corpus: Corpus,
+    chunks: Iterable[tuple[Candidates, np.ndarray]],
+    num_bags: int,
+    bag_size: int,
+    sampler: str,
+    seed: int,
+) -> Bags:
+    """build_bags of candidates that come in consecutive chunks, holding one chunk at a time.
+
+    chunks: (candidates, bag_index [C_k]) in candidate order. Each chunk is ranked together with
+    each bag's best `bag_size` so far, so the result equals build_bags of the concatenated
+    candidates (ties keep candidate order), with memory bounded by a chunk plus P * N instances.
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown bag sampler {sampler!r}; expected one of {SAMPLERS}")
-    member = bag_index >= 0
-    candidates, bag_index = candidates.select(member), bag_index[member]
-    if sampler == "overlap":
-        key = _overlap_key(corpus.boxes, candidates.subjects, candidates.objects)
-    elif sampler == "listed":
-        key = np.arange(len(bag_index))
-    else:
-        key = np.random.default_rng(seed).random(len(bag_index), dtype=np.float32)
-    order = np.lexsort((key, bag_index))
-    del key
-    bag_sorted = bag_index[order]
-    available = np.bincount(bag_sorted, minlength=num_bags)
-    group_start = np.concatenate([[0], np.cumsum(available)[:-1]])
-    rank = np.arange(len(order)) - group_start[bag_sorted]
-    kept = order[rank < bag_size]
-    kept_per_bag = np.minimum(available, bag_size)
-    subjects, objects = candidates.subjects[kept], candidates.objects[kept]
-    annotation_instance, annotation_relation = annotated_relations(corpus, subjects, objects)
-    truth_instance, truth_relation = true_relations(corpus, subjects, objects)
+    rng = np.random.default_rng(seed)
+    best, best_key, best_bag = None, None, None  # The best bag_size of each bag so far, by bag then rank.
+    available, seen = np.zeros(num_bags, np.int64), 0
+    for candidates, bag_index in chunks:
+        member = bag_index >= 0
+        candidates, bag_index = candidates.select(member), bag_index[member]
+        if sampler == "overlap":
+            key = _overlap_key(corpus.boxes, candidates.subjects, candidates.objects)
+        elif sampler == "listed":
+            key = np.arange(seen, seen + len(bag_index))
+        else:
+            key = rng.random(len(bag_index), dtype=np.float32)  # Drawn in sequence: the same as one draw.
+        seen += len(bag_index)
+        available += np.bincount(bag_index, minlength=num_bags)
+        if best is not None:  # Earlier candidates first, so that ties keep candidate order.
+            candidates = Candidates(*(np.concatenate([getattr(best, f.name), getattr(candidates, f.name)])
+                                      for f in dataclasses.fields(Candidates)))
+            key, bag_index = np.concatenate([best_key, key]), np.concatenate([best_bag, bag_index])
+        order = np.lexsort((key, bag_index))
+        bag_sorted = bag_index[order]
+        in_bag = np.bincount(bag_sorted, minlength=num_bags)
+        rank = np.arange(len(order)) - (np.cumsum(in_bag) - in_bag)[bag_sorted]
+        kept = order[rank < bag_size]
+        best, best_key, best_bag = candidates.select(kept), key[kept], bag_index[kept]
+    if best is None:
+        raise ValueError("stream_bags: no chunk of candidates given")
+    annotation_instance, annotation_relation = annotated_relations(corpus, best.subjects, best.objects)
+    truth_instance, truth_relation = true_relations(corpus, best.subjects, best.objects)
     return Bags(
-        start=np.concatenate([[0], np.cumsum(kept_per_bag)]).astype(np.int64),
-        subjects=subjects,
-        objects=objects,
-        images=candidates.images[kept],
-        available=available.astype(np.int64),
+        start=np.concatenate([[0], np.cumsum(np.minimum(available, bag_size))]).astype(np.int64),
+        subjects=best.subjects,
+        objects=best.objects,
+        images=best.images,
+        available=available,
         annotation_instance=annotation_instance,
         annotation_relation=annotation_relation,
         truth_instance=truth_instance,

@@ -33,7 +33,8 @@ class Benchmark:
       label_start: int64 [P + 1]: bag p's relation ids are labels[label_start[p]:label_start[p+1]].
       labels: int64 relation ids (1..R), or the single id 0 for an NA bag.
       image_split: int32 [I] split of every image row, -1 for images no bag uses.
-      bag_index: int32 [C] bag of each candidate instance, -1 when the candidate is in no bag.
+      bag_index: int32 [C] bag of each candidate instance, -1 when the candidate is in no bag
+        (empty for knowledge-base bags, which are built streamed: detections.pair_bags).
       dropped_pairs: fact pairs dropped because no image of their split shows them.
     """
 

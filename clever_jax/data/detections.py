@@ -20,13 +20,15 @@ import os
 import numpy as np
 
 from clever_jax.data import release
-from clever_jax.data.bags import Bags, build_bags, enumerate_candidates
+from clever_jax.data.bags import Bags, enumerate_candidates, stream_bags
 from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError, field
 from clever_jax.data.vg import GEOMETRY_DIM, Corpus, check_region, feature_lines
 from clever_jax.data.vocab import Vocab, entity_classes
+from clever_jax.progress import Progress
 
 SPLIT = "test"  # The split the extraction bags are stored as (records hold train, val and test splits).
+CHUNK_IMAGES = 4096  # Images whose candidate instances pair_bags holds at once.
 
 
 def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> Corpus:
@@ -44,7 +46,9 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
     class_of: dict[str, tuple[int, str]] = {}
     skipped: collections.Counter[str] = collections.Counter()
     image_ids, sizes, offsets, counts, classes, names, boxes, slots = [], [], [], [], [], [], [], []
+    progress = Progress(os.path.getsize(path) / 1e6, f"Reading {path}", "MB")
     for line_offset, where, image_id, record in feature_lines(path):
+        progress.update(line_offset / 1e6)
         where = f"{where} (image {image_id})"
         width, height = field(record, "image_w", int | float, where), field(record, "image_h", int | float, where)
         rects, raw_names = [], []
@@ -114,30 +118,46 @@ def read_release(release_dir: str, vocab: Vocab, feature_dim: int | None = None)
 
 
 def pair_bags(corpus: Corpus, num_entities: int, min_images: int, bag_size: int, sampler: str,
-              seed: int) -> tuple[Benchmark, Bags]:
+              seed: int, chunk_images: int = CHUNK_IMAGES) -> tuple[Benchmark, Bags]:
     """One unlabelled bag (split SPLIT) per ordered entity pair seen in at least `min_images` images.
 
-    Returns the bags' Benchmark (pairs in pair-code order, every label NA) and their Bags
-    (bags.build_bags: `bag_size` instances ranked by `sampler`).
+    Streamed over `chunk_images` images at a time (two passes: images per pair, then
+    bags.stream_bags), so memory holds one chunk's candidate instances and the bags, never every
+    candidate of the collection.
+
+    Returns the bags' Benchmark (pairs in pair-code order, every label NA; its per-candidate
+    bag_index is empty, as no full candidate list exists) and their Bags (`bag_size` instances
+    ranked by `sampler`: the same as bags.build_bags of every candidate).
 
     Raises:
       DataError: when no pair reaches `min_images`.
     """
-    candidates = enumerate_candidates(corpus, num_entities)
-    code_image = np.unique(candidates.pair_codes.astype(np.int64) * corpus.num_images + candidates.images)
-    images_per_code = np.bincount(code_image // corpus.num_images, minlength=num_entities**2)
+    chunks = [slice(lo, lo + chunk_images) for lo in range(0, corpus.num_images, chunk_images)]
+    images_per_code = np.zeros(num_entities**2, np.int64)
+    for image_rows in chunks:
+        candidates = enumerate_candidates(corpus, num_entities, image_rows)
+        code_image = np.unique(candidates.pair_codes.astype(np.int64) * corpus.num_images + candidates.images)
+        images_per_code += np.bincount(code_image // corpus.num_images, minlength=num_entities**2)
     codes = np.flatnonzero(images_per_code >= min_images)
     if not len(codes):
         raise DataError(f"{corpus.feature_paths[0]}: no entity pair is seen in {min_images} or more images "
                         f"(the most: {images_per_code.max(initial=0)}); lower extract.min_images")
     bag_of_code = np.full(num_entities**2, -1, np.int32)
     bag_of_code[codes] = np.arange(len(codes))
-    bag_index = bag_of_code[candidates.pair_codes]
-    image_split = np.full(corpus.num_images, -1, np.int32)
-    image_split[np.unique(candidates.images[bag_index >= 0])] = SPLITS.index(SPLIT)
+    used = np.zeros(corpus.num_images, bool)
+
+    def member_chunks():
+        for image_rows in chunks:
+            candidates = enumerate_candidates(corpus, num_entities, image_rows)
+            bag_index = bag_of_code[candidates.pair_codes]
+            used[candidates.images[bag_index >= 0]] = True
+            yield candidates, bag_index
+
+    bags = stream_bags(corpus, member_chunks(), len(codes), bag_size, sampler, seed)
     benchmark = Benchmark(
         pairs=np.stack(np.divmod(codes, num_entities), axis=1).astype(np.int64),
         split=np.full(len(codes), SPLITS.index(SPLIT), np.int32),
         label_start=np.arange(len(codes) + 1, dtype=np.int64), labels=np.zeros(len(codes), np.int64),
-        image_split=image_split, bag_index=bag_index, dropped_pairs=0)
-    return benchmark, build_bags(corpus, candidates, bag_index, len(codes), bag_size, sampler, seed)
+        image_split=np.where(used, SPLITS.index(SPLIT), -1).astype(np.int32), bag_index=np.zeros(0, np.int32),
+        dropped_pairs=0)
+    return benchmark, bags
