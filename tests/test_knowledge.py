@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import os
@@ -10,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from clever_jax import builder, evaluate, export, files, job, knowledge
+from clever_jax import builder, evaluate, export, files, job, knowledge, query
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare
@@ -203,6 +204,20 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
         assert open(tmp_path / "elsewhere" / "kb" / name).read() == open(tmp_path / "run" / "kb" / name).read()
     from_bundle = json.load(open(tmp_path / "elsewhere" / "kb" / "kb_meta.json"))
     assert from_bundle["filters"] == filtered["filters"] and from_bundle["model"] == config.extract.bundle
+    # The query (names checked against the bundle's vocabulary) and the report of that knowledge base.
+    kb_path = str(tmp_path / "elsewhere" / "kb" / "kb.jsonl")
+    triplets = [json.loads(line) for line in open(kb_path)]
+    answers = query.ask(query.open_index(kb_path), query.read_vocab(config.extract.bundle),
+                        pair=(triplets[0]["subject"], triplets[0]["object"]), top=100)
+    assert answers[0] == {**triplets[0], "in_training_kb": bool(triplets[0]["in_training_kb"])}
+    assert [a["relation"] for a in answers] == [t["relation"] for t in triplets if
+                                                (t["subject"], t["object"]) == (triplets[0]["subject"],
+                                                                                triplets[0]["object"])]
+    config.report.per_relation = 2
+    job.run(config, str(tmp_path / "elsewhere"), "report")
+    per_relation = collections.Counter(t["relation"] for t in triplets)
+    page = open(tmp_path / "elsewhere" / "kb" / "report.html").read()
+    assert f'data-shown="{sum(min(2, n) for n in per_relation.values())}"' in page
     # A bundle of another vocabulary, or one older than format 3 (no training facts), is refused before any work.
     changed = str(tmp_path / "changed_bundle")
     shutil.copytree(config.extract.bundle, changed)

@@ -134,10 +134,12 @@ def pair_bags(corpus: Corpus, num_entities: int, min_images: int, bag_size: int,
     """
     chunks = [slice(lo, lo + chunk_images) for lo in range(0, corpus.num_images, chunk_images)]
     images_per_code = np.zeros(num_entities**2, np.int64)
+    counting = Progress(corpus.num_images, "Counting the images of every pair", unit="images")
     for image_rows in chunks:
         candidates = enumerate_candidates(corpus, num_entities, image_rows)
         code_image = np.unique(candidates.pair_codes.astype(np.int64) * corpus.num_images + candidates.images)
         images_per_code += np.bincount(code_image // corpus.num_images, minlength=num_entities**2)
+        counting.update(min(image_rows.stop, corpus.num_images))
     codes = np.flatnonzero(images_per_code >= min_images)
     if not len(codes):
         raise DataError(f"{corpus.feature_paths[0]}: no entity pair is seen in {min_images} or more images "
@@ -146,12 +148,15 @@ def pair_bags(corpus: Corpus, num_entities: int, min_images: int, bag_size: int,
     bag_of_code[codes] = np.arange(len(codes))
     used = np.zeros(corpus.num_images, bool)
 
+    ranking = Progress(corpus.num_images, f"Ranking the instances of {len(codes)} bags", unit="images")
+
     def member_chunks():
         for image_rows in chunks:
             candidates = enumerate_candidates(corpus, num_entities, image_rows)
             bag_index = bag_of_code[candidates.pair_codes]
             used[candidates.images[bag_index >= 0]] = True
             yield candidates, bag_index
+            ranking.update(min(image_rows.stop, corpus.num_images))
 
     bags = stream_bags(corpus, member_chunks(), len(codes), bag_size, sampler, seed)
     benchmark = Benchmark(
