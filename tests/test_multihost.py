@@ -80,8 +80,11 @@ def test_two_processes_train_like_one(runs):
     history = json.loads(str(processes[0]["history"]))
     want = json.loads(str(reference["history"]))
     assert [h["step"] for h in history] == [h["step"] for h in want] == [2, 4]
+    # The validation metrics (in %) rank the scores of parameters that agree to rtol 1e-5, not exactly:
+    # a near-tie that flips moves a curve's AUC by ~4e-5 points on some CPUs. The abs tolerance allows a few
+    # such flips; a different batch or step would move them by far more (the parameters above are the check).
     for got, expected in zip(history, want, strict=True):
-        assert got == pytest.approx(expected, rel=1e-5, abs=1e-5)
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-3)
 
 
 def test_a_sigterm_to_one_process_stops_both_after_the_same_step_and_they_resume_from_it(runs):
