@@ -82,7 +82,7 @@ def test_two_processes_train_like_one(runs):
     assert [h["step"] for h in history] == [h["step"] for h in want] == [2, 4]
     # The validation metrics (in %) rank the scores of parameters that agree to rtol 1e-5, not exactly:
     # a near-tie that flips moves a curve's AUC by ~4e-5 points on some CPUs. The abs tolerance allows a few
-    # such flips; a different batch or step would move them by far more (the parameters above are the check).
+    # such flips; the parameters above, compared at rtol 1e-5, are what checks that both trained alike.
     for got, expected in zip(history, want, strict=True):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-3)
 
