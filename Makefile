@@ -6,7 +6,8 @@ WORKDIR ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast lint bench-data bench-kb results study predcls clean bench bench-scaling memory install-cuda install-tpu
+.PHONY: demo test test-fast lint bench-data bench-kb results study predcls clean bench bench-scaling memory install-cuda install-tpu \
+	gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ $(VENV)/.test-installed: $(VENV)/.installed
 # JAX for NVIDIA GPUs (CUDA 12) or Cloud TPU VMs on top of the install above (see launch/README.md).
 install-cuda install-tpu: install-%: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[$*]"
+
+# On a machine with an NVIDIA GPU: CUDA JAX into .venv, then the tests, the step benchmark (3 precisions, demo and
+# paper shapes), the 11 GB memory estimate and the demo, into one report: runs/gpu_check/report.json.
+gpu-check:
+	$(PYTHON) launch/gpu_check.py
 
 demo: $(VENV)/.installed
 	$(PY) -m clever_jax.main --config=configs/demo.py --workdir=$(WORKDIR)

@@ -6,8 +6,10 @@ heads, relation count and special token ids), config.json (the resolved run conf
 pretrained encoder: what the builder reads), training_facts.tsv (subject, relation, object of
 every fact of the training split), val_scores.npz (the run's validation scores, when evaluated:
 what the knowledge base's filters are calibrated on) and checksums.json (the SHA-256 of every
-other file). `load_bundle` checks the checksums and the
-vocabulary sizes against model.json, and names the file that differs.
+other file). `load_bundle` checks that checksums.json lists every file the bundle holds (and
+nothing outside it) with its checksum, the format, and the vocabulary sizes against model.json,
+and names the file that differs; `check_params` checks the parameters against the model that
+config.json builds.
 """
 
 from __future__ import annotations
@@ -16,25 +18,24 @@ import dataclasses
 import json
 import os
 import shutil
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
+from flax import traverse_util
 
-from clever_jax import distributed, files
+from clever_jax import builder, distributed, files
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.data import text
-from clever_jax.data.jsonio import DataError
+from clever_jax.data.jsonio import DataError, load_json
 from clever_jax.data.records import split_facts
+from clever_jax.data.vg import GEOMETRY_DIM
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
-
-if TYPE_CHECKING:
-    from clever_jax.builder import Run
 
 CHECKSUMS = "checksums.json"
 BUNDLE_FORMAT = 3  # 2: with checksums.json (older bundles have none); 3: tokenizer/config.json, training_facts.tsv.
@@ -42,7 +43,7 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spec
 TRAINING_FACTS = "training_facts.tsv"
 
 
-def export_bundle(run: Run, workdir: str) -> str:
+def export_bundle(run: builder.Run, workdir: str) -> str:
     """Writes WORKDIR/export from the best checkpoint of a built run (clever_jax.builder) trained in
     `workdir`; returns the folder.
 
@@ -105,22 +106,40 @@ def _bundle_files(path: str) -> list[str]:
     return sorted(name for name in found if name != CHECKSUMS)
 
 
-def _check_bundle(path: str, description: dict, vocab: Vocab) -> None:
-    """DataError naming the file when a bundle file is missing or differs from checksums.json, or
-    when the vocabulary files do not have the sizes model.json says."""
+def _check_files(path: str) -> None:
+    """DataError naming the file when checksums.json is missing or malformed, names a file outside
+    the bundle or no parameters, leaves out a file the bundle holds, or lists one that is missing or
+    differs (SHA-256)."""
     checksums_path = os.path.join(path, CHECKSUMS)
-    if not os.path.isfile(checksums_path) and description.get("format", 1) >= 2:
-        raise DataError(f"{checksums_path} is missing: the bundle is damaged; export it again")
     if not os.path.isfile(checksums_path):
-        logging.warning("%s: no %s (a bundle exported before checksums): its files are not checked", path, CHECKSUMS)
-    else:
-        with open(checksums_path) as f:
-            checksums = json.load(f)
-        for name, digest in checksums.items():
-            file_path = os.path.join(path, name)
-            if not os.path.isfile(file_path) or files.sha256(file_path) != digest:
-                state = "is missing" if not os.path.isfile(file_path) else "differs from the exported file (SHA-256)"
-                raise DataError(f"{file_path} {state}: the bundle is damaged; export it again")
+        raise DataError(f"{checksums_path} is missing: the bundle is damaged or older than format 2; export it again")
+    checksums = load_json(checksums_path)
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
+        raise DataError(f"{checksums_path}: expected an object of relative path -> SHA-256, found {checksums!r:.60}")
+    outside = [name for name in checksums if os.path.isabs(name) or ".." in name.split("/")]
+    if outside:
+        raise DataError(f"{checksums_path}: {outside[0]!r} is not a path inside the bundle: export it again")
+    if not any(name.startswith("params/") for name in checksums):
+        raise DataError(f"{checksums_path}: lists no parameter file (params/): the bundle is damaged; export it again")
+    unlisted = sorted(set(_bundle_files(path)) - checksums.keys())
+    if unlisted:
+        raise DataError(f"{os.path.join(path, unlisted[0])}: held in the bundle but not listed in {CHECKSUMS} (nor "
+                        f"are {len(unlisted) - 1} more): the bundle is damaged or was changed by hand; export it again")
+    for name, digest in checksums.items():
+        file_path = os.path.join(path, name)
+        if not os.path.isfile(file_path) or files.sha256(file_path) != digest:
+            state = "is missing" if not os.path.isfile(file_path) else "differs from the exported file (SHA-256)"
+            raise DataError(f"{file_path} {state}: the bundle is damaged; export it again")
+
+
+def _check_description(path: str, description: Any, vocab: Vocab) -> None:
+    """DataError naming model.json when it is not of this format, or a vocabulary file when it does
+    not have the size model.json says."""
+    model_json = os.path.join(path, "model.json")
+    found = description.get("format") if isinstance(description, dict) else None
+    if found != BUNDLE_FORMAT:
+        raise DataError(f"{model_json}: bundle format {found}, this version reads format {BUNDLE_FORMAT}: export it "
+                        "again with this version")
     sizes = {"entities.txt": (len(vocab.entities), description.get("num_entities", len(vocab.entities))),
              "predicates.txt": (vocab.num_relations, description["num_relations"])}
     for name, (found, expected) in sizes.items():
@@ -165,16 +184,17 @@ def read_training_facts(path: str, vocab: Vocab) -> np.ndarray:
 
 
 def load_bundle(path: str) -> Bundle:
-    """Loads an exported bundle (needs no workdir, records or training state)."""
-    with open(os.path.join(path, "model.json")) as f:
-        description = json.load(f)
+    """Loads an exported bundle (needs no workdir, records or training state); DataError naming the
+    file when it is damaged or of another format (module docstring)."""
+    _check_files(path)
+    description = load_json(os.path.join(path, "model.json"))
 
     def read(name: str) -> tuple[str, ...]:
         with open(os.path.join(path, "vocab", name)) as f:
             return tuple(line.strip() for line in f if line.strip())
 
     vocab = Vocab(read("entities.txt"), read("predicates.txt"))
-    _check_bundle(path, description, vocab)
+    _check_description(path, description, vocab)
     model = Clever(
         encoder=EncoderConfig(**description["encoder"]), num_relations=description["num_relations"],
         encoder_type=description.get("encoder_type", "vlp"),  # Bundles exported before the CNN encoder: vlp.
@@ -184,3 +204,29 @@ def load_bundle(path: str) -> Bundle:
     with ocp.StandardCheckpointer() as checkpointer:
         params = checkpointer.restore(os.path.join(os.path.abspath(path), "params"))
     return Bundle(model, params, vocab, description)
+
+
+def check_params(bundle: Bundle, config: ml_collections.ConfigDict, path: str) -> None:
+    """DataError naming the first parameter of the bundle at `path` that the model of `config` (its
+    config.json) lacks, has with another shape, or with a dtype the value cannot be cast to, or that
+    the bundle lacks. The model's parameters are abstract (builder.build without records: no data
+    read, nothing computed), with the bundle's region size."""
+    config = config.copy_and_resolve_references()
+    # synthetic.instance_shape takes the appearance size from data.feature_dim for any source but the world.
+    config.data.update(source="vg", feature_dim=bundle.description["region_dim"] - GEOMETRY_DIM, batch_size=1)
+    config.train.grad_accum_steps = 1
+    config.mesh.update(data=1, fsdp=1)
+    run = builder.build(config, devices=jax.local_devices()[:1])
+    expected = traverse_util.flatten_dict(run.abstract_params, sep="/")
+    found = traverse_util.flatten_dict(bundle.params, sep="/")
+    for name in sorted(expected.keys() | found.keys()):
+        where = f"{os.path.join(path, 'params')}: parameter {name}"
+        if name not in found:
+            raise DataError(f"{where}: missing; the model of config.json has it with shape {expected[name].shape}")
+        if name not in expected:
+            raise DataError(f"{where}: shape {found[name].shape}, not a parameter of the model of config.json")
+        value, like = found[name], expected[name]
+        if value.shape != like.shape or not np.can_cast(value.dtype, like.dtype, casting="same_kind"):
+            raise DataError(f"{where}: {value.dtype} {value.shape} in the bundle, the model of config.json has "
+                            f"{like.dtype} {like.shape}: the bundle's parameters and config.json differ; export it "
+                            "again")

@@ -17,6 +17,10 @@ WORKDIR/kb/:
   kb.csv        the same triplets without evidence (subject, relation, object, score, in_training_kb)
   kb_meta.json  what made it: the features file, the checkpoint, the settings, the counts
 
+The three are replaced together or not at all (files.atomic_folder: WORKDIR/kb/kb.jsonl links to
+current/kb.jsonl, `current` to the complete version under WORKDIR/kb/versions/), so a killed
+extraction leaves the previous knowledge base whole.
+
 Scoring streams: each batch keeps only its scores and each relation's `extract.num_evidence`
 best instances (evaluate.run_eval's num_evidence), with progress and ETA in the log.
 
@@ -45,12 +49,13 @@ from clever_jax import distributed, evaluate, export, files, kb_filters
 from clever_jax.checkpoints import Checkpoints
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare, text
-from clever_jax.data.jsonio import DataError
+from clever_jax.data.jsonio import DataError, load_json
 from clever_jax.data.records import open_records, read_manifest, split_facts, write_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.extract import ranked_triplets, write_triplets
 
 KB_DIR = "kb"
+KB_FILES = ("kb.jsonl", "kb.csv", "kb_meta.json")  # Written as a whole (files.atomic_folder).
 
 
 def prepare_detections(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -111,7 +116,9 @@ def model_source(config: ml_collections.ConfigDict, workdir: str, benchmark_reco
     """The model of config.extract.bundle, or of `workdir` (its benchmark records: `benchmark_records()`).
 
     Raises:
-      DataError: a bundle that is damaged, older than format 3 or of another vocabulary.
+      DataError: a bundle that is damaged, older than format 3, of another vocabulary, or whose
+        parameters are not those of the model its config.json builds (checked before any records
+        are built).
     """
     vocab, path = benchmark_vocab(), config.extract.bundle
     if not path:
@@ -127,12 +134,12 @@ def model_source(config: ml_collections.ConfigDict, workdir: str, benchmark_reco
     if bundle.vocab != vocab:
         raise DataError(f"{os.path.join(path, 'vocab')}: the bundle's vocabulary is not this package's "
                         "(clever_jax/data/vocab): its relation and entity ids would not match the names written")
-    with open(os.path.join(path, "config.json")) as f:
-        run_config = ml_collections.ConfigDict(json.load(f))
+    run_config = ml_collections.ConfigDict(load_json(os.path.join(path, "config.json")))
     for name in ("extract", "mesh", "distributed"):
         run_config[name] = config[name]
     run_config.data.eval_batch_size = config.data.eval_batch_size
     run_config.model.update(pretrained_dir=os.path.join(os.path.abspath(path), "tokenizer"), pretrained=False)
+    export.check_params(bundle, run_config, path)
 
     def load_params(abstract: Any) -> Any:
         return jax.tree.map(lambda value, like: jax.device_put(value.astype(like.dtype), like.sharding),
@@ -166,12 +173,12 @@ def thresholds_of_run(config: ml_collections.ConfigDict, val_scores: str) -> kb_
 
 def world_truth(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
     """The generated world's graded truth when config.extract.features_path is that world's features file."""
-    grades = evaluate.world_grades(config, workdir)
     world_dir = config.data.world_dir or os.path.join(workdir, "world")
     features = os.path.join(world_dir, "features.tsv")
-    if grades is None or not os.path.isfile(features) or not os.path.samefile(features, config.extract.features_path):
-        return None
-    return grades
+    if (config.data.source != "world" or not os.path.isfile(features)
+            or not os.path.samefile(features, config.extract.features_path)):
+        return None  # Not the world's features: its grades are neither needed nor, in a fresh workdir, there.
+    return evaluate.world_grades(config, workdir)
 
 
 def extract(run_for, config: ml_collections.ConfigDict, workdir: str, benchmark_records: Callable[[], str]) -> str:
@@ -220,28 +227,29 @@ def extract(run_for, config: ml_collections.ConfigDict, workdir: str, benchmark_
             f"{name} {t['triplets']} triplets, precision {t['precision']:.1f} recall {t['recall']:.1f}"
             for name, t in truth.items()))
     ranked = ranked_triplets(outputs.scores, ex.top_k, keep)
-    count = write_triplets(os.path.join(out_dir, "kb.jsonl"), outputs, open_records(kb_records)[0], vocab, ex.top_k,
-                           ex.num_evidence, known=known, known_key="in_training_kb", with_annotations=False,
-                           ranked=ranked)
     rows, relations = ranked
-    with files.atomic_write(os.path.join(out_dir, "kb.csv")) as f:
-        writer = csv.writer(f)
-        writer.writerow(("subject", "relation", "object", "score", "in_training_kb"))
-        for row, relation in zip(rows.tolist(), relations.tolist(), strict=True):
-            subject, obj = outputs.pairs[row]
-            writer.writerow((vocab.entities[subject], vocab.relations[relation], vocab.entities[obj],
-                             f"{outputs.scores[row, relation]:.6f}", int(known[row, relation])))
     with open(os.path.join(kb_records, "kb_stats.json")) as f:
         stats = json.load(f)
-    files.write_json(os.path.join(out_dir, "kb_meta.json"), {
-        "features_path": os.path.abspath(ex.features_path), "model": source.name,
-        "head": source.config.model.head, "eval_head": source.config.model.eval_head or source.config.model.head,
-        "min_images": ex.min_images, "bag_size": source.config.data.bag_size,
-        "sampler": source.config.data.sampler,
-        "top_k": ex.top_k, "num_evidence": ex.num_evidence, "triplets": count,
-        "in_training_kb": int(known[rows, relations].sum()), **stats, **({"filters": filters} if filters else {}),
-        **({"world_truth": truth} if truth else {}),
-    })
+    with files.atomic_folder(out_dir, KB_FILES) as partial:  # All three files replaced at once.
+        count = write_triplets(os.path.join(partial, "kb.jsonl"), outputs, open_records(kb_records)[0], vocab,
+                               ex.top_k, ex.num_evidence, known=known, known_key="in_training_kb",
+                               with_annotations=False, ranked=ranked)
+        with files.atomic_write(os.path.join(partial, "kb.csv")) as f:
+            writer = csv.writer(f)
+            writer.writerow(("subject", "relation", "object", "score", "in_training_kb"))
+            for row, relation in zip(rows.tolist(), relations.tolist(), strict=True):
+                subject, obj = outputs.pairs[row]
+                writer.writerow((vocab.entities[subject], vocab.relations[relation], vocab.entities[obj],
+                                 f"{outputs.scores[row, relation]:.6f}", int(known[row, relation])))
+        files.write_json(os.path.join(partial, "kb_meta.json"), {
+            "features_path": os.path.abspath(ex.features_path), "model": source.name,
+            "head": source.config.model.head, "eval_head": source.config.model.eval_head or source.config.model.head,
+            "min_images": ex.min_images, "bag_size": source.config.data.bag_size,
+            "sampler": source.config.data.sampler,
+            "top_k": ex.top_k, "num_evidence": ex.num_evidence, "triplets": count,
+            "in_training_kb": int(known[rows, relations].sum()), **stats, **({"filters": filters} if filters else {}),
+            **({"world_truth": truth} if truth else {}),
+        })
     logging.info("Wrote a knowledge base of %d triplets (%d pairs from %d images) to %s", count, stats["pairs"],
                  stats["images"], out_dir)
     return out_dir

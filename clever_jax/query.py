@@ -8,24 +8,28 @@ Each answer lists triplets by score with their evidence (image, boxes, weight). 
 against the vocabulary (an exported bundle's with --bundle=EXPORT_DIR, else the package's) and an
 unknown one is named with the closest known names. The first query builds an index next to the
 knowledge base (KB.index.sqlite, the standard library's SQLite), rebuilt when the knowledge base
-changes (its size or modification time), so later queries on a 100k-triplet KB take milliseconds.
+changes (its size or modification time) or the index is damaged, so later queries on a 100k-triplet
+KB take milliseconds. A knowledge base whose kb_meta.json records another triplet count (cut, or
+mixed with another extraction's files) is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import glob
 import json
 import os
 import sqlite3
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
-from clever_jax.data.jsonio import DataError
+from clever_jax import files, report
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 
 SCHEMA = """
-CREATE TABLE source (size INTEGER, mtime_ns INTEGER);
+CREATE TABLE source (size INTEGER, mtime_ns INTEGER, triplets INTEGER);
 CREATE TABLE triplets (id INTEGER PRIMARY KEY, subject TEXT, relation TEXT, object TEXT, score REAL, line TEXT);
 CREATE TABLE images (image_id INTEGER, triplet INTEGER);
 """
@@ -34,6 +38,7 @@ CREATE INDEX by_pair ON triplets (subject, object, score DESC);
 CREATE INDEX by_relation ON triplets (relation, score DESC);
 CREATE INDEX by_image ON images (image_id);
 """
+MAX_ID = 2**63 - 1  # SQLite's largest integer.
 
 
 def index_path(kb_path: str) -> str:
@@ -45,53 +50,77 @@ def _stamp(kb_path: str) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _rows(kb_path: str):
-    """((id, subject, relation, object, score, line), evidence image ids) of every line; DataError naming a bad one."""
-    with open(kb_path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                t = json.loads(line)
-                images = {int(e["image_id"]) for e in t.get("evidence", [])}
-                yield (line_no, t["subject"], t["relation"], t["object"], float(t["score"]), line), images
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise DataError(f"{kb_path}: line {line_no}: expected a triplet (subject, relation, object, score, "
-                                f"evidence) as written by --mode=extract: {type(e).__name__}: {e}") from e
+def _remove_stale(kb_path: str) -> None:
+    """Removes what queries and extractions of this host that died left beside the knowledge base
+    (report.remove_stale), and index builds of an earlier version ({index}.partial.{pid}: no host)."""
+    report.remove_stale(kb_path)
+    files.remove_left(glob.glob(glob.escape(index_path(kb_path)) + ".partial.*"), host="")
 
 
-def open_index(kb_path: str) -> sqlite3.Connection:
-    """The knowledge base's index, built (atomically, beside it) when missing or older than the KB."""
+def _reuse(path: str, stamp: tuple[int, int]) -> sqlite3.Connection | None:
+    """The index at `path` when it was built from the knowledge base as it is now (`stamp`); None when
+    it is missing, older, or damaged (empty, truncated, not SQLite: rebuilt)."""
+    if not os.path.isfile(path):
+        return None
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT size, mtime_ns, triplets FROM source").fetchone()  # Earlier versions: no count.
+        if row is not None and row[:2] == stamp:
+            return db
+    except sqlite3.DatabaseError as e:
+        logging.warning("%s: a damaged index (%s); rebuilding it", path, e)
+    db.close()
+    return None
+
+
+def _build(kb_path: str, path: str) -> sqlite3.Connection:
+    """Indexes the knowledge base into a temporary file renamed onto `path` once complete."""
+    partial = files.temporary(path)
+    if os.path.exists(partial):
+        os.remove(partial)
+    stamp = _stamp(kb_path)
+    db = sqlite3.connect(partial)
+    try:
+        db.executescript(SCHEMA)
+        images: list[tuple[int, int]] = []
+
+        def rows():
+            for line_no, t, line in report.triplets(kb_path):
+                images.extend((image, line_no) for image in {e["image_id"] for e in t.get("evidence", [])})
+                yield line_no, t["subject"], t["relation"], t["object"], t["score"], line
+
+        count = db.executemany("INSERT INTO triplets VALUES (?, ?, ?, ?, ?, ?)", rows()).rowcount
+        db.executemany("INSERT INTO images VALUES (?, ?)", images)
+        db.execute("INSERT INTO source VALUES (?, ?, ?)", (*stamp, count))
+        db.executescript(INDEXES)
+        db.commit()
+        db.close()
+        os.replace(partial, path)
+    except BaseException:
+        db.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        raise
+    return sqlite3.connect(path)
+
+
+def open_index(kb_path: str, rebuild: bool = False) -> sqlite3.Connection:
+    """The knowledge base's index, built (atomically, beside it) when missing, older than the KB, damaged
+    or `rebuild`. The links to a knowledge base folder (files.atomic_folder) are resolved once, so the
+    index and the count check read one version even while an extraction replaces it.
+
+    Raises:
+      FileNotFoundError: no knowledge base at `kb_path`.
+      DataError: a bad line (named), or a count that kb_meta.json beside it contradicts (report.check_count).
+    """
     if not os.path.isfile(kb_path):
         raise FileNotFoundError(f"{kb_path}: no knowledge base (run --mode=extract with "
                                 "--config.extract.features_path, which writes WORKDIR/kb/kb.jsonl)")
-    path = index_path(kb_path)
-    if os.path.isfile(path):
-        db = sqlite3.connect(path)
-        if db.execute("SELECT size, mtime_ns FROM source").fetchone() == _stamp(kb_path):
-            return db
-        db.close()
-    partial = f"{path}.partial.{os.getpid()}"
-    if os.path.exists(partial):
-        os.remove(partial)
-    db = sqlite3.connect(partial)
-    db.executescript(SCHEMA)
-    stamp = _stamp(kb_path)
-    try:
-        triplets = list(_rows(kb_path))
-    except DataError:
-        db.close()
-        os.remove(partial)
-        raise
-    db.executemany("INSERT INTO triplets VALUES (?, ?, ?, ?, ?, ?)", (row for row, _ in triplets))
-    db.executemany("INSERT INTO images VALUES (?, ?)",
-                   ((image, row[0]) for row, images in triplets for image in images))
-    db.execute("INSERT INTO source VALUES (?, ?)", stamp)
-    db.executescript(INDEXES)
-    db.commit()
-    db.close()
-    os.replace(partial, path)
-    return sqlite3.connect(path)
+    _remove_stale(kb_path)
+    real, path = os.path.realpath(kb_path), index_path(kb_path)
+    db = (None if rebuild else _reuse(path, _stamp(real))) or _build(real, path)
+    report.check_count(real, db.execute("SELECT triplets FROM source").fetchone()[0])
+    return db
 
 
 def check_name(name: str, known: tuple[str, ...], what: str) -> str:
@@ -119,7 +148,13 @@ def read_vocab(bundle: str) -> Vocab:
 
 def ask(db: sqlite3.Connection, vocab: Vocab, pair: tuple[str, str] | None = None, relation: str = "",
         image: int | None = None, top: int = 10) -> list[dict]:
-    """The triplets answering one question (a pair, a relation or an image), best first, at most `top`."""
+    """The triplets answering one question (a pair, a relation or an image), best first, at most `top`.
+
+    Raises ValueError naming the flag (--top, --image) or the name that is out of range or unknown."""
+    if not 1 <= top <= MAX_ID:
+        raise ValueError(f"--top={top}: expected the number of triplets to list, from 1 to 2^63 - 1")
+    if image is not None and not 0 <= image <= MAX_ID:
+        raise ValueError(f"--image={image}: expected an image id, from 0 to 2^63 - 1")
     columns = "t.line"
     if pair is not None:
         subject, obj = (check_name(name, vocab.entities, "entity") for name in pair)
@@ -141,8 +176,20 @@ def ask(db: sqlite3.Connection, vocab: Vocab, pair: tuple[str, str] | None = Non
              "evidence": a.get("evidence", [])} for a in answers]
 
 
+def ask_kb(kb_path: str, vocab: Vocab, **question) -> list[dict]:
+    """ask() (with `question`) of the knowledge base's index (open_index), rebuilt once when it proves
+    damaged only while answering; a sqlite3.DatabaseError if it fails again."""
+    try:
+        return ask(open_index(kb_path), vocab, **question)
+    except sqlite3.DatabaseError as e:
+        logging.warning("%s: a damaged index (%s); rebuilding it", index_path(kb_path), e)
+        return ask(open_index(kb_path, rebuild=True), vocab, **question)
+
+
 def render(answers: list[dict], evidence: int) -> str:
     """Answers as text: a line per triplet, then up to `evidence` evidence lines each."""
+    if evidence < 0:
+        raise ValueError(f"--evidence={evidence}: expected the number of evidence lines per triplet, 0 or more")
     lines = []
     for a in answers:
         known = "  (in the training KB)" if a["in_training_kb"] else ""
@@ -157,11 +204,14 @@ def main(argv: list[str]) -> None:
     if len(argv) not in (1, 3):
         raise app.UsageError("give two entity names (subject object), --relation=NAME or --image=ID")
     try:
-        answers = ask(open_index(args.kb), read_vocab(args.bundle), tuple(argv[1:]) if len(argv) == 3 else None,
-                      args.relation, args.image, args.top)
+        answers = ask_kb(args.kb, read_vocab(args.bundle), pair=tuple(argv[1:]) if len(argv) == 3 else None,
+                         relation=args.relation, image=args.image, top=args.top)
+        text = render(answers, args.evidence)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"{type(e).__name__}: {e}")
-    print(render(answers, args.evidence))
+    except sqlite3.DatabaseError as e:
+        sys.exit(f"{type(e).__name__}: {index_path(args.kb)}: {e} (delete it: the next query rebuilds it)")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -14,23 +14,29 @@ headless Chromium.
 
 from __future__ import annotations
 
+import glob
 import html
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 from absl import app, flags
 
-from clever_jax.data.jsonio import DataError
-from clever_jax.files import atomic_write
+from clever_jax import files
+from clever_jax.data.jsonio import DataError, load_json
 
 REQUIRED = ("subject", "relation", "object", "score")
+FLAGS = ("in_training_kb", "known")
 EVIDENCE_REQUIRED = ("image_id", "subject_box", "object_box")
+EVIDENCE_FLAGS = ("annotated", "true")
+KB, META = "kb.jsonl", "kb_meta.json"  # --mode=extract writes them together: the "triplets" count is checked.
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome")
 COLOURS = {"subject": "#e8590c", "object": "#1c7ed6"}
 
@@ -78,14 +84,10 @@ SCRIPT = """
 """
 
 
-def read_kb(kb_path: str, per_relation: int) -> tuple[dict[str, list[dict]], int]:
-    """({relation: its first `per_relation` triplets, in file order}, triplets in the file).
+def triplets(kb_path: str) -> Iterator[tuple[int, dict, str]]:
+    """(line number, triplet, line) of each non-empty line of a knowledge base, each checked (check_triplet).
 
-    Raises FileNotFoundError for a missing file, DataError naming the line for a bad one or the file when empty."""
-    if not os.path.isfile(kb_path):
-        raise FileNotFoundError(f"{kb_path}: no knowledge base (--mode=extract writes WORKDIR/kb/kb.jsonl)")
-    kept: dict[str, list[dict]] = {}
-    total = 0
+    Raises DataError naming the file and line of a bad one."""
     with open(kb_path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
@@ -95,35 +97,117 @@ def read_kb(kb_path: str, per_relation: int) -> tuple[dict[str, list[dict]], int
                 t = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{where}: not JSON: {e.msg} at char {e.pos}") from e
+            except RecursionError as e:
+                raise DataError(f"{where}: not a triplet: JSON nested too deep") from e
             check_triplet(t, where)
-            total += 1
-            group = kept.setdefault(t["relation"], [])
-            if len(group) < per_relation:
-                group.append(t)
+            yield line_no, t, line
+
+
+def check_count(kb_path: str, count: int) -> None:
+    """DataError when the kb_meta.json written with a kb.jsonl (beside the file `kb_path` links to)
+    records another number of triplets than the `count` it holds: a cut or mixed knowledge base.
+    Readers pass the resolved path they read (os.path.realpath), so both files are of one version."""
+    real = os.path.realpath(kb_path)
+    meta_path = os.path.join(os.path.dirname(real), META)
+    if os.path.basename(real) != KB or not os.path.isfile(meta_path):
+        return  # Not a knowledge base of --mode=extract (e.g. a triplets.jsonl of --mode=eval, or a filtered copy).
+    meta = load_json(meta_path)
+    expected = meta.get("triplets") if isinstance(meta, dict) else None
+    if not isinstance(expected, int) or isinstance(expected, bool):
+        raise DataError(f"{meta_path}: expected the JSON object --mode=extract writes, with 'triplets' (the "
+                        f"count of {kb_path}), found {json.dumps(meta)[:200]}")
+    if expected != count:
+        raise DataError(f"{kb_path} holds {count} triplets but {meta_path}, written with it, records {expected}: "
+                        "the knowledge base is cut or mixed with another extraction's files; extract it again")
+
+
+def read_kb(kb_path: str, per_relation: int) -> tuple[dict[str, list[dict]], int]:
+    """({relation: its first `per_relation` triplets, in file order}, triplets in the file).
+
+    The links to a knowledge base folder (files.atomic_folder) are resolved once, so kb.jsonl and
+    kb_meta.json are read from one version even while an extraction replaces it. Raises
+    FileNotFoundError for a missing file, DataError naming the line for a bad one, the file when
+    empty, or both files when kb_meta.json records another count (check_count)."""
+    if not os.path.isfile(kb_path):
+        raise FileNotFoundError(f"{kb_path}: no knowledge base (--mode=extract writes WORKDIR/kb/kb.jsonl)")
+    real = os.path.realpath(kb_path)
+    kept: dict[str, list[dict]] = {}
+    total = 0
+    for _, t, _ in triplets(real):
+        total += 1
+        group = kept.setdefault(t["relation"], [])
+        if len(group) < per_relation:
+            group.append(t)
     if not total:
         raise DataError(f"{kb_path}: no triplets (an empty knowledge base)")
+    check_count(real, total)
     return kept, total
 
 
+def _number(x: object) -> bool:
+    """Whether `x` is a finite JSON number (not a bool)."""
+    try:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    except OverflowError:  # An integer beyond any float.
+        return False
+
+
 def check_triplet(t: object, where: str) -> None:
-    """DataError naming `where` unless `t` is a triplet with well-formed evidence."""
+    """DataError naming `where` and what was expected unless `t` is a triplet as --mode=extract (or
+    --mode=eval) writes it: names as strings, a finite score, flags as booleans and well-formed evidence."""
     if not isinstance(t, dict):
         raise DataError(f"{where}: expected a JSON object (a triplet), found {type(t).__name__}")
     for key in REQUIRED:
         if key not in t:
             raise DataError(f"{where}: no {key!r}")
-    if not isinstance(t["score"], int | float):
-        raise DataError(f"{where}: 'score' is {t['score']!r}, not a number")
+    for key in REQUIRED[:3]:
+        if not isinstance(t[key], str) or not t[key]:
+            raise DataError(f"{where}: {key!r} is {t[key]!r}, expected a name (a non-empty string)")
+    if not _number(t["score"]):
+        raise DataError(f"{where}: 'score' is {t['score']!r}, expected a finite number")
+    for key in FLAGS:
+        if key in t and not isinstance(t[key], bool):
+            raise DataError(f"{where}: {key!r} is {t[key]!r}, expected true or false")
     if not isinstance(t.get("evidence", []), list):
-        raise DataError(f"{where}: 'evidence' is not a list")
+        raise DataError(f"{where}: 'evidence' is {t['evidence']!r}, expected a list")
     for k, e in enumerate(t.get("evidence", [])):
-        missing = [key for key in EVIDENCE_REQUIRED if not isinstance(e, dict) or key not in e]
-        if missing:
-            raise DataError(f"{where}: evidence {k}: no {missing[0]!r}")
-        for key in ("subject_box", "object_box"):
-            box = e[key]
-            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(x, int | float) for x in box)):
-                raise DataError(f"{where}: evidence {k}: {key!r} is {box!r}, not [x1, y1, x2, y2]")
+        check_evidence(e, f"{where}: evidence {k}")
+
+
+def check_evidence(e: object, where: str) -> None:
+    """DataError naming `where` unless `e` is an evidence instance: a whole-number image id (its file
+    name in images_dir), two [x1, y1, x2, y2] boxes, and optional weight, image size and flags."""
+    if not isinstance(e, dict):
+        raise DataError(f"{where}: expected a JSON object (an evidence instance), found {type(e).__name__}")
+    missing = [key for key in EVIDENCE_REQUIRED if key not in e]
+    if missing:
+        raise DataError(f"{where}: no {missing[0]!r}")
+    image_id = e["image_id"]
+    if not (isinstance(image_id, int) and not isinstance(image_id, bool) and 0 <= image_id < 2**63):
+        raise DataError(f"{where}: 'image_id' is {image_id!r}, expected an image id (a whole number from 0 to "
+                        "2^63 - 1)")
+    for key in ("subject_box", "object_box"):
+        box = e[key]
+        if not (isinstance(box, list) and len(box) == 4 and all(map(_number, box))):
+            raise DataError(f"{where}: {key!r} is {box!r}, expected [x1, y1, x2, y2] (finite numbers)")
+    if "weight" in e and not _number(e["weight"]):
+        raise DataError(f"{where}: 'weight' is {e['weight']!r}, expected a finite number")
+    size = e.get("image_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(map(_number, size))
+                                 and min(size) > 0):
+        raise DataError(f"{where}: 'image_size' is {size!r}, expected [width, height] (positive numbers)")
+    for key in EVIDENCE_FLAGS:
+        if key in e and not isinstance(e[key], bool):
+            raise DataError(f"{where}: {key!r} is {e[key]!r}, expected true or false")
+
+
+def remove_stale(kb_path: str, out_path: str = "") -> None:
+    """Removes what dead processes of this host left beside the knowledge base (files.remove_stale:
+    temporaries, partial knowledge bases) and the temporaries of `out_path` (only those: its folder
+    may be a shared one, such as /tmp)."""
+    files.remove_stale(os.path.dirname(os.path.abspath(kb_path)))
+    if out_path:
+        files.remove_left(glob.glob(glob.escape(os.path.abspath(out_path)) + ".*.tmp"))
 
 
 def known_flag(t: dict) -> str:
@@ -214,6 +298,7 @@ def write_report(kb_path: str, out_path: str, images_dir: str = "", per_relation
     ordered by their best score (ties: alphabetically). Image paths are relative to `out_path`'s folder."""
     if per_relation < 1:
         raise ValueError(f"per_relation is {per_relation}, expected at least 1")
+    remove_stale(kb_path, out_path)
     kept, total = read_kb(kb_path, per_relation)
     relations = sorted(kept, key=lambda r: (-max(float(t["score"]) for t in kept[r]), r))
     out_dir = os.path.dirname(os.path.abspath(out_path))
@@ -238,7 +323,7 @@ each shown, relations by their best score. Boxes: <span style="color:{COLOURS['s
 <script>{SCRIPT}</script>
 </body></html>
 """
-    with atomic_write(out_path, "wb") as f:
+    with files.atomic_write(out_path, "wb") as f:
         f.write(page.encode("utf-8"))
     return shown
 

@@ -6,7 +6,9 @@
   so its lock file is taken over (and two commands racing for it cannot both win). A lock file
   naming another host is not taken over (whether flocks reach across hosts depends on the shared
   filesystem): the message says which file to delete if that run is gone. Only process 0 of a
-  multi-process run takes the lock.
+  multi-process run takes the lock. Once it holds the lock, a command removes what commands of this
+  host that died left in the workdir (files.remove_stale: `*.{host}.{pid}.tmp` temporaries, partial
+  knowledge bases).
 * WORKDIR/checkpoints/run_settings.json holds the settings that change a run's results (`result_settings`:
   seed, data, model and train, without the ones that do not). Once the workdir holds a checkpoint,
   resuming, evaluating, extracting or exporting with different ones stops (ChangedSettings) and
@@ -59,17 +61,7 @@ def _gone(owner: dict, host: str, kernel_lock: bool) -> bool:
         return True
     if owner.get("host") != host:
         return False
-    return kernel_lock or pid == os.getpid() or not _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # Someone else's process: alive.
-        return True
-    return True
+    return kernel_lock or pid == os.getpid() or not files.pid_alive(pid)
 
 
 def _owner(fd: int) -> dict:
@@ -139,6 +131,7 @@ def lock(workdir: str) -> Iterator[None]:
     path = os.path.join(workdir, LOCK)
     fd = _acquire(workdir, path)
     try:
+        files.remove_stale(workdir, recursive=True)
         yield
     finally:
         try:

@@ -67,7 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
     train.weight_decay = 0.01  # AdamW weight decay (paper) ...
     train.no_decay = ("bias", "scale", "out_bias")  # ... except on parameters of these names (biases, LayerNorm).
     train.grad_clip = 1.0  # Global gradient-norm clip (published script).
-    train.freeze_word_embeddings = True  # No update of the word-embedding table (published script).
+    # The word-embedding table trains, as in the authors' run: their run_bag.py has a --freeze_embedding flag
+    # that only their captioning model reads. True keeps the table fixed (no gradient is computed for it).
+    train.freeze_word_embeddings = False
     train.loss = "sampled"  # Cross-entropy on a gold relation sampled at each visit (paper), or "all_gold".
     train.warmup_steps = 1000  # Linear warm-up steps (paper appendix; the script: 2000) ...
     train.warmup_start = 0.1  # ... from this fraction of lr up to lr (paper: 7e-6 to 7e-5).

@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     )
     config.train.update(
         lr=7e-5, adam_b1=0.9, adam_b2=0.98, adam_eps=1e-8, weight_decay=0.01, grad_clip=1.0,
-        freeze_word_embeddings=True, loss="sampled", warmup_steps=1000, warmup_start=0.1, max_epochs=18,
+        freeze_word_embeddings=False, loss="sampled", warmup_steps=1000, warmup_start=0.1, max_epochs=18,
         eval_every_steps=200, mauc_weight=1.0, plateau_threshold=0.1, patience=3, cooldown=0, decay=0.1,
         max_decays=3, log_every=50,
     )

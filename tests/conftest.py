@@ -1,4 +1,4 @@
-"""Shared test helpers: a tiny hand-written Visual Genome folder and config builders."""
+"""Shared test helpers: a tiny hand-written Visual Genome folder, config builders and a dead pid."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -28,6 +30,12 @@ def pytest_unconfigure(config):
     if getattr(config, "xla_cache_dir", None):
         shutil.rmtree(config.xla_cache_dir, ignore_errors=True)
         del os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]
+
+
+def dead_pid() -> int:
+    """The pid of a process that ran and exited (what a killed command leaves in its files' names)."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
 
 
 def feature_b64(values) -> str:

@@ -255,6 +255,22 @@ def test_from_hf_checks():
         EncoderConfig.from_hf(hf, region_dim=6, hidden=3)
 
 
+def test_region_layer_norm_takes_vinvls_img_layer_norm_eps():
+    hf = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4,
+          "intermediate_size": 32, "max_position_embeddings": 32, "layer_norm_eps": 1e-12}
+    vinvl = EncoderConfig.from_hf({**hf, "use_img_layernorm": 1, "img_layer_norm_eps": 1e-5}, region_dim=6)
+    assert (vinvl.region_layer_norm, vinvl.region_layer_norm_eps, vinvl.layer_norm_eps) == (True, 1e-5, 1e-12)
+    assert EncoderConfig.from_hf(hf, region_dim=6).region_layer_norm_eps == 1e-12  # A plain BERT config.
+    # The region LayerNorm reads its own epsilon, the text LayerNorms keep theirs: a large one moves the output.
+    params, batch = init_params(VINVL), make_batch(VINVL)
+    wide = dataclasses.replace(VINVL, region_layer_norm_eps=10.0)
+    assert not np.allclose(encode(VINVL, params, batch), encode(wide, params, batch), atol=1e-3)
+    no_regions = {**batch, "region_mask": np.zeros_like(batch["region_mask"])}  # The text then sees no region.
+    lt = batch["text_ids"].shape[-1]
+    text, text_wide = (encode(c, params, no_regions, method=InstanceEncoder.encode)[..., :lt, :] for c in (VINVL, wide))
+    np.testing.assert_array_equal(text, text_wide)
+
+
 # ---------------------------------------------------------------- pair pooling and masking
 
 

@@ -132,7 +132,8 @@ def test_malformed_features_line_is_an_error(small_vg):
 
 def test_non_positive_image_size_is_an_error(tmp_path):
     vg_dir, features_path = write_vg(tmp_path, [{"id": 5, "size": (0, 10), "objects": []}])
-    with pytest.raises(DataError, match=r"image_data\.json: record 0 \(image 5\): width and height must be positive"):
+    with pytest.raises(DataError, match=r"image_data\.json: record 0 \(image 5\): width and height must be whole "
+                                        r"numbers of pixels from 1"):
         vg.ingest(vg_dir, features_path, VOCAB)
 
 

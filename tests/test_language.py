@@ -63,9 +63,9 @@ def tiny_model(head: str, num_entities: int = 6, num_relations: int = 4) -> lang
 @pytest.mark.parametrize("head", language.HEADS)
 def test_vanilla_and_prompt_fine_tuning_learn_a_toy_relation(head):
     """Every pair's relation is its subject's class mod 3, + 1 (NA never): both heads learn it
-    through the project's optimiser and train step (word embeddings frozen, as configured)."""
+    through the project's optimiser and train step (word embeddings frozen, as configured here)."""
     config = demo.get_config("tiny")
-    config.train.update(lr=3e-3, warmup_steps=0, grad_clip=1.0)
+    config.train.update(lr=3e-3, warmup_steps=0, grad_clip=1.0, freeze_word_embeddings=True)
     model = tiny_model(head)
     pairs = np.array([(s, o) for s in range(6) for o in range(6) if s != o], np.int32)
     relation = pairs[:, 0] % 3 + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import importlib
+import json
 import os
 import shlex
 import subprocess
@@ -187,3 +188,46 @@ def test_accelerator_installs_add_the_jax_extras(tmp_path):
                              capture_output=True, text=True)
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.splitlines()[-1] == f'{tmp_path}/venv/bin/python -m pip install --quiet -e ".[{extra}]"'
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_prints_every_step(fake_path):
+    env, calls = fake_path
+    result = launch("gpu_check.py", "--dry_run", env={**env, "FAKE_GPUS": "1"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [f"cd {ROOT}", "nvidia-smi -L",
+                         ".venv/bin/python -c \"import jax; assert jax.default_backend() == 'gpu'\" 2>/dev/null "
+                         "|| make .venv/.test-installed install-cuda"]
+    assert any(line.startswith("XLA_PYTHON_CLIENT_PREALLOCATE=false .venv/bin/python -m pytest -q") for line in lines)
+    for shapes in ("configs/demo.py", "configs/vg_gpu.py --config.model.pretrained_dir=configs/bert_base"):
+        for dtype in ("float32", "bfloat16", "float16"):
+            assert sum(f"-m clever_jax.bench --config={shapes}" in line and f"--config.model.dtype={dtype}" in line
+                       for line in lines) == 1, (shapes, dtype)
+    assert any("-m clever_jax.memory --config=configs/vg_gpu10.py" in line for line in lines)
+    assert lines[-1] == ".venv/bin/python -m clever_jax.main --config=configs/demo.py --workdir=runs/gpu_check/demo"
+    assert not os.path.exists(calls) or "make" not in open(calls).read()  # A dry run runs nothing.
+    no_gpu = launch("gpu_check.py", env=env)
+    assert no_gpu.returncode != 0 and "lists no GPU" in no_gpu.stderr
+
+
+def test_gpu_check_report_gives_mfu_against_the_cards_published_peak(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "launch"))
+    try:
+        gpu_check = importlib.import_module("gpu_check")
+    finally:
+        sys.path.pop(0)
+    assert gpu_check.published_peak("NVIDIA H100 80GB HBM3")["bfloat16"] == 989.4
+    assert gpu_check.published_peak("NVIDIA H100 PCIe")["bfloat16"] == 756.0
+    assert gpu_check.published_peak("Tesla T4") == {}
+    bench = {"train": {"median_s": 0.5, "flops_per_s": 494.7e12}, "instances_per_s": 800.0, "mfu": 0.6,
+             "peak_flops": 800e12}
+    (tmp_path / "bench_paper_bfloat16.json").write_text(json.dumps(bench))
+    (tmp_path / "bench_demo_float32.json").write_text(json.dumps(bench))
+    (tmp_path / "memory_vg_gpu10.json").write_text(json.dumps({"analytic_gib": 5.1, "xla_gib": 12.0}))
+    figures = gpu_check.summarise({"steps": []}, str(tmp_path), "NVIDIA H200")["figures"]
+    assert figures["bench_paper_bfloat16"]["mfu_vs_published_bfloat16"] == pytest.approx(0.5)
+    assert figures["bench_demo_float32"]["mfu_vs_published_tf32"] == pytest.approx(1.0)
+    assert figures["bench_paper_bfloat16"]["measured_peak_tflops"] == pytest.approx(800)
+    assert figures["memory_vg_gpu10_gib"] == {"analytic": 5.1, "xla": 12.0, "fits_11gb": False}
+    assert "bench_paper_float16" not in figures

@@ -13,7 +13,8 @@ import pytest
 
 from clever_jax import builder, evaluate, job, knowledge, results
 from clever_jax.config_checks import ConfigError
-from clever_jax.data import detections, prepare, release
+from clever_jax.data import detections, prepare, release, release_write, text
+from clever_jax.data.bags import build_bags
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
@@ -36,6 +37,15 @@ def both(tmp_path_factory):
             prepare.prepare(from_release, str(root / "read")), release_dir)
 
 
+def _as_their_getitem_orders(bag):
+    """The positions of a bag's instances in the order the authors' __getitem__ gives them: grouped by
+    image, images in order of first listing (their dict of image -> pairs)."""
+    by_image = {}
+    for position, image in enumerate(bag["images"].tolist()):
+        by_image.setdefault(image, []).append(position)
+    return [position for positions in by_image.values() for position in positions]
+
+
 def test_the_release_path_gives_the_world_path_records(both):
     _, world_records, _, release_records, _ = both
     (world_images, world_bags), (release_images, release_bags) = open_records(world_records), open_records(
@@ -45,14 +55,22 @@ def test_the_release_path_gives_the_world_path_records(both):
         a, b = world_images[i], release_images[i]
         assert all(np.array_equal(a[k], b[k]) for k in a), i
     assert world_bags.keys() == release_bags.keys() == {"train", "val", "test"}
+    regrouped = 0
     for split in world_bags:  # Same bags in the same order: pairs, facts, instances and their order.
         a, b = world_bags[split], release_bags[split]
         assert len(a) == len(b) > 0
         for i in range(len(a)):
             x, y = a[i], b[i]
-            for key in ("pair", "labels", "images", "subjects", "objects", "annotations"):
+            for key in ("pair", "labels"):
                 assert np.array_equal(x[key], y[key]), (split, i, key)
+            order = _as_their_getitem_orders(x)  # The world's ranked instances, as the authors' reader orders them.
+            regrouped += order != sorted(order)
+            for key in ("images", "subjects", "objects"):
+                assert np.array_equal(x[key][order], y[key]), (split, i, key)
+            moved = np.stack([np.argsort(order)[x["annotations"][:, 0]], x["annotations"][:, 1]], axis=1)
+            assert set(map(tuple, moved.tolist())) == set(map(tuple, y["annotations"].tolist())), (split, i)
             assert len(y["truth"]) == 0  # The release carries no latent truth.
+    assert regrouped > 0  # The test can see the order.
     world_stats = json.load(open(os.path.join(world_records, prepare.STATS)))
     release_stats = json.load(open(os.path.join(release_records, prepare.STATS)))
     for split, sizes in release_stats["splits"].items():
@@ -61,7 +79,49 @@ def test_the_release_path_gives_the_world_path_records(both):
         assert report["flags_agreeing_with_label_file"] == report["listed_instances"] >= sizes["instances"]
         assert report["flags_disagreeing_with_label_file"] == 0
         assert report["image_sort_bags"] == report["image_sort_bags_of_this_split"] == report["bags"]
-        assert report["image_idx_to_id_entries"] == sizes["images"] and report["image_idx_to_id_not_in_features"] == 0
+        assert report["image_sort_bags_not_listing_the_pairs_data_images"] == 0
+        assert report["image_idx_to_id_entries"] == sizes["images"] and report["image_idx_to_id_not_of_this_split"] == 0
+        assert report["bag_instances_with_an_object_index_of_50_or_more"] == 0
+
+
+def test_the_pickles_map_as_the_authors_reader_maps_them(both):
+    """Their load_cached_image_ids, restated: a key's VG-150 ids -> names -> label_to_idx ids give the bag
+    key, and each entry of its list is a key of image_idx_to_id, which gives the image id. Every bag is
+    looked up, and its images are those its pairs_data instances list (label lines -> image ids)."""
+    *_, release_dir = both
+    vocab_map = json.load(open(os.path.join(release_dir, release.VOCAB_FILE)))
+    name_of_150 = {i: name for name, i in vocab_map["label_to_vg_150_idx"].items()}
+    image_of_line = [int(line.split("\t", 1)[0]) for line in open(os.path.join(release_dir, release.LABEL_FILE))]
+    for split in ("train", "val", "test"):
+        idx_to_id = pickle.load(open(release.split_file(release_dir, "image_idx_to_id", split), "rb"))
+        sorted_images = pickle.load(open(release.split_file(release_dir, "image_sort", split), "rb"))
+        bag_ids = {"#".join(str(vocab_map["label_to_idx"][name_of_150[c]]) for c in key): [idx_to_id[i] for i in v]
+                   for key, v in sorted_images.items()}
+        features = [int(line.split("\t", 1)[0]) for line in open(release.split_file(release_dir, "features", split))]
+        assert list(idx_to_id.values()) == [features[i] for i in idx_to_id]  # Image index = features line.
+        for key, entries in json.load(open(release.split_file(release_dir, "pairs_data", split))).items():
+            assert bag_ids[key] == list(dict.fromkeys(image_of_line[line] for line, *_ in entries)), (split, key)
+
+
+def test_the_authors_reader_limits_are_counted(both):
+    """Export counts what their reader cannot take: the tiny world's 8 + 6 wide regions (every image
+    trips the 2054 padding), images with a tag of several words ("t-shirt" is three to their reader),
+    objects at index 50 or more (none in the world)."""
+    world, *_ = both
+    built = prepare.assemble(world, os.path.dirname(os.path.dirname(both[1])))
+    available = int(np.bincount(built.benchmark.bag_index[built.benchmark.bag_index >= 0]).max())
+    ranked = build_bags(built.corpus, built.candidates, built.benchmark.bag_index, built.benchmark.num_bags,
+                        available, world.data.sampler, world.data.seed)
+    tokenizer = text.load_tokenizer(text.pretrained_dir(world))
+    trips = release_write.authors_reader_trips(built.corpus, ranked, tokenizer)
+    assert trips["images_read"] > 0 and trips["images_tripping_the_2054_padding"] == trips["images_read"]
+    assert trips["instances_dropped_object_index_50_or_more"] == 0
+    corpus = built.corpus
+    clean = next(row for row in np.unique(ranked.images) if not any(
+        "-" in name for name in corpus.object_names[corpus.object_start[row]:corpus.object_start[row + 1]]))
+    corpus.object_names[corpus.object_start[clean]] = "t-shirt"
+    after = release_write.authors_reader_trips(corpus, ranked, tokenizer)["images_tripping_the_tag_count_assert"]
+    assert after == trips["images_tripping_the_tag_count_assert"] + 1
 
 
 def test_the_release_path_scores_like_the_world_path(both):
@@ -253,6 +313,10 @@ def test_pickles_hold_only_plain_values(broken):
     table = pickle.load(open(path, "rb"))
     pickle.dump({np.int64(k): np.int64(v) for k, v in table.items()}, open(path, "wb"))  # Numpy numbers: fine.
     assert read()[3]["train"]["image_idx_to_id_entries"] == len(table)
+    pickle.dump({k + 1: v for k, v in table.items()}, open(path, "wb"))  # Indices 1.., not the features lines.
+    with pytest.raises(DataError, match=r"train_image_sort_by_IoU_and_distance\.pkl: key \(\d+, \d+\) \(bag '\d+#\d+'\)"
+                                        r", entry \d+: 0 is not an image index of .*train_image_idx_to_id\.pkl"):
+        read()
     pickle.dump(collections.OrderedDict(table), open(path, "wb"))
     with pytest.raises(DataError, match=r"train_image_idx_to_id\.pkl: .*refuses to build collections\.OrderedDict"):
         read()

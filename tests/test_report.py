@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 
 import numpy as np
 import pytest
+from conftest import dead_pid
 
-from clever_jax import report
+from clever_jax import files, report
 from clever_jax.data.jsonio import DataError
 
 
@@ -90,6 +93,28 @@ def test_boxes_over_the_real_image(tmp_path):
     ('{"subject": "a", "object": "b", "score": 1}', "kb.jsonl line 2: no 'relation'"),
     ('{"subject": "a", "relation": "r", "object": "b", "score": 1, "evidence": [{"image_id": 1}]}',
      "kb.jsonl line 2: evidence 0: no 'subject_box'"),
+    ("[" * 200_000, "kb.jsonl line 2: not a triplet: JSON nested too deep"),
+    ('{"subject": 5, "relation": "r", "object": "b", "score": 1}',
+     "kb.jsonl line 2: 'subject' is 5, expected a name (a non-empty string)"),
+    ('{"subject": "a", "relation": ["on"], "object": "b", "score": 1}',
+     "kb.jsonl line 2: 'relation' is ['on'], expected a name"),
+    ('{"subject": "a", "relation": "r", "object": "b", "score": NaN}', "'score' is nan, expected a finite number"),
+    ('{"subject": "a", "relation": "r", "object": "b", "score": 1, "known": "yes"}',
+     "'known' is 'yes', expected true or false"),
+    ('{"subject": "a", "relation": "r", "object": "b", "score": 1, "evidence": {}}',
+     "'evidence' is {}, expected a list"),
+    ('{"subject": "a", "relation": "r", "object": "b", "score": 1, "evidence": [{"image_id": "../secret/x", '
+     '"subject_box": [0, 0, 1, 1], "object_box": [0, 0, 1, 1]}]}',
+     "kb.jsonl line 2: evidence 0: 'image_id' is '../secret/x', expected an image id (a whole number from 0"),
+    ('{"subject": "a", "relation": "r", "object": "b", "score": 1, "evidence": [{"image_id": 1, '
+     '"subject_box": [0, 0, 1, 1], "object_box": [0, 0, 1, 1], "weight": "heavy"}]}',
+     "evidence 0: 'weight' is 'heavy', expected a finite number"),
+    ('{"subject": "a", "relation": "r", "object": "b", "score": 1, "evidence": [{"image_id": 1, '
+     '"subject_box": [0, 0, 1, 1], "object_box": [0, 0, 1, 1], "image_size": [0, 5]}]}',
+     "evidence 0: 'image_size' is [0, 5], expected [width, height] (positive numbers)"),
+    ('{"subject": "a", "relation": "r", "object": "b", "score": 1, "evidence": [{"image_id": 1, '
+     '"subject_box": [0, 0, 1, 1e999], "object_box": [0, 0, 1, 1]}]}',
+     "evidence 0: 'subject_box' is [0, 0, 1, inf], expected [x1, y1, x2, y2] (finite numbers)"),
 ])
 def test_bad_lines_are_named(tmp_path, line, message):
     path = tmp_path / "kb.jsonl"
@@ -135,3 +160,65 @@ def test_report_mode_writes_the_page_next_to_the_workdirs_kb(tmp_path):
     assert 'data-shown="3"' in page
     assert [re.sub("<.*?>", "", h) for h in headings(page)] == ["man riding horse", "<b>cat on table".replace(
         "<", "&lt;").replace(">", "&gt;"), "man near car"]
+
+
+def test_a_kb_cut_or_mixed_against_its_meta_is_refused(tmp_path):
+    write_kb(tmp_path / "kb.jsonl", TRIPLETS[:-1])  # Cut at a line boundary.
+    (tmp_path / "kb_meta.json").write_text(json.dumps({"triplets": len(TRIPLETS)}))
+    with pytest.raises(DataError, match=rf"kb\.jsonl holds {len(TRIPLETS) - 1} triplets but .*kb_meta\.json, "
+                                        rf"written with it, records {len(TRIPLETS)}"):
+        report.write_report(str(tmp_path / "kb.jsonl"), str(tmp_path / "report.html"))
+    write_kb(tmp_path / "kb.jsonl")
+    assert report.write_report(str(tmp_path / "kb.jsonl"), str(tmp_path / "report.html")) == len(TRIPLETS)
+
+
+def test_a_report_removes_its_stale_temporaries(tmp_path):
+    host, dead = socket.gethostname(), dead_pid()
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "out").mkdir()
+    left = [tmp_path / "out" / f"report.html.{host}.{dead}.tmp",
+            tmp_path / "kb" / f"kb.jsonl.index.sqlite.{host}.{dead}.tmp"]
+    others = tmp_path / "out" / f"notes.txt.{host}.{dead}.tmp"  # Not the report's: its folder may be /tmp.
+    for path in [*left, others]:
+        path.write_text("half")
+    report.write_report(write_kb(tmp_path / "kb" / "kb.jsonl"), str(tmp_path / "out" / "report.html"))
+    assert sorted(os.listdir(tmp_path / "out")) == [others.name, "report.html"]
+    assert os.listdir(tmp_path / "kb") == ["kb.jsonl"]
+
+
+def publish(root, triplets) -> str:
+    """A knowledge base folder as --mode=extract writes it (files.atomic_folder); the path of its kb.jsonl."""
+    with files.atomic_folder(root, ("kb.jsonl", "kb_meta.json")) as partial:
+        write_kb(os.path.join(partial, "kb.jsonl"), triplets)
+        files.write_json(os.path.join(partial, "kb_meta.json"), {"triplets": len(triplets)})
+    return str(root / "kb.jsonl")
+
+
+def test_a_users_own_file_beside_the_kb_is_not_checked_against_kb_meta(tmp_path):
+    publish(tmp_path / "kb", TRIPLETS)
+    top = write_kb(tmp_path / "kb" / "top.jsonl", TRIPLETS[:2])  # E.g. filtered with jq.
+    assert report.write_report(top, str(tmp_path / "report.html")) == 2
+
+
+def test_kb_meta_too_deep_is_named(tmp_path):
+    kb = publish(tmp_path / "kb", TRIPLETS)
+    meta = os.path.realpath(tmp_path / "kb" / "kb_meta.json")
+    with open(meta, "w") as f:
+        f.write("[" * 100_000)
+    with pytest.raises(DataError, match=r"kb_meta\.json: .*nested"):
+        report.read_kb(kb, 1)
+    files.write_json(meta, [3])
+    with pytest.raises(DataError, match=r"kb_meta\.json: expected the JSON object --mode=extract writes"):
+        report.read_kb(kb, 1)
+
+
+def test_a_kb_replaced_while_it_is_read_is_read_from_one_version(tmp_path, monkeypatch):
+    kb = publish(tmp_path / "kb", TRIPLETS[:2])
+    read = report.triplets
+
+    def read_then_replace(path):  # An extraction replaces the knowledge base once this one is read.
+        yield from read(path)
+        publish(tmp_path / "kb", TRIPLETS)
+
+    monkeypatch.setattr(report, "triplets", read_then_replace)
+    assert report.read_kb(kb, 10)[1] == 2

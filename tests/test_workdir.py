@@ -136,3 +136,18 @@ def test_changed_result_settings_stop_and_list_the_differences(tmp_path):
     changed.train.allow_changed_config = True
     workdir.check_settings(changed, run_dir, write=True)  # The deliberate case: logged, saved.
     assert json.load(open(tmp_path / workdir.SETTINGS))["model.head"] == "avg"
+
+
+def test_taking_the_lock_removes_what_killed_commands_of_this_host_left(tmp_path):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    host = socket.gethostname()
+    left = [tmp_path / f"val_scores.npz.{host}.{dead}.tmp", tmp_path / "checkpoints" / f"x.json.{host}.{dead}.tmp",
+            tmp_path / "kb" / "versions" / f"5.{host}.{dead}.tmp" / "kb.jsonl"]  # A partial knowledge base.
+    live = tmp_path / f"metrics.json.{host}.{os.getppid()}.tmp"  # Still being written by a live process.
+    for path in [*left, live]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    with workdir.lock(str(tmp_path)):
+        assert not any(path.exists() for path in left) and live.exists()
+    assert not (tmp_path / "kb" / "versions" / f"5.{host}.{dead}.tmp").exists()

@@ -23,7 +23,7 @@ from clever_jax.data import release
 from clever_jax.data.bags import Bags, enumerate_candidates, stream_bags
 from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError, field
-from clever_jax.data.vg import GEOMETRY_DIM, Corpus, check_region, feature_lines
+from clever_jax.data.vg import GEOMETRY_DIM, Corpus, FeatureSizes, feature_lines, image_size
 from clever_jax.data.vocab import Vocab, entity_classes
 from clever_jax.progress import Progress
 
@@ -38,8 +38,9 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
     with fewer than two vocabulary objects.
 
     Raises:
-      DataError: naming the file, line and region of a malformed record or a feature of another
-        size, or when no image has two vocabulary objects.
+      DataError: naming the file, line and region of a malformed record, an image size that is not
+        a whole number of pixels from 1 to 2^31 - 1, an image id twice or a feature of another size
+        (FeatureSizes), or when no image has two vocabulary objects.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no features file (a VinVL-style TSV, README 'Input formats')")
@@ -47,14 +48,14 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
     skipped: collections.Counter[str] = collections.Counter()
     image_ids, sizes, offsets, counts, classes, names, boxes, slots = [], [], [], [], [], [], [], []
     progress = Progress(os.path.getsize(path) / 1e6, f"Reading {path}", "MB")
+    feature_sizes = FeatureSizes(path, feature_dim)
     for line_offset, where, image_id, record in feature_lines(path):
         progress.update(line_offset / 1e6)
         where = f"{where} (image {image_id})"
-        width, height = field(record, "image_w", int | float, where), field(record, "image_h", int | float, where)
+        width, height = image_size(record, ("image_w", "image_h"), where)
         rects, raw_names = [], []
         for k, region in enumerate(field(record, "objects", list, where)):
-            rect, feature_dim = check_region(region, f"{where}, region {k}", feature_dim)
-            rects.append(rect)
+            rects.append(feature_sizes.rect(region, f"{where}, region {k}"))
             raw_names.append(field(region, "class", str, f"{where}, region {k}"))
         xyxy = np.asarray(rects, np.float32).reshape(-1, 4)
         clipped = np.clip(xyxy, 0, np.array([width, height, width, height], np.float32))
@@ -74,10 +75,9 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
         names.extend(class_of[raw_names[k]][1] for k in kept)
         boxes.append(clipped[kept])
         slots.append(kept.astype(np.int32))
+    feature_dim = feature_sizes.dim()
     if not image_ids:
         raise DataError(f"{path}: no image has two or more regions of vocabulary classes (skipped: {dict(skipped)})")
-    if len(set(image_ids)) != len(image_ids):
-        raise DataError(f"{path}: an image id appears on two lines")
     empty = np.zeros(0, np.int64)
     return Corpus(
         image_ids=np.asarray(image_ids, np.int64), image_sizes=np.asarray(sizes, np.int32),
@@ -87,7 +87,7 @@ def read_detections(path: str, vocab: Vocab, feature_dim: int | None = None) -> 
         object_names=names, boxes=np.concatenate(boxes), feature_slots=np.concatenate(slots),
         rel_subjects=empty, rel_objects=empty, rel_relations=np.zeros(0, np.int32),
         feature_paths=(os.fspath(path),), feature_file=np.zeros(len(image_ids), np.int32),
-        feature_dim=int(feature_dim), skipped={k: v for k, v in sorted(skipped.items()) if v},
+        feature_dim=feature_dim, skipped={k: v for k, v in sorted(skipped.items()) if v},
     )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from clever_jax import files
+from clever_jax.config_checks import ConfigError
 from clever_jax.data import release, text, world
 from clever_jax.data.bags import Bags, Candidates, build_bags, enumerate_candidates
 from clever_jax.data.benchmark import PAPER_SIZES, SPLITS, Benchmark, build_benchmark
@@ -51,13 +52,19 @@ def truth_path(config: ml_collections.ConfigDict, vg_dir: str) -> str | None:
 
 
 def input_paths(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
-    """(Visual Genome folder, features file), generating the world first when it is the source."""
+    """(Visual Genome folder, features file), generating the world first when it is the source and
+    its folder holds none; ConfigError when the folder is a file or holds a world of other settings
+    (world.check_settings)."""
     data = config.data
     if data.source == "world":
         world_dir = data.world_dir or os.path.join(workdir, "world")
+        if os.path.exists(world_dir) and not os.path.isdir(world_dir):
+            raise ConfigError(f"config.data.world_dir: {world_dir} is a file; the generated world is a folder (of "
+                              f"{', '.join(world.WORLD_FILES)}): point it at a new folder or the world's")
         if not all(os.path.isfile(os.path.join(world_dir, name)) for name in world.WORLD_FILES):
             logging.info("Generating the %d-image world into %s", data.world.num_images, world_dir)
             world.generate(data.world, world_dir)
+        world.check_settings(data.world, world_dir)
         return world_dir, os.path.join(world_dir, "features.tsv")
     if data.source != "vg":
         raise ValueError(f"config.data.source must be 'world' or 'vg' here, found {data.source!r}")

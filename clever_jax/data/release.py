@@ -3,8 +3,9 @@ Visual Genome ingestion builds, with the release's splits, facts, bags and insta
 
 Files (README, "Reproducing the paper from the authors' release"): vg_dict.json,
 VG_100_100_label.tsv, and per split {split}_bag_data.json, {split}_pairs_data.json,
-obj_feat_{split}.tsv and {split}_feat_idx_to_label_line.tsv; optional, only reported as by the
-published loader: {split}_image_sort_by_IoU_and_distance.pkl and {split}_image_idx_to_id.pkl.
+obj_feat_{split}.tsv and {split}_feat_idx_to_label_line.tsv; optional (both or neither), checked as
+the authors' reader indexes them (release_pickles): {split}_image_sort_by_IoU_and_distance.pkl and
+{split}_image_idx_to_id.pkl.
 
 Where the format leaves a point open, this reader takes (and release_write writes):
   - images in pairs_data and relation_image_ids are 0-based line numbers of the label file;
@@ -18,6 +19,12 @@ Where the format leaves a point open, this reader takes (and release_write write
     are recorded as 0 x 0 (the model reads the geometry stored in the features);
   - objects whose class is outside vg_dict stay as context regions (class -1), counted; an
     instance must be two distinct objects of its bag's classes.
+A bag's instances are ordered as the authors' __getitem__ orders them (authors_order): its first
+data.bag_size listed instances grouped by image, then the rest as listed. Their reader groups its
+first `real_bag_size` instances (a flag, 50 in their scripts), so the two orders agree when
+data.bag_size equals it. Their get_image_item drops
+an instance with an object at index AUTHORS_REGIONS or more in its image; this reader keeps it and
+counts it (stats.json: bag_instances_with_an_object_index_of_50_or_more).
 Pickles are read by plain_pickle.load_pickle, which builds only plain containers, strings and
 numbers (numpy numeric scalars included) and refuses anything else.
 """
@@ -25,7 +32,6 @@ numbers (numpy numeric scalars included) and refuses anything else.
 from __future__ import annotations
 
 import collections
-import json
 import os
 
 import ml_collections
@@ -33,8 +39,8 @@ import numpy as np
 
 from clever_jax.data.bags import Candidates, annotated_relations
 from clever_jax.data.benchmark import SPLITS, Benchmark
-from clever_jax.data.jsonio import DataError, field, finite, id_and_record
-from clever_jax.data.plain_pickle import load_pickle
+from clever_jax.data.jsonio import DataError, field, finite, id_and_record, load_json
+from clever_jax.data.release_pickles import check as check_pickles
 from clever_jax.data.vg import GEOMETRY_DIM, Corpus, index_features, usable_relationships
 from clever_jax.data.vocab import Vocab, clean
 
@@ -42,6 +48,7 @@ VOCAB_FILE = "vg_dict.json"
 LABEL_FILE = "VG_100_100_label.tsv"
 SPLIT_FILES = {"bag_data": "{}_bag_data.json", "pairs_data": "{}_pairs_data.json", "features": "obj_feat_{}.tsv",
                "feature_lines": "{}_feat_idx_to_label_line.tsv"}
+AUTHORS_REGIONS = 50  # The authors' img_seq_len: objects their reader keeps of each image.
 PICKLE_FILES = {"image_sort": "{}_image_sort_by_IoU_and_distance.pkl", "image_idx_to_id": "{}_image_idx_to_id.pkl"}
 
 HELP = """\
@@ -66,20 +73,6 @@ def input_files(release_dir: str) -> list[str]:
         raise FileNotFoundError(HELP.format(missing=", ".join(missing), release_dir=release_dir or "unset"))
     optional = [split_file(release_dir, kind, split) for split in SPLITS for kind in PICKLE_FILES]
     return required + [path for path in optional if os.path.isfile(path)]
-
-
-def load_json(path: str):
-    """A whole JSON file; DataError on malformed JSON or a key that appears twice in one object."""
-    def unique(pairs):
-        keys = [k for k, _ in pairs]
-        if len(set(keys)) != len(keys):
-            raise DataError(f"{path}: key {collections.Counter(keys).most_common(1)[0][0]!r} appears twice")
-        return dict(pairs)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f, object_pairs_hook=unique)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not UTF-8 JSON: {e}") from e
 
 
 def _id_map(table, key: str, path: str) -> dict[str, str]:
@@ -138,7 +131,7 @@ def _read_label_file(path: str, vocab: Vocab, mapped: set[int], skipped: collect
                 rect = field(obj, "rect", list, f"{where}, object {k}")
                 if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
                     raise DataError(f"{where}, object {k}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
-                out["boxes"].append(finite([float(v) for v in rect], "'rect'", f"{where}, object {k}"))
+                out["boxes"].append(finite(rect, "'rect'", f"{where}, object {k}"))
                 out["classes"].append(vocab.entity_id(name) if vocab.entity_id(name) in mapped else -1)
                 out["names"].append(vocab.entities[out["classes"][-1]] if out["classes"][-1] >= 0 else name)
             for k, rel in enumerate(field(record, "relations", list, where) if "relations" in record else []):
@@ -288,38 +281,12 @@ def _listed_instances(entries, corpus: Corpus, row_of_line: np.ndarray, pair: tu
     return np.stack([rows, first + subject, first + obj, flag], axis=1)
 
 
-def _check_pickles(release_dir: str, split: str, pairs: set[tuple[int, int]], image_ids: set[int],
-                   vg150: dict[int, int]) -> dict[str, int]:
-    """Counts of the split's optional pickles (the published loader only reports them); DataError when a
-    pickle is not the expected plain structure."""
-    report = {}
-    path = split_file(release_dir, "image_sort", split)
-    if os.path.isfile(path):
-        table = load_pickle(path)
-        if not isinstance(table, dict):
-            raise DataError(f"{path}: expected a dict from (subject, object) VG-150 class ids to image ids, found "
-                            f"a {type(table).__name__}")
-        for key, images in table.items():
-            if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, int) for k in key)
-                    and isinstance(images, list)):
-                raise DataError(f"{path}: key {key!r:.40}: expected a pair of VG-150 class ids -> a list of images")
-        report["image_sort_bags"] = len(table)
-        report["image_sort_bags_of_this_split"] = sum((vg150.get(s), vg150.get(o)) in pairs for s, o in table)
-    path = split_file(release_dir, "image_idx_to_id", split)
-    if os.path.isfile(path):
-        table = load_pickle(path)
-        if not isinstance(table, dict | list):
-            raise DataError(f"{path}: expected a dict or list of image ids, found a {type(table).__name__}")
-        entries = list(table.items() if isinstance(table, dict) else enumerate(table))
-        values = [v for _, v in entries]
-        bad = next(((k, v) for k, v in entries if not isinstance(v, int | str)), None)
-        if bad is not None:
-            raise DataError(f"{path}: entry {bad[0]!r:.40} is {bad[1]!r:.40}: expected an image id (integer or "
-                            "string)")
-        report["image_idx_to_id_entries"] = len(values)
-        report["image_idx_to_id_not_in_features"] = sum(not str(v).isdigit() or int(v) not in image_ids
-                                                        for v in values)
-    return report
+def authors_order(images: np.ndarray, k: int) -> np.ndarray:
+    """int64 [n]: the order the authors' __getitem__ gives a bag's n listed instances (their images [n]):
+    the first k grouped by image, images in order of first listing and each image's instances as
+    listed, then the rest as listed."""
+    _, first, inverse = np.unique(images[:k], return_index=True, return_inverse=True)
+    return np.concatenate([np.argsort(first[inverse], kind="stable"), np.arange(min(k, len(images)), len(images))])
 
 
 def _labels(bag, relation_of: dict[int, int], where: str) -> tuple[list[int], int]:
@@ -342,7 +309,7 @@ def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candida
     corpus, row_of_line = read_corpus(release_dir, vocab, set(entity_of.values()), stored)
     pairs, split_of, labels, label_count, listed, bag_of, report = [], [], [], [], [], [], {}
     split_of_key: dict[str, str] = {}
-    image_ids = set(corpus.image_ids.tolist())
+    beyond_regions = []  # Per bag: its first data.bag_size instances with an object index >= AUTHORS_REGIONS.
     for s, split in enumerate(SPLITS):
         bag_path, pairs_path = split_file(release_dir, "bag_data", split), split_file(release_dir, "pairs_data", split)
         bag_data, pairs_data = load_json(bag_path), load_json(pairs_path)
@@ -367,8 +334,13 @@ def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candida
                 raise DataError(f"{bag_path}: bag {key!r} is also a bag of {split_of_key[key]}: a pair belongs to "
                                 "one split")
             split_of_key[key] = bag_path
-            listed.append(_listed_instances(pairs_data[key], corpus, row_of_line, pair, vocab,
-                                            f"{pairs_path}: bag {key!r}"))
+            instances = _listed_instances(pairs_data[key], corpus, row_of_line, pair, vocab,
+                                          f"{pairs_path}: bag {key!r}")
+            # Their reader groups its first real_bag_size (50 in their scripts): the same order when data.bag_size
+            # equals it.
+            listed.append(instances[authors_order(instances[:, 0], data.bag_size)])
+            index = listed[-1][:data.bag_size, 1:3] - corpus.object_start[listed[-1][:data.bag_size, :1]]
+            beyond_regions.append(int((index >= AUTHORS_REGIONS).any(axis=1).sum()))
             bag_of.append(np.full(len(listed[-1]), len(pairs)))
             pairs.append(pair)
             split_of.append(s)
@@ -379,7 +351,13 @@ def read(data: ml_collections.ConfigDict, vocab: Vocab) -> tuple[Corpus, Candida
             raise DataError(f"{bag_path}: no bag with a non-zero label: every split needs a fact")
         report[split] = {"bags": len(pairs) - first_bag, "relation_image_ids": relation_images,
                          "repeated_labels_dropped": repeated}
-        report[split].update(_check_pickles(release_dir, split, set(pairs[first_bag:]), image_ids, vg150))
+        report[split]["bag_instances_with_an_object_index_of_50_or_more"] = sum(beyond_regions[first_bag:])
+        keys = list(bag_data)
+        report[split].update(check_pickles(
+            split_file(release_dir, "image_sort", split), split_file(release_dir, "image_idx_to_id", split),
+            dict(zip(pairs[first_bag:], keys, strict=True)),
+            {key: corpus.image_ids[rows[:, 0]].tolist() for key, rows in zip(keys, listed[first_bag:], strict=True)},
+            set(corpus.image_ids[corpus.feature_file == s].tolist()), vg150))
     instances, bag_index = np.concatenate(listed), np.concatenate(bag_of).astype(np.int32)
     pairs_arr, split_arr = np.asarray(pairs, np.int64), np.asarray(split_of, np.int32)
     used = np.zeros(corpus.num_images, bool)

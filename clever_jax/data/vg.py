@@ -19,12 +19,13 @@ import os
 
 import numpy as np
 
-from clever_jax.data.jsonio import DataError, field, finite, id_and_record, iter_json_list
+from clever_jax.data.jsonio import DataError, field, finite, id_and_record, id_field, iter_json_list
 from clever_jax.data.vocab import Vocab, entity_classes
 
 VG_FILES = ("image_data.json", "objects.json", "relationships.json")
 GEOMETRY_DIM = 6  # x1/W, y1/H, x2/W, y2/H, w/W, h/H appended to each appearance vector.
 MIN_FEATURE_IOU = 0.5  # A region without object_id matches an object when their IoU is at least this.
+MAX_IMAGE_SIDE = 2**31 - 1  # Image sizes are stored as int32.
 
 
 @dataclasses.dataclass
@@ -136,57 +137,91 @@ def _b64_dim(encoded: str) -> int:
 
 
 def feature_lines(path: str):
-    """(byte offset, "FILE: line K", image id, record) of every non-blank line of a features TSV."""
+    """(byte offset, "FILE: line K", image id, record) of every non-blank line of a features TSV;
+    DataError naming the id and both lines when an image appears twice."""
+    line_of: dict[int, int] = {}
     with open(path, "rb") as f:
         offset = 0
         for line_no, raw in enumerate(f, start=1):
             line_offset, offset = offset, offset + len(raw)
             if raw.strip():
                 where = f"{path}: line {line_no}"
-                yield (line_offset, where, *id_and_record(raw, where))
+                image_id, record = id_and_record(raw, where)
+                if image_id in line_of:
+                    raise DataError(f"{where}: image {image_id} appears twice in the features file (lines "
+                                    f"{line_of[image_id]} and {line_no}): its regions would count twice")
+                line_of[image_id] = line_no
+                yield line_offset, where, image_id, record
 
 
-def check_region(region, where: str, feature_dim: int | None) -> tuple[list[float], int | None]:
-    """A region's rect [x1, y1, x2, y2] and the appearance dimension (`feature_dim`, else this
-    region's), checking the feature's size from its base64 length without decoding; DataError
-    naming `where` otherwise."""
-    rect = field(region, "rect", list, where)
-    dim = _b64_dim(field(region, "feature", str, where))
-    if feature_dim is None and dim > 0:
-        feature_dim = dim
-    if dim != feature_dim:
-        raise DataError(f"{where}: feature has {dim if dim > 0 else 'a non-float32 number of'} values, expected "
-                        f"{feature_dim} float32 values (base64)")
-    if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
-        raise DataError(f"{where}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
-    return finite(rect, "'rect'", where), feature_dim
+def image_size(record, keys: tuple[str, str], where: str) -> tuple[int, int]:
+    """(width, height): record[keys[0]], record[keys[1]], whole numbers of pixels from 1 to
+    MAX_IMAGE_SIDE; DataError naming `where` otherwise."""
+    sides = [field(record, key, int | float, where) for key in keys]
+    # The range first: NaN fails it, and int() of an infinity, or math.isfinite of 10**400, would raise.
+    if not all(1 <= side <= MAX_IMAGE_SIDE and side == int(side) for side in sides):
+        raise DataError(f"{where}: {keys[0]} and {keys[1]} must be whole numbers of pixels from 1 to {MAX_IMAGE_SIDE}, "
+                        f"found {sides[0]!r:.20} x {sides[1]!r:.20}")
+    return int(sides[0]), int(sides[1])
+
+
+class FeatureSizes:
+    """The appearance size of a features file's regions, from each feature's base64 length (not
+    decoded): with `expected` (e.g. config.data.feature_dim) another size is an error at once; without,
+    the expected size is the one most regions have, and `dim()`, after the last region, names the
+    first region of another size."""
+
+    def __init__(self, path: str, expected: int | None):
+        self.path, self.expected = path, expected
+        self.first_of: dict[int, str] = {}  # Size -> the first region that has it.
+        self.count: collections.Counter[int] = collections.Counter()
+
+    def rect(self, region, where: str) -> list[float]:
+        """The region's rect [x1, y1, x2, y2], its feature's size checked; DataError naming `where` otherwise."""
+        rect = field(region, "rect", list, where)
+        dim = _b64_dim(field(region, "feature", str, where))
+        if dim <= 0 or (self.expected and dim != self.expected):
+            raise DataError(f"{where}: feature has {dim if dim >= 0 else 'a non-float32 number of'} values, expected "
+                            f"{self.expected or 'one or more'} float32 values (base64)")
+        self.count[dim] += 1
+        self.first_of.setdefault(dim, where)
+        if len(rect) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rect):
+            raise DataError(f"{where}: 'rect' should be [x1, y1, x2, y2], found {rect!r:.60}")
+        return finite(rect, "'rect'", where)
+
+    def dim(self) -> int:
+        """The appearance size of every region seen; DataError naming the first of another size."""
+        if not self.count:
+            raise DataError(f"{self.path}: no region features found")
+        dim, most = self.count.most_common(1)[0]
+        other = next((d for d in self.first_of if d != dim), None)
+        if other is not None:
+            raise DataError(f"{self.first_of[other]}: feature has {other} values, expected {dim} float32 values "
+                            f"(base64), the size of {most} of the file's {self.count.total()} regions")
+        return dim
 
 
 def index_features(path: str, feature_dim: int | None) -> tuple[dict[int, _FeatureLine], int]:
     """Indexes a features file: image id -> line offset and region boxes/ids.
 
-    Checks every region's feature size (from the base64 length, without decoding). Returns the
-    index and the appearance dimension (`feature_dim` if given, else the first region's).
+    Checks every region's feature size (FeatureSizes). Returns the index and the appearance
+    dimension (`feature_dim` if given, else the one most regions have).
     """
     index: dict[int, _FeatureLine] = {}
+    sizes = FeatureSizes(path, feature_dim)
     for line_offset, where, image_id, record in feature_lines(path):
         regions = field(record, "objects", list, f"{where} (image {image_id})")
         rects, ids = [], []
         for k, region in enumerate(regions):
-            rect, feature_dim = check_region(region, f"{where} (image {image_id}), region {k}", feature_dim)
-            rects.append(rect)
+            rects.append(sizes.rect(region, f"{where} (image {image_id}), region {k}"))
             ids.append(region.get("object_id"))
-        if image_id in index:
-            raise DataError(f"{where}: image {image_id} appears twice in the features file")
         has_ids = bool(ids) and all(isinstance(i, int) for i in ids)
         index[image_id] = _FeatureLine(
             offset=line_offset,
             object_ids=np.asarray(ids, np.int64) if has_ids else None,
             rects=np.asarray(rects, np.float32).reshape(-1, 4),
         )
-    if feature_dim is None:
-        raise DataError(f"{path}: no region features found")
-    return index, feature_dim
+    return index, sizes.dim()
 
 
 def read_region_features(path: str, offset: int, slots: np.ndarray, feature_dim: int) -> np.ndarray:
@@ -239,7 +274,7 @@ def _object_name(obj: dict, where: str) -> str:
 
 
 def _xywh(obj: dict, where: str) -> list[float]:
-    return finite([float(field(obj, key, int | float, where)) for key in ("x", "y", "w", "h")], "x, y, w, h", where)
+    return finite([field(obj, key, int | float, where) for key in ("x", "y", "w", "h")], "x, y, w, h", where)
 
 
 def read_image_sizes(path: str) -> dict[int, tuple[int, int]]:
@@ -247,10 +282,8 @@ def read_image_sizes(path: str) -> dict[int, tuple[int, int]]:
     sizes = {}
     for index, record in iter_json_list(path):
         where = f"{path}: record {index}"
-        image_id = field(record, "image_id", int, where)
-        width, height = field(record, "width", int, where), field(record, "height", int, where)
-        if width <= 0 or height <= 0:
-            raise DataError(f"{where} (image {image_id}): width and height must be positive, found {width}x{height}")
+        image_id = id_field(record, "image_id", where)
+        width, height = image_size(record, ("width", "height"), f"{where} (image {image_id})")
         if image_id in sizes:
             raise DataError(f"{where}: image {image_id} appears twice")
         sizes[image_id] = (width, height)
@@ -282,7 +315,7 @@ def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | Non
     seen_images = set()
     for index, record in iter_json_list(objects_path):
         where = f"{objects_path}: record {index}"
-        image_id = field(record, "image_id", int, where)
+        image_id = id_field(record, "image_id", where)
         where = f"{where} (image {image_id})"
         objects = field(record, "objects", list, where)
         if image_id in seen_images:
@@ -298,7 +331,7 @@ def ingest(vg_dir: str, features_path: str, vocab: Vocab, feature_dim: int | Non
         ids, xywh, raw_names = [], [], []
         for k, obj in enumerate(objects):
             owhere = f"{where}, object {k}"
-            ids.append(field(obj, "object_id", int, owhere))
+            ids.append(id_field(obj, "object_id", owhere))
             xywh.append(_xywh(obj, owhere))
             raw_names.append(_object_name(obj, owhere))
         ids_arr = np.asarray(ids, np.int64)
@@ -382,15 +415,15 @@ def read_relationships(
     seen_images = set()
     for index, record in iter_json_list(path):
         where = f"{path}: record {index}"
-        image_id = field(record, "image_id", int, where)
+        image_id = id_field(record, "image_id", where)
         if image_id in seen_images:
             raise DataError(f"{where}: image {image_id} appears twice (its relationships would count twice)")
         seen_images.add(image_id)
         for k, rel in enumerate(field(record, "relationships", list, f"{where} (image {image_id})")):
             rwhere = f"{where} (image {image_id}), relationship {k}"
             predicate = field(rel, "predicate", str, rwhere)
-            subject_ids.append(field(field(rel, "subject", dict, rwhere), "object_id", int, f"{rwhere} subject"))
-            obj_ids.append(field(field(rel, "object", dict, rwhere), "object_id", int, f"{rwhere} object"))
+            subject_ids.append(id_field(field(rel, "subject", dict, rwhere), "object_id", f"{rwhere} subject"))
+            obj_ids.append(id_field(field(rel, "object", dict, rwhere), "object_id", f"{rwhere} object"))
             relations.append(vocab.relation_id(predicate))
     subject_ids_arr, obj_ids_arr = np.asarray(subject_ids, np.int64), np.asarray(obj_ids, np.int64)
     relations_arr = np.asarray(relations, np.int32)

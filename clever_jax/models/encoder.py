@@ -46,6 +46,7 @@ class EncoderConfig:
       type_vocab_size, layer_norm_eps, hidden_dropout, attention_dropout: as in a BERT config.json.
       region_dim: F, size of one region feature (appearance + 6 box geometry values).
       region_layer_norm: LayerNorm after the region projection (Oscar's `use_img_layernorm`).
+      region_layer_norm_eps: its epsilon (Oscar's `img_layer_norm_eps`, not `layer_norm_eps`).
       pair_geometry: add an embedding of the query pair's relative geometry (`pair_geometry`, 18
         numbers) to the subject and object region embeddings (not in the published encoder).
       initializer_range: stddev of the normal initialiser of kernels and embeddings.
@@ -67,6 +68,7 @@ class EncoderConfig:
     attention_dropout: float = 0.1
     region_dim: int = 2054
     region_layer_norm: bool = False
+    region_layer_norm_eps: float = 1e-12
     pair_geometry: bool = False
     initializer_range: float = 0.02
     dtype: Any = jnp.float32
@@ -88,7 +90,8 @@ class EncoderConfig:
           region_dim: F, size of the region features of the data.
           num_layers: keep only the first `num_layers` layers (default: all of them).
           **overrides: any other EncoderConfig field (dtype, remat, region_layer_norm, dropouts...).
-            region_layer_norm defaults to the checkpoint's `use_img_layernorm` (False if absent).
+            region_layer_norm defaults to the checkpoint's `use_img_layernorm` (False if absent), its
+            epsilon to `img_layer_norm_eps` (else `layer_norm_eps`, as for a plain BERT config).
         """
         model_type = hf_config.get("model_type", "bert")
         if model_type != "bert":
@@ -115,6 +118,7 @@ class EncoderConfig:
             "initializer_range": float(hf_config.get("initializer_range", 0.02)),
             "region_dim": int(region_dim),
             "region_layer_norm": bool(hf_config.get("use_img_layernorm", False)),
+            "region_layer_norm_eps": float(hf_config.get("img_layer_norm_eps", hf_config.get("layer_norm_eps", 1e-12))),
         }
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -128,9 +132,10 @@ def dense_layer(config: EncoderConfig, features: int, name: str) -> nn.Dense:
                     name=name)
 
 
-def norm_layer(config: EncoderConfig, name: str) -> nn.LayerNorm:
-    """BERT's LayerNorm (config.layer_norm_eps, exact two-pass variance)."""
-    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=config.dtype, use_fast_variance=False, name=name)
+def norm_layer(config: EncoderConfig, name: str, epsilon: float | None = None) -> nn.LayerNorm:
+    """BERT's LayerNorm (exact two-pass variance) with `epsilon`, default config.layer_norm_eps."""
+    return nn.LayerNorm(epsilon=config.layer_norm_eps if epsilon is None else epsilon, dtype=config.dtype,
+                        use_fast_variance=False, name=name)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -357,7 +362,7 @@ class InstanceEncoder(nn.Module):
         self.embeddings = BertEmbeddings(cfg)
         self.region_embedding = dense_layer(cfg, cfg.hidden_size, "region_embedding")
         if cfg.region_layer_norm:
-            self.region_layer_norm = norm_layer(cfg, "region_layer_norm")
+            self.region_layer_norm = norm_layer(cfg, "region_layer_norm", cfg.region_layer_norm_eps)
         if cfg.pair_geometry:
             self.pair_embedding = dense_layer(cfg, cfg.hidden_size, "pair_embedding")
             self.pair_layer_norm = norm_layer(cfg, "pair_layer_norm")

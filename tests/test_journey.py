@@ -1,0 +1,248 @@
+"""The README's commands, run as a user runs them (the `journey` tier).
+
+Every command in the README's code blocks is one of three kinds, listed here:
+- JOURNEY: run below as a subprocess, exactly as the README writes it, with only these
+  substitutions: `configs/demo.py` becomes its tiny variant (`configs/demo.py:tiny`,
+  `configs/clever_release.py:tiny`), the README's folders (`runs/...`, `/tmp/...`) become this
+  test's, `/data/my_images/features.tsv` a detector's output for images that are not the generated
+  world's (their own ids, names and boxes), and the query's example names and image id those of the
+  knowledge base the tiny run made. Each step checks what the README says the command writes.
+- REAL_DATA: needs files this machine cannot have (Visual Genome, the authors' release, VinVL
+  weights, GPUs, a cloud project), with the reason.
+- ELSEWHERE: run by the named test file.
+A README command in none of them fails `test_every_readme_command_is_accounted_for`, and a listed
+command the README no longer shows fails it too: when the README changes a command, this file
+changes with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from clever_jax import report
+from clever_jax.data.vocab import benchmark_vocab
+from tests.conftest import random_images, write_vg
+
+pytestmark = [pytest.mark.slow, pytest.mark.journey]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+
+PREPARE = ".venv/bin/python -m clever_jax.main --config=configs/demo.py --mode=prepare --workdir=runs/demo"
+MAIN = "python -m clever_jax.main --config=configs/demo.py --workdir=runs/demo"
+EVAL = "python -m clever_jax.main --config=configs/demo.py --workdir=runs/demo --mode=eval"
+EXPORT = "python -m clever_jax.main --config=configs/demo.py --workdir=runs/demo --mode=export"
+EXTRACT_WORLD = ("python -m clever_jax.main --mode=extract --config=configs/demo.py --workdir=runs/demo "
+                 "--config.extract.features_path=runs/demo/world/features.tsv "
+                 "--config.extract.target_precision=0.8 --config.extract.top_k=100000")
+EXTRACT_OWN = ("python -m clever_jax.main --mode=extract --config=configs/demo.py --workdir=runs/demo "
+               "--config.extract.features_path=/data/my_images/features.tsv --config.extract.min_images=2 "
+               "--config.extract.top_k=100000")
+EXTRACT_BUNDLE = ("python -m clever_jax.main --mode=extract --config=configs/demo.py --workdir=runs/my_kb "
+                  "--config.extract.bundle=runs/demo/export "
+                  "--config.extract.features_path=/data/my_images/features.tsv")
+REPORT_MODE = "python -m clever_jax.main --mode=report --config=configs/demo.py --workdir=runs/demo"
+REPORT = "python -m clever_jax.report --kb=runs/demo/kb/kb.jsonl --out=/tmp/report.html --screenshot=/tmp/report.png"
+QUERY_PAIR = "python -m clever_jax.query --kb=runs/demo/kb/kb.jsonl man horse"
+QUERY_RELATION = "python -m clever_jax.query --kb=runs/demo/kb/kb.jsonl --relation=riding --top=20"
+QUERY_IMAGE = "python -m clever_jax.query --kb=runs/demo/kb/kb.jsonl --image=2417"
+EXPORT_RELEASE = "python -m clever_jax.main --config=configs/demo.py --mode=export_release --workdir=runs/demo"
+RELEASE_RUN = ("python -m clever_jax.main --config=configs/clever_release.py:demo --workdir=runs/demo_release "
+               "--config.data.release_dir=runs/demo/release")
+
+JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, EXTRACT_WORLD, EXTRACT_OWN, EXTRACT_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
+           QUERY_RELATION, QUERY_IMAGE, EXPORT_RELEASE, RELEASE_RUN)
+
+REAL_DATA = {
+    "python -m clever_jax.main --config=configs/vg.py": "Visual Genome's files, features and VinVL weights",
+    ".venv/bin/python -m clever_jax.main --config=configs/vg.py": "Visual Genome's files and features",
+    "python -m clever_jax.main --config=configs/clever_release.py --workdir=runs/release":
+        "the authors' release files and checkpoints (the same reader runs on the world's release: RELEASE_RUN)",
+    "python -m clever_jax.main --config=configs/clever_release.py --workdir=runs/release_avg":
+        "the authors' release files and AVG checkpoint",
+    "python -m clever_jax.results --config=configs/clever_release.py": "the authors' release files and checkpoints",
+    "python3 launch/gpu_host.py": "a host with 10 NVIDIA GPUs and Visual Genome (its dry run: tests/test_launch.py)",
+    "python3 launch/tpu_pod.py": "a Google Cloud project with TPU quota (its dry run: tests/test_launch.py)",
+}
+
+ELSEWHERE = {  # README command -> (the file that runs it, what that file must contain to run it).
+    "make demo": ("Makefile", "demo: $(VENV)/.installed\n\t$(PY) -m clever_jax.main --config=configs/demo.py "
+                  "--workdir=$(WORKDIR)"),  # MAIN at the demo's size, into runs/demo.
+    "make test": (".ci/run", "make test"),
+    "make gpu-check": ("tests/test_launch.py", 'launch("gpu_check.py", "--dry_run"'),
+    "python -m clever_jax.memory": ("tests/test_memory.py", "memory.estimate("),
+}
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's code blocks: continuation lines joined, comments and spaces dropped."""
+    with open(README) as f:
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", f.read(), re.S)
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#\s.*$", "", line).strip()
+            if re.match(r"(\.venv/bin/)?python3?\s|make\s|[A-Z_]+=\S+\s", line):
+                commands.append(" ".join(line.split()))
+    return commands
+
+
+def test_every_readme_command_is_accounted_for():
+    commands = readme_commands()
+    unknown = [c for c in commands if c not in JOURNEY and not any(c.startswith(p) for p in (*REAL_DATA, *ELSEWHERE))]
+    assert not unknown, f"README commands no test runs (add them to tests/test_journey.py): {unknown}"
+    missing = [c for c in JOURNEY if c not in commands]
+    assert not missing, f"commands this test runs that the README no longer shows: {missing}"
+    for prefix in (*REAL_DATA, *ELSEWHERE):
+        assert any(c.startswith(prefix) for c in commands), f"{prefix!r} is no longer in the README"
+    for prefix, (path, runs_it) in ELSEWHERE.items():
+        with open(os.path.join(ROOT, path)) as f:
+            assert runs_it in f.read(), f"{path} no longer runs {prefix!r} ({runs_it!r})"
+
+
+def own_detections(path: str) -> str:
+    """A detector's output for 60 images that are not the world's: ids from 900001, names as a detector
+    writes them (case, plurals, names outside the vocabulary), 8 appearance values (the tiny world's)."""
+    names = ["man", "Men", "horse", "horses", "shirt", "Dog", "table", "chair", "woman", "street lamp-ish"]
+    images = random_images(60, seed=7, names=names)
+    for image in images:
+        image["id"] += 900000
+    _, features = write_vg(path, images, feature_dim=8, seed=7)
+    return features
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """Runs README commands in a fresh folder (see the module docstring); returns run(command) -> stdout."""
+    base = tmp_path_factory.mktemp("journey")
+    features = own_detections(str(base / "my_images"))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+    def run(command: str, ok: bool = True, examples: dict[str, list[str]] | None = None) -> subprocess.CompletedProcess:
+        """Runs `command` with the substitutions above; `examples`: README words -> this KB's (quoted here)."""
+        line = command.replace("configs/demo.py", "configs/demo.py:tiny")
+        line = line.replace("configs/clever_release.py:demo", "configs/clever_release.py:tiny")
+        line = re.sub(r"(?<=[\s=])(runs|/tmp)/", lambda m: f"{base}/{m.group(1).strip('/')}/", line)
+        line = line.replace("/data/my_images/features.tsv", features)
+        for old, new in (examples or {}).items():
+            line = line.replace(old, shlex.join(new))
+        argv = shlex.split(line)
+        argv[0] = sys.executable
+        os.makedirs(base / "tmp", exist_ok=True)
+        start = time.time()
+        result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        print(f"{time.time() - start:6.1f} s  {command}")  # Shown with pytest -s: where the tier's time goes.
+        if ok:
+            assert result.returncode == 0, f"{shlex.join(argv)}\n{result.stderr[-4000:]}"
+        return result
+
+    run.base, run.features = base, features
+    return run
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_the_journey(user):
+    demo, release, my_kb = (os.path.join(user.base, "runs", name) for name in ("demo", "demo_release", "my_kb"))
+
+    # Prepare: the world, the records, the statistics.
+    user(PREPARE)
+    assert os.path.isfile(os.path.join(demo, "world", "features.tsv"))
+    stats = json.load(open(os.path.join(demo, "stats.json")))
+    assert all(stats["splits"][s]["facts"] > 0 for s in ("train", "val", "test"))
+    assert len(os.listdir(os.path.join(demo, "records"))) == 1
+
+    # The main job: train, keep the best on validation, evaluate on test, extract.
+    user(MAIN)
+    metrics = json.load(open(os.path.join(demo, "metrics.json")))
+    for key in ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "attention_on_annotated", "attention_chance",
+                "attention_on_true", "attention_true_chance", "top_evidence_true", "attention_true_auc", "spearman",
+                "spearman_top", "spearman_top_triplets"):
+        assert np.isfinite(metrics["test"][key]), key
+    for name in ("pr_curve.png", "history.json", "val_scores.npz", "test_scores.npz",
+                 "checkpoints/run_settings.json"):
+        assert os.path.isfile(os.path.join(demo, name)), name
+    assert os.listdir(os.path.join(demo, "checkpoints", "best"))
+    triplets = read_jsonl(os.path.join(demo, "triplets.jsonl"))
+    assert {"subject", "relation", "object", "score", "known", "evidence"} <= set(triplets[0])
+    assert {"image_id", "subject_box", "object_box", "weight", "annotated", "true"} <= set(triplets[0]["evidence"][0])
+    assert [t["score"] for t in triplets] == sorted((t["score"] for t in triplets), reverse=True)
+
+    # Evaluate again: the same checkpoint gives the same metrics.
+    user(EVAL)
+    again = json.load(open(os.path.join(demo, "metrics.json")))
+    for key, value in metrics["test"].items():
+        assert again["test"][key] == pytest.approx(value, abs=1e-6), key
+
+    # Export the inference bundle.
+    user(EXPORT)
+    bundle = os.path.join(demo, "export")
+    for name in ("model.json", "config.json", "checksums.json", "training_facts.tsv", "val_scores.npz"):
+        assert os.path.isfile(os.path.join(bundle, name)), name
+
+    # A knowledge base from the world's features, filtered for precision 0.8 on validation.
+    user(EXTRACT_WORLD)
+    meta = json.load(open(os.path.join(demo, "kb", "kb_meta.json")))
+    assert meta["filters"]["target_precision"] == 0.8 and "world_truth" in meta
+    assert meta["triplets"] == len(read_jsonl(os.path.join(demo, "kb", "kb.jsonl")))
+
+    # A knowledge base from a detector's output for other images, with the workdir's model, then with the bundle
+    # in a fresh folder: the same triplets and scores.
+    user(EXTRACT_OWN)
+    own = json.load(open(os.path.join(demo, "kb", "kb_meta.json")))
+    assert own["features_path"] == user.features and "world_truth" not in own and "filters" not in own
+    kb = read_jsonl(os.path.join(demo, "kb", "kb.jsonl"))
+    assert len(kb) == own["triplets"] > 0
+    assert all(e["image_id"] > 900000 for t in kb for e in t["evidence"])
+    assert {t["subject"] for t in kb} <= set(benchmark_vocab().entities)
+    with open(os.path.join(demo, "kb", "kb.csv")) as f:
+        assert len(list(csv.DictReader(f))) == len(kb)
+    user(EXTRACT_BUNDLE)
+    from_bundle = read_jsonl(os.path.join(my_kb, "kb", "kb.jsonl"))
+    assert [(t["subject"], t["relation"], t["object"]) for t in from_bundle] == [
+        (t["subject"], t["relation"], t["object"]) for t in kb]
+    np.testing.assert_allclose([t["score"] for t in from_bundle], [t["score"] for t in kb], atol=1e-5)
+
+    # The evidence page: next to the KB, and anywhere (the screenshot needs Chromium).
+    user(REPORT_MODE)
+    assert "<html" in open(os.path.join(demo, "kb", "report.html")).read().lower()
+    browser = any(shutil.which(name) for name in report.CHROMIUMS)
+    shown = user(REPORT, ok=browser)
+    assert os.path.isfile(os.path.join(user.base, "tmp", "report.html"))
+    if browser:
+        assert os.path.getsize(os.path.join(user.base, "tmp", "report.png")) > 0
+    else:
+        assert shown.returncode != 0 and "install chromium" in shown.stderr
+
+    # Ask it: the README's examples with the names and image this knowledge base has.
+    top = kb[0]
+    pair = user(QUERY_PAIR, examples={"man horse": [top["subject"], top["object"]]})
+    assert top["relation"] in pair.stdout
+    by_relation = user(QUERY_RELATION, examples={"--relation=riding": [f"--relation={top['relation']}"]})
+    assert top["subject"] in by_relation.stdout
+    image = user(QUERY_IMAGE, examples={"2417": [str(top["evidence"][0]["image_id"])]})
+    assert top["relation"] in image.stdout
+
+    # The benchmark in the authors' release layout, read back and trained on.
+    user(EXPORT_RELEASE)
+    for name in ("vg_dict.json", "VG_100_100_label.tsv", "test_bag_data.json", "test_pairs_data.json",
+                 "obj_feat_test.tsv", "test_image_sort_by_IoU_and_distance.pkl", "test_image_idx_to_id.pkl"):
+        assert os.path.isfile(os.path.join(demo, "release", name)), name
+    user(RELEASE_RUN)
+    from_release = json.load(open(os.path.join(release, "metrics.json")))
+    for key in ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%"):
+        assert np.isfinite(from_release["test"][key]), key
