@@ -1,4 +1,4 @@
-"""The embedded default: the generated world, sized for 2 CPU cores (`make demo`: about 8 minutes on two).
+"""The embedded default: the generated world, sized for 2 CPU cores (`make demo`: under 10 minutes on two).
 
   python -m clever_jax.main --config=configs/demo.py --workdir=runs/demo
   python -m clever_jax.main --config=configs/demo.py:tiny ...    (seconds: the tests' size)

@@ -1,12 +1,13 @@
 """The README's commands, run as a user runs them (the `journey` tier).
 
 Every command in the README's code blocks is one of three kinds, listed here:
-- JOURNEY: run below as a subprocess, exactly as the README writes it, with only these
-  substitutions: `configs/demo.py` becomes its tiny variant (`configs/demo.py:tiny`,
-  `configs/clever_release.py:tiny`), the README's folders (`runs/...`, `/tmp/...`) become this
-  test's, `/data/my_images/features.tsv` a detector's output for images that are not the generated
-  world's (their own ids, names and boxes), and the query's example names and image id those of the
-  knowledge base the tiny run made. Each step checks what the README says the command writes.
+- JOURNEY: run below as a subprocess from a fresh folder that holds only `configs/` (a link to
+  the repository's), exactly as the README writes it, with only these changes: `configs/demo.py`
+  becomes its tiny variant (`configs/demo.py:tiny`, `configs/clever_release.py:tiny`) and other
+  commands get TINY settings appended, `/tmp/` becomes the folder's `tmp/`,
+  `/data/my_images/features.tsv` a detector's output for images that are not the generated
+  world's (their own ids, names and boxes), and the query's example names and image id are those of
+  the knowledge base the tiny run made. Each step checks what the README says the command writes.
 - REAL_DATA: needs files this machine cannot have (Visual Genome, the authors' release, VinVL
   weights, GPUs, a cloud project), with the reason.
 - ELSEWHERE: run by the named test file.
@@ -61,8 +62,17 @@ EXPORT_RELEASE = "python -m clever_jax.main --config=configs/demo.py --mode=expo
 RELEASE_RUN = ("python -m clever_jax.main --config=configs/clever_release.py:demo --workdir=runs/demo_release "
                "--config.data.release_dir=runs/demo/release")
 
+MEMORY = "python -m clever_jax.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base"
+
 JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, EXTRACT_WORLD, EXTRACT_OWN, EXTRACT_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
-           QUERY_RELATION, QUERY_IMAGE, EXPORT_RELEASE, RELEASE_RUN)
+           QUERY_RELATION, QUERY_IMAGE, EXPORT_RELEASE, RELEASE_RUN, MEMORY)
+TINY = {  # Settings appended: BERT-base's sizes with one layer and short instances where the config has no tiny
+    # variant; fewer pairs and epochs where the tiny world's work is more than the step needs to show.
+    MEMORY: ["--config.model.num_layers=1", "--config.data.bag_size=2", "--config.data.text_len=16",
+             "--config.data.num_regions=8"],
+    EXTRACT_WORLD: ["--config.extract.min_images=2"],
+    RELEASE_RUN: ["--config.train.max_epochs=1"],
+}
 
 REAL_DATA = {
     "python -m clever_jax.main --config=configs/vg.py": "Visual Genome's files, features and VinVL weights",
@@ -81,7 +91,6 @@ ELSEWHERE = {  # README command -> (the file that runs it, what that file must c
                   "--workdir=$(WORKDIR)"),  # MAIN at the demo's size, into runs/demo.
     "make test": (".ci/run", "make test"),
     "make gpu-check": ("tests/test_launch.py", 'launch("gpu_check.py", "--dry_run"'),
-    "python -m clever_jax.memory": ("tests/test_memory.py", "memory.estimate("),
 }
 
 
@@ -126,6 +135,7 @@ def own_detections(path: str) -> str:
 def user(tmp_path_factory):
     """Runs README commands in a fresh folder (see the module docstring); returns run(command) -> stdout."""
     base = tmp_path_factory.mktemp("journey")
+    os.symlink(os.path.join(ROOT, "configs"), base / "configs")  # What a user's commands name, from a clone.
     features = own_detections(str(base / "my_images"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
@@ -133,15 +143,16 @@ def user(tmp_path_factory):
         """Runs `command` with the substitutions above; `examples`: README words -> this KB's (quoted here)."""
         line = command.replace("configs/demo.py", "configs/demo.py:tiny")
         line = line.replace("configs/clever_release.py:demo", "configs/clever_release.py:tiny")
-        line = re.sub(r"(?<=[\s=])(runs|/tmp)/", lambda m: f"{base}/{m.group(1).strip('/')}/", line)
-        line = line.replace("/data/my_images/features.tsv", features)
+        line = re.sub(r"(?<=[\s=])/tmp/", f"{base}/tmp/", line)
+        line = line.replace("/data/my_images/features.tsv", features) + "".join(
+            f" {setting}" for prefix, settings in TINY.items() if command.startswith(prefix) for setting in settings)
         for old, new in (examples or {}).items():
             line = line.replace(old, shlex.join(new))
         argv = shlex.split(line)
         argv[0] = sys.executable
         os.makedirs(base / "tmp", exist_ok=True)
         start = time.time()
-        result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(argv, cwd=base, env=env, capture_output=True, text=True, timeout=600)
         print(f"{time.time() - start:6.1f} s  {command}")  # Shown with pytest -s: where the tier's time goes.
         if ok:
             assert result.returncode == 0, f"{shlex.join(argv)}\n{result.stderr[-4000:]}"
@@ -161,13 +172,24 @@ def test_the_journey(user):
 
     # Prepare: the world, the records, the statistics.
     user(PREPARE)
-    assert os.path.isfile(os.path.join(demo, "world", "features.tsv"))
+    assert sorted(os.listdir(os.path.join(demo, "world"))) == sorted(
+        ["image_data.json", "objects.json", "relationships.json", "features.tsv", "captions.json",
+         "interactions.json", "commonsense.json", ".clever_jax_world"])
     stats = json.load(open(os.path.join(demo, "stats.json")))
-    assert all(stats["splits"][s]["facts"] > 0 for s in ("train", "val", "test"))
+    for split in ("train", "val", "test"):
+        sizes = stats["splits"][split]
+        assert sizes["facts"] > 0 and sizes["entity_pairs"] > 0 and sizes["images"] > 0
+        assert sizes["instances"] <= sizes["candidate_instances"]
+        assert 0 < sizes["instances_showing_a_gold_relation"] <= sizes["instances"]
+        assert 0 < sizes["facts_with_an_instance_showing_them"] <= sizes["facts"]
+    assert stats["paper"]["test"]["facts"] == 3496
+    assert stats["skipped"]["object_out_of_vocabulary"] > 0
+    assert sum(stats["predicate_frequency"]["train"].values()) == stats["splits"]["train"]["facts"]
     assert len(os.listdir(os.path.join(demo, "records"))) == 1
 
     # The main job: train, keep the best on validation, evaluate on test, extract.
-    user(MAIN)
+    main = user(MAIN)
+    assert "Reusing the records" in main.stderr  # Those prepare built.
     metrics = json.load(open(os.path.join(demo, "metrics.json")))
     for key in ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "attention_on_annotated", "attention_chance",
                 "attention_on_true", "attention_true_chance", "top_evidence_true", "attention_true_auc", "spearman",
@@ -236,6 +258,11 @@ def test_the_journey(user):
     assert top["subject"] in by_relation.stdout
     image = user(QUERY_IMAGE, examples={"2417": [str(top["evidence"][0]["image_id"])]})
     assert top["relation"] in image.stdout
+
+    # The memory estimate of the paper's 10-GPU setting (one layer of BERT-base, short instances).
+    user(MEMORY)
+    estimate = json.load(open(os.path.join(user.base, "runs", "memory", "vg_gpu10.json")))
+    assert estimate["analytic_gib"] > 0 and estimate["xla_gib"] > 0
 
     # The benchmark in the authors' release layout, read back and trained on.
     user(EXPORT_RELEASE)

@@ -1,6 +1,5 @@
 """The command line, end to end on a small generated world."""
 
-import json
 import os
 import signal
 import subprocess
@@ -17,29 +16,6 @@ TINY = "--config=configs/demo.py:tiny"
 def run_main(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "clever_jax.main", *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-
-
-@pytest.mark.parametrize("sampler", ["overlap", "random"])
-def test_prepare_builds_world_records_and_statistics(tmp_path, sampler):
-    workdir = str(tmp_path / "run")
-    args = [TINY, "--mode=prepare", f"--workdir={workdir}", f"--config.data.sampler={sampler}"]
-    first = run_main(*args)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert sorted(os.listdir(os.path.join(workdir, "world"))) == sorted(
-        ["image_data.json", "objects.json", "relationships.json", "features.tsv", "captions.json",
-         "interactions.json", "commonsense.json", ".clever_jax_world"])
-    stats = json.load(open(os.path.join(workdir, "stats.json")))
-    for split in ("train", "val", "test"):
-        sizes = stats["splits"][split]
-        assert sizes["facts"] > 0 and sizes["entity_pairs"] > 0 and sizes["images"] > 0
-        assert sizes["instances"] <= sizes["candidate_instances"]
-        assert 0 < sizes["instances_showing_a_gold_relation"] <= sizes["instances"]
-        assert 0 < sizes["facts_with_an_instance_showing_them"] <= sizes["facts"]
-    assert stats["paper"]["test"]["facts"] == 3496
-    assert stats["skipped"]["object_out_of_vocabulary"] > 0
-    assert sum(stats["predicate_frequency"]["train"].values()) == stats["splits"]["train"]["facts"]
-    again = run_main(*args)
-    assert again.returncode == 0 and "Reusing the records" in again.stderr
 
 
 def test_vg_config_without_files_says_what_to_put_where(tmp_path):

@@ -249,19 +249,19 @@ def test_a_failed_checkpoint_save_stops_training_with_the_last_good_one_kept(wor
 
     def save(manager, step, *args, **kwargs):
         calls.append(step)
-        if len(calls) > 2:  # The first epoch's best and latest go through; then the disk is full.
+        if len(calls) > 2:  # The first validation's best and latest go through; then the disk is full.
             raise OSError(28, "No space left on device")
         return original(manager, step, *args, **kwargs)
 
     monkeypatch.setattr(checkpoints._CheckpointManager, "save", save)
-    trainer = trainer_for(world, tmp_path)
+    trainer = trainer_for(world, tmp_path, max_epochs=1, eval_every_steps=4)  # Validations (and saves) at steps 4, 8.
     with pytest.raises(checkpoints.CheckpointError, match=r"saving \(step \d+\) into .*checkpoints/(best|latest) "
                                                           r"failed: OSError: .*No space left on device") as error:
         trainer.train()
     assert f"the last complete checkpoint there is step {calls[0]} " in str(error.value)
     monkeypatch.undo()
     state, _ = final_params(tmp_path, trainer)
-    assert int(state.step) == calls[0]  # The first epoch's state is the latest complete checkpoint.
+    assert int(state.step) == calls[0] == 4  # The first validation's state is the latest complete checkpoint.
 
 
 @pytest.mark.slow
