@@ -88,11 +88,15 @@ def triplets(kb_path: str) -> Iterator[tuple[int, dict, str]]:
     """(line number, triplet, line) of each non-empty line of a knowledge base, each checked (check_triplet).
 
     Raises DataError naming the file and line of a bad one."""
-    with open(kb_path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(kb_path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{kb_path} line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not UTF-8 text (byte {e.start} of the line)") from e
             if not line.strip():
                 continue
-            where = f"{kb_path} line {line_no}"
             try:
                 t = json.loads(line)
             except json.JSONDecodeError as e:

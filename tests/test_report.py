@@ -130,6 +130,9 @@ def test_an_empty_or_missing_kb(tmp_path):
         report.write_report(str(tmp_path / "kb.jsonl"), str(tmp_path / "report.html"))
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         report.write_report(str(tmp_path / "missing.jsonl"), str(tmp_path / "report.html"))
+    (tmp_path / "latin1.jsonl").write_bytes(b'\n{"subject": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"latin1\.jsonl line 2: not UTF-8 text \(byte 16 of the line\)"):
+        report.write_report(str(tmp_path / "latin1.jsonl"), str(tmp_path / "report.html"))
 
 
 def test_filters_in_a_real_browser(tmp_path):
