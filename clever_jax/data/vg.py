@@ -1,11 +1,10 @@
 """Ingestion of Visual Genome files (real or generated) and of VinVL-style region features.
 
-Reads `image_data.json`, `objects.json`, `relationships.json` and `features.tsv`, normalises
-names onto the benchmark vocabulary, converts boxes from (x, y, w, h) to (x1, y1, x2, y2),
-matches every object to its feature region and validates every record. Fatal problems
-(malformed files, wrong feature sizes) raise `DataError` naming the file and record; problems a
-real dataset is expected to have (unknown names, degenerate boxes, images without features) are
-counted skips, reported in `Corpus.skipped` and from there in the build statistics.
+Reads `image_data.json`, `objects.json`, `relationships.json` and `features.tsv`, normalises names
+onto the vocabulary, converts boxes to (x1, y1, x2, y2), matches objects to feature regions and
+validates every record: malformed files and wrong feature sizes raise `DataError` naming the file and
+record; what a real dataset is expected to have (unknown names, degenerate boxes, images without
+features) are counted skips (`Corpus.skipped`, then the build statistics).
 """
 
 from __future__ import annotations
@@ -155,8 +154,7 @@ def feature_lines(path: str):
 
 
 def image_size(record, keys: tuple[str, str], where: str) -> tuple[int, int]:
-    """(width, height): record[keys[0]], record[keys[1]], whole numbers of pixels from 1 to
-    MAX_IMAGE_SIDE; DataError naming `where` otherwise."""
+    """(width, height) of record[keys]: whole pixels from 1 to MAX_IMAGE_SIDE, else DataError naming `where`."""
     sides = [field(record, key, int | float, where) for key in keys]
     # The range first: NaN fails it, and int() of an infinity, or math.isfinite of 10**400, would raise.
     if not all(1 <= side <= MAX_IMAGE_SIDE and side == int(side) for side in sides):
@@ -166,10 +164,9 @@ def image_size(record, keys: tuple[str, str], where: str) -> tuple[int, int]:
 
 
 class FeatureSizes:
-    """The appearance size of a features file's regions, from each feature's base64 length (not
-    decoded): with `expected` (e.g. config.data.feature_dim) another size is an error at once; without,
-    the expected size is the one most regions have, and `dim()`, after the last region, names the
-    first region of another size."""
+    """The appearance size of a features file's regions, from each feature's base64 length: with `expected`
+    (config.data.feature_dim) another size is an error at once; without, the size most regions have, and
+    `dim()`, after the last region, names the first region of another size."""
 
     def __init__(self, path: str, expected: int | None):
         self.path, self.expected = path, expected
@@ -202,11 +199,8 @@ class FeatureSizes:
 
 
 def index_features(path: str, feature_dim: int | None) -> tuple[dict[int, _FeatureLine], int]:
-    """Indexes a features file: image id -> line offset and region boxes/ids.
-
-    Checks every region's feature size (FeatureSizes). Returns the index and the appearance
-    dimension (`feature_dim` if given, else the one most regions have).
-    """
+    """Image id -> line offset and region boxes/ids of a features file, and the appearance dimension
+    (`feature_dim` if given, else the one most regions have; every region's size checked: FeatureSizes)."""
     index: dict[int, _FeatureLine] = {}
     sizes = FeatureSizes(path, feature_dim)
     for line_offset, where, image_id, record in feature_lines(path):
