@@ -46,36 +46,36 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
 bench-data: $(VENV)/.installed
-	$(PY) -m clever_jax.data.bench --workdir=runs/bench-data --config=configs/demo.py \
+	$(PY) -m clever_jax.perf.data_loading --workdir=runs/bench-data --config=configs/demo.py \
 		--build_config=configs/vg.py --world=configs/world.py:vg --world.feature_dim=16
 
 # Extraction of a knowledge base from a Visual Genome-size detector output: time and peak memory.
 bench-kb: $(VENV)/.installed
-	$(PY) -m clever_jax.kb_bench --workdir=runs/bench-kb --config=configs/demo.py \
+	$(PY) -m clever_jax.perf.kb_extraction --workdir=runs/bench-kb --config=configs/demo.py \
 		--world=configs/world.py:vg --world.feature_dim=16
 
 clean:
 	rm -rf runs
 
 results: $(VENV)/.installed
-	$(PY) -m clever_jax.results --config=configs/demo.py --workdir=runs/results
+	$(PY) -m clever_jax.experiments.results --config=configs/demo.py --workdir=runs/results
 
 # The paper's Table 2, Table 3 and Fig. 4 on the demo world, CLEVER vs AVG over two seeds (resumable).
 study: $(VENV)/.installed
-	$(PY) -m clever_jax.study --config=configs/demo.py --workdir=runs/study
+	$(PY) -m clever_jax.experiments.study --config=configs/demo.py --workdir=runs/study
 
 # How much the world's boxes tell beyond the class pair, as Zellers et al. 2018 measured on Visual Genome.
 predcls: $(VENV)/.installed
-	$(PY) -m clever_jax.predcls --config=configs/demo.py --workdir=runs/predcls
+	$(PY) -m clever_jax.experiments.predcls --config=configs/demo.py --workdir=runs/predcls
 
 bench: $(VENV)/.installed
-	$(PY) -m clever_jax.bench --config=configs/demo.py --out=runs/bench/demo.json
+	$(PY) -m clever_jax.perf.throughput --config=configs/demo.py --out=runs/bench/demo.json
 
 # Per-device memory of the paper's setting (BERT-base sizes, no weights needed).
 memory: $(VENV)/.installed
-	$(PY) -m clever_jax.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base
+	$(PY) -m clever_jax.perf.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base
 
 # Weak scaling: the train step on 1 device (demo batch) and on 8 forced CPU host devices (8x the batch).
 bench-scaling: $(VENV)/.installed
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m clever_jax.bench --config=configs/demo.py \
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m clever_jax.perf.throughput --config=configs/demo.py \
 		--weak_scaling=8 --out=runs/bench/demo_scaling.json

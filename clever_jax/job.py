@@ -1,74 +1,16 @@
-"""The main job and its modes, callable without the command line (see clever_jax.main)."""
+"""The main job's modes, callable without the command line (see clever_jax.main)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging as pylogging
 import os
-import signal
-import sys
 
 from absl import logging
 
 from clever_jax import distributed
 
-MODES = ("all", "prepare", "train", "eval", "extract", "export", "export_release", "report")
-
-
-class _QuietLibraries(pylogging.Filter):
-    """Keeps the libraries' INFO chatter (checkpointing, dataset building) out of the progress log."""
-
-    NOISY = ("/orbax/", "/tensorflow_datasets/", "/array_record/", "/grain/")
-
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        return record.levelno >= pylogging.WARNING or not any(p in record.pathname for p in self.NOISY)
-
-
-def reject_renamed_flags(argv: list[str]) -> None:
-    """Exits with a clear message when the command line sets a config.model setting by an earlier name
-    (before the config flag's own parsing would fail with a traceback)."""
-    from clever_jax.data.text import RENAMED
-
-    for arg in argv[1:]:
-        name = arg.split("=")[0]
-        for old, new in RENAMED.items():
-            if name.lstrip("-") == f"config.model.{old}":
-                sys.exit(f"{name}: renamed to --config.model.{new} (the pretrained encoder's folder; training "
-                         "checkpoints go to WORKDIR/checkpoints)")
-
-
-def start_command() -> None:
-    """What every training command line does first: SIGTERM (preemption) and Ctrl-C stop training
-    after the current step with its latest state saved (distributed.StopSignal; installed before
-    run() starts jax.distributed, whose preemption service then takes SIGTERM over), and the
-    libraries' INFO logs are hidden (quiet_libraries)."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, distributed.STOP.handle)
-    quiet_libraries()
-
-
-def quiet_libraries() -> None:
-    """Hides the libraries' INFO logs; ours (progress, metrics) stay."""
-    logging.get_absl_handler().addFilter(_QuietLibraries())
-
-
-def prepare_records(config, workdir: str) -> str:
-    """Builds (or reuses) the records; returns their folder.
-
-    With several processes, process 0 builds first; the others then reuse its records (a shared
-    workdir) or build the same ones on their own disk.
-    """
-    from clever_jax.data import prepare
-
-    def build() -> str:
-        os.makedirs(workdir, exist_ok=True)
-        return prepare.prepare(config, workdir)
-
-    main = distributed.is_main_process()
-    records_dir = build() if main else ""
-    distributed.barrier("prepare")
-    return records_dir if main else build()
+MODES = ("all", "prepare", "train", "eval", "extract", "kb", "report", "export", "export_release")
 
 
 def run(config, workdir: str, mode: str) -> None:
@@ -81,8 +23,15 @@ def run(config, workdir: str, mode: str) -> None:
     from clever_jax import config_checks
     from clever_jax import workdir as workdir_lib
 
+    if mode == "extract" and config.extract.features_path:
+        logging.warning("--mode=extract with config.extract.features_path is now --mode=kb (a knowledge base from "
+                        "a detector's output); running that")
+        mode = "kb"
     distributed.initialize(config)  # Before anything touches the devices.
     config_checks.check(config, jax.device_count())
+    if mode == "kb" and not config.extract.features_path:
+        raise config_checks.ConfigError("--mode=kb builds a knowledge base from a detector's output: give it with "
+                                        "--config.extract.features_path=FEATURES.tsv (or the authors' release folder)")
     main = distributed.is_main_process()
     if not main:
         logging.set_verbosity(logging.WARNING)  # Process 0 reports progress; the others only problems.
@@ -108,21 +57,19 @@ def run(config, workdir: str, mode: str) -> None:
 
 
 def _run(config, workdir: str, mode: str) -> None:
-    from clever_jax.data import prepare
-
     if mode == "export_release":  # The benchmark in the authors' file layout; no records needed.
         from clever_jax.data import release_write
 
         if distributed.is_main_process():
             logging.info("Wrote the benchmark in the release layout to %s", release_write.export(config, workdir))
         return
-    if mode == "extract" and config.extract.features_path:  # A knowledge base from unannotated images.
-        from clever_jax import builder, knowledge
+    if mode == "kb":  # A knowledge base from unannotated images.
+        from clever_jax.kb import build
 
-        knowledge.extract(builder.build, config, workdir, lambda: prepare_records(config, workdir))
+        build.extract(config, workdir)
         return
     if mode == "report":
-        from clever_jax import report
+        from clever_jax.kb import report
 
         kb_path = config.report.kb_path or os.path.join(workdir, "kb", "kb.jsonl")
         out = os.path.join(os.path.dirname(os.path.abspath(kb_path)), "report.html")
@@ -130,7 +77,9 @@ def _run(config, workdir: str, mode: str) -> None:
             shown = report.write_report(kb_path, out, config.report.images_dir, config.report.per_relation)
             logging.info("Wrote the evidence report of %d triplets to %s", shown, out)
         return
-    records_dir = prepare_records(config, workdir)
+    from clever_jax.data import prepare
+
+    records_dir = prepare.prepare_records(config, workdir)
     if mode == "prepare":
         with open(os.path.join(workdir, prepare.STATS)) as f:
             for name, sizes in json.load(f)["splits"].items():
@@ -138,10 +87,12 @@ def _run(config, workdir: str, mode: str) -> None:
         logging.info("Records in %s, statistics in %s", records_dir, os.path.join(workdir, prepare.STATS))
         return
 
-    from clever_jax import builder, evaluate, export, train
-    from clever_jax.checkpoints import Checkpoints
+    from clever_jax.evaluation import evaluate
+    from clever_jax.kb import export, triplets
+    from clever_jax.training import builder, train
+    from clever_jax.training.checkpoints import Checkpoints
 
-    run = builder.build(config, records_dir)
+    run = builder.build(config, records_dir, workdir=workdir)
     if mode in ("all", "train"):
         best = train.Trainer(run, workdir).train()
         logging.info("Best validation: %s", best)
@@ -163,28 +114,12 @@ def _run(config, workdir: str, mode: str) -> None:
             logging.info("Nothing trained (train.max_epochs=0): evaluating the pretrained parameters")
         else:
             raise
-    grades = evaluate.world_grades(config, workdir)
     results, outputs = {}, {}
     if mode in ("all", "eval"):  # Every process evaluates; process 0 writes the files.
         for split in ("val", "test"):
-            results[split], outputs[split] = evaluate.evaluate(run, params, split, grades,
+            results[split], outputs[split] = evaluate.evaluate(run.scorer(split), params, run.grades,
                                                                keep_evidence=mode == "all")
         evaluate.write_results(workdir, results, outputs, f"{config.model.head} (test)")
         logging.info("Test: %s", " ".join(f"{k}={v:.2f}" for k, v in results["test"].items()))
     if mode in ("all", "extract"):
-        from clever_jax.data.records import open_records, read_manifest
-        from clever_jax.data.vocab import benchmark_vocab
-        from clever_jax.extract import write_triplets
-
-        split = config.extract.split
-        for name in ("train", "val", "test") if split == "all" else (split,):
-            if name not in outputs:
-                _, outputs[name] = evaluate.evaluate(run, params, name, grades, keep_evidence=True)
-        if split == "all":
-            outputs["all"] = evaluate.concat_outputs([outputs["train"], outputs["val"], outputs["test"]])
-        if distributed.is_main_process():
-            path = os.path.join(workdir, "triplets.jsonl")
-            count = write_triplets(path, outputs[split], open_records(records_dir)[0], benchmark_vocab(),
-                                   config.extract.top_k, config.extract.num_evidence,
-                                   read_manifest(records_dir).get("has_truth", False))
-            logging.info("Wrote %d triplets to %s", count, path)
+        triplets.extract_benchmark(run, params, outputs, workdir)

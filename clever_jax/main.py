@@ -8,12 +8,13 @@ Modes:
   prepare: build (or reuse) the world, benchmark, bags and records; writes DIR/stats.json.
   train: prepare + train (resumes from DIR/checkpoints/latest when present).
   eval: the best checkpoint on the validation and test splits -> metrics.json, *_scores.npz, pr_curve.png.
-  extract: the best checkpoint's ranked triplets of config.extract.split -> triplets.jsonl; with
-    config.extract.features_path, a knowledge base of a detector's output alone (with
-    config.extract.bundle: from an exported bundle) -> DIR/kb/ (see clever_jax.knowledge).
+  extract: the best checkpoint's ranked triplets of config.extract.split -> triplets.jsonl.
+  kb: a knowledge base of a detector's output alone (config.extract.features_path) with the best
+    checkpoint, or with an exported bundle (config.extract.bundle) -> DIR/kb/ (see clever_jax.kb.build).
+    (--mode=extract with config.extract.features_path still runs it, with a notice.)
   report: an HTML evidence page of DIR/kb/kb.jsonl (or config.report.kb_path) -> report.html next
-    to it (see clever_jax.report).
-  export: a self-contained inference bundle in DIR/export (see clever_jax.export).
+    to it (see clever_jax.kb.report).
+  export: a self-contained inference bundle in DIR/export (see clever_jax.kb.export).
   export_release: the benchmark in the layout of the authors' release, in DIR/release
     (see clever_jax.data.release_write; read back with configs/clever_release.py).
 Override any config value on the command line, e.g. `--config.model.head=avg`.
@@ -37,7 +38,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from clever_jax import job
+from clever_jax import cli, job
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the world, records, checkpoints and results.")
@@ -47,10 +48,9 @@ _MODE = flags.DEFINE_enum("mode", "all", job.MODES, "What to run.")
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    job.start_command()
-    from clever_jax.checkpoints import CheckpointError
     from clever_jax.config_checks import ConfigError
     from clever_jax.data.jsonio import DataError
+    from clever_jax.training.checkpoints import CheckpointError
     from clever_jax.workdir import ChangedSettings, WorkdirInUse
 
     try:
@@ -60,6 +60,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    job.reject_renamed_flags(sys.argv)
-    app.run(main)
+    cli.run(main, required=["config", "workdir"], stop_signals=True)

@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.eval_head = ""  # Evaluation head; "" = the training head ("max" for max pooling).
     model.temperature = 11.0  # Tau of the contrastive attention (published script: 11).
     model.bag_dropout = 0.2  # Dropout on the avg/one/att bag representation in training (published 0.2; clever none).
-    model.dtype = "float32"  # Compute dtype: float32, bfloat16 or float16 (clever_jax/precision.py).
+    model.dtype = "float32"  # Compute dtype: float32, bfloat16 or float16 (clever_jax/training/precision.py).
     model.remat = False  # Recompute encoder layers in the backward pass (less memory, more compute).
 
     config.train = train = ml_collections.ConfigDict()
@@ -109,11 +109,11 @@ def get_config() -> ml_collections.ConfigDict:
     extract.split = "test"  # A split, or "all": every pair of the benchmark.
     extract.top_k = 0  # Triplets written, best first; 0 = every (pair, relation) of the split.
     extract.num_evidence = 3  # Evidence instances per triplet.
-    # A detector's features TSV to build a knowledge base from, without annotations (clever_jax/knowledge.py):
-    # --mode=extract then scores every entity pair seen in extract.min_images images or more; "" = the benchmark's.
+    # A detector's features TSV to build a knowledge base from, without annotations (clever_jax/kb/build.py):
+    # --mode=kb then scores every entity pair seen in extract.min_images images or more; "" = the benchmark's.
     extract.features_path = ""
     extract.min_images = 1
-    # Filters of that knowledge base (clever_jax/kb_filters.py): per-relation score thresholds reaching this
+    # Filters of that knowledge base (clever_jax/kb/filters.py): per-relation score thresholds reaching this
     # precision on the run's validation split (0 = no filters; relations with fewer than min_val_facts validation
     # facts take the global threshold), then at least min_evidence instances weighing more than uniform.
     extract.target_precision = 0.0

@@ -10,12 +10,12 @@ Steps, in order, each with its command, wall time, exit status and the tail of i
            --budget_s like the steps
   tests    the test suite (pytest -n 4, GPU memory allocated on demand so that the workers share the
            card; the multi-device tests use forced host devices as on CPU)
-  bench    clever_jax.bench in float32, bfloat16 and float16 (with its dynamic loss scale) at the
+  bench    clever_jax.perf.throughput in float32, bfloat16 and float16 (with its dynamic loss scale) at the
            demo shapes (configs/demo.py) and at the paper's (configs/vg_gpu.py: BERT-base sizes from
            configs/bert_base, bag 50, 70 word pieces, 50 regions; PAPER_BAGS bags a step); MFU against
            the measured matmul peak (the bench's own) and against the card's published dense peak
            (PUBLISHED_TFLOPS, matched on the name nvidia-smi gives)
-  memory   clever_jax.memory of configs/vg_gpu10.py: one 11 GB RTX 2080 Ti's share of the paper's
+  memory   clever_jax.perf.memory of configs/vg_gpu10.py: one 11 GB RTX 2080 Ti's share of the paper's
            60-bag step (1 bag of 50 per device, 6 accumulation steps), as XLA:GPU assigns it
   demo     what `make demo` runs, on the GPU, into runs/gpu_check/demo (its test metrics)
 
@@ -58,12 +58,13 @@ def published_peak(card: str) -> dict[str, float]:
 
 
 def bench_commands(python: str, out_dir: str) -> dict[tuple[str, str], str]:
-    """(shapes, dtype) -> the clever_jax.bench command writing out_dir/bench_{shapes}_{dtype}.json."""
+    """(shapes, dtype) -> the clever_jax.perf.throughput command writing out_dir/bench_{shapes}_{dtype}.json."""
     shapes = {"demo": ["--config=configs/demo.py"],
               "paper": ["--config=configs/vg_gpu.py", "--config.model.pretrained_dir=configs/bert_base",
                         f"--config.data.batch_size={PAPER_BAGS}", f"--config.data.eval_batch_size={PAPER_BAGS}"]}
-    return {(name, dtype): shlex.join([python, "-m", "clever_jax.bench", *flags, f"--config.model.dtype={dtype}",
-                                       "--repeats=5", f"--out={out_dir}/bench_{name}_{dtype}.json"])
+    return {(name, dtype): shlex.join([python, "-m", "clever_jax.perf.throughput", *flags,
+                                       f"--config.model.dtype={dtype}", "--repeats=5",
+                                       f"--out={out_dir}/bench_{name}_{dtype}.json"])
             for name, flags in shapes.items() for dtype in DTYPES}
 
 
@@ -72,7 +73,7 @@ def steps(args: argparse.Namespace) -> list[tuple[str, str, float]]:
     out_dir, python = os.path.dirname(args.out), args.python
     devices = shlex.join([python, "-c", "import jax; print(jax.devices()); print(jax.default_backend())"])
     tests = f"XLA_PYTHON_CLIENT_PREALLOCATE=false {shlex.quote(python)} -m pytest -q -n 4 --dist loadfile"
-    memory = shlex.join([python, "-m", "clever_jax.memory", "--config=configs/vg_gpu10.py",
+    memory = shlex.join([python, "-m", "clever_jax.perf.memory", "--config=configs/vg_gpu10.py",
                          "--config.model.pretrained_dir=configs/bert_base", f"--out={out_dir}/memory_vg_gpu10.json"])
     demo = shlex.join([python, "-m", "clever_jax.main", "--config=configs/demo.py", f"--workdir={DEMO_DIR}"])
     return ([("devices", devices, 120), ("tests", tests, 360)]

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clever_jax import builder, sharding, train
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
+from clever_jax.training import builder, sharding, steps
 from configs import demo
 
 B, N, LT, LR, F, R1 = 8, 3, 8, 4, 10, 5
@@ -49,12 +49,12 @@ def run(config, devices, mode):
     tx = builder.make_optimizer(config, params)
     opt_shardings = sharding.tree_shardings(jax.eval_shape(tx.init, params), mesh, mode, config.mesh.fsdp_min_size)
     replicated = sharding.replicated(mesh)
-    state = train.TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
+    state = steps.TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
                              opt_state=jax.jit(tx.init, out_shardings=opt_shardings)(params),
                              lr_scale=jax.device_put(jnp.ones(()), replicated))
-    state_shardings = train.TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
+    state_shardings = steps.TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
                                        lr_scale=replicated)
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, config=config),
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated))
     for seed in range(3):
@@ -74,9 +74,9 @@ def main():
     results = {"devices": jax.device_count(), "loss": loss}
     cases = {"data8": (8, 1, "replicated", 1, reference), "fsdp": (2, 4, "fsdp", 1, reference),
              "accumulate": (4, 1, "replicated", 2, accumulated)}  # 2 bags per device, 1 per micro-batch.
-    for name, (data, fsdp, mode, steps, expected) in cases.items():
+    for name, (data, fsdp, mode, accum, expected) in cases.items():
         config.mesh.update(data=data, fsdp=fsdp)
-        config.train.grad_accum_steps = steps
+        config.train.grad_accum_steps = accum
         params, specs, _ = run(config, jax.devices()[:data * fsdp], mode)
         # Parameters agree to rtol 1e-5, with atol 1e-5 (1% of one step of lr 1e-3) for entries whose
         # gradient is near zero (the attention key bias, or a weight whose gradient is ~1e-7): their gradient

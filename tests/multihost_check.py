@@ -24,11 +24,14 @@ import grain
 import jax
 import numpy as np
 
-from clever_jax import builder, distributed, evaluate, export, job, train
+from clever_jax import distributed, job
 from clever_jax import workdir as workdir_lib
-from clever_jax.checkpoints import Checkpoints
-from clever_jax.data import pipeline
+from clever_jax.data import pipeline, prepare
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.evaluation import evaluate
+from clever_jax.kb import export
+from clever_jax.training import builder, train
+from clever_jax.training.checkpoints import Checkpoints
 from configs import demo
 
 SHARDS = 2  # Processes of the multi-process run (the reference imitates their input).
@@ -140,9 +143,9 @@ def main(root: str, process_id: int, num_processes: int, port: int) -> None:
     assert jax.process_count() == num_processes and jax.process_index() == process_id
     if distributed.is_main_process():
         write_tiny_bert(config.model.pretrained_dir)
-    records_dir = job.prepare_records(config, os.path.join(root, "prepared"))
+    records_dir = prepare.prepare_records(config, os.path.join(root, "prepared"))
     workdir = os.path.join(root, f"run{num_processes}")
-    run = builder.build(config, records_dir)
+    run = builder.build(config, records_dir, workdir=workdir)
     if num_processes == 1:
         run = ReferenceRun(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)})
     trainer = train.Trainer(run, workdir)
@@ -164,7 +167,7 @@ def main(root: str, process_id: int, num_processes: int, port: int) -> None:
     next_bags = next(iterator)["bag"]
     # The reference run's parameters (saved by one process on 4 devices, restored here on this topology).
     params = Checkpoints(os.path.join(root, "run1")).restore_params("latest", run.abstract_params)
-    metrics, outputs = evaluate.evaluate(run, params, "test", trainer.grades, keep_evidence=True)
+    metrics, outputs = evaluate.evaluate(run.scorer("test"), params, trainer.run.grades, keep_evidence=True)
     export.export_bundle(run, workdir)
     refused = ""
     try:  # ROOT/locked holds the lock of a live process (the test's): every process stops, none waits.

@@ -9,10 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from clever_jax import bench, builder, flops
 from clever_jax.data import pipeline, synthetic
-from clever_jax.flops import Shapes
 from clever_jax.models.clever import Clever, bag_loss
+from clever_jax.perf import flops, throughput
+from clever_jax.perf.flops import Shapes
+from clever_jax.training import builder
 from configs import demo
 
 # XLA also counts elementwise work (GELU, LayerNorm, softmax, the optimiser) that the analytic
@@ -40,7 +41,7 @@ def tiny_config(head: str = "clever"):
 
 
 def test_compiled_steps_flops_and_report():
-    compiled = bench.compile_steps(tiny_config(), num_token_batches=3)
+    compiled = throughput.compile_steps(tiny_config(), num_token_batches=3)
     for shapes in (compiled.train_shapes, compiled.eval_shapes):  # Trimmed as training trims.
         assert shapes.text_len == 16 and shapes.num_regions == 8 and compiled.shapes.text_len == 24
     assert compiled.train_batch["text_ids"].shape == (2, 8, 16) and compiled.eval_batch["regions"].shape[2] == 8
@@ -49,7 +50,7 @@ def test_compiled_steps_flops_and_report():
         ratio = flops.xla_flops(executable) / step_flops[step]
         assert abs(ratio - 1) < TOLERANCE, (step, ratio)
 
-    report = bench.measure(compiled, repeats=2, warmup=1, peak_sizes=[128, 256])
+    report = throughput.measure(compiled, repeats=2, warmup=1, peak_sizes=[128, 256])
     assert set(REPORT_KEYS) <= set(report)
     for step in ("train", "eval"):
         assert set(STEP_KEYS) <= set(report[step])
@@ -107,13 +108,13 @@ def test_synthetic_batch_layout():
     assert (batch["text_ids"][real][:, 0] == 101).all()  # [CLS]
     spans = batch["subject_span"][real]
     assert (spans[:, 0] >= 1).all() and (spans[:, 1] > spans[:, 0]).all()
-    counts = bench.token_counts([batch], 0)
+    counts = throughput.token_counts([batch], 0)
     assert 0 < counts["real_token_share"] == counts["real_share_of_computed"] < 1 and counts["buckets"] == {"24x8": 1}
 
 
 @pytest.mark.slow
 def test_command_line(tmp_path):
-    out = tmp_path / "bench.json"
+    out = tmp_path / "throughput.json"
     args = [
         "--config=configs/demo.py", "--config.model.num_layers=1", "--config.data.batch_size=2",
         "--config.data.eval_batch_size=2", "--config.data.bag_size=2", "--config.data.text_len=8",
@@ -121,7 +122,8 @@ def test_command_line(tmp_path):
         "--peak_sizes=128,256", f"--out={out}",
     ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-m", "clever_jax.bench", *args], cwd=root, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "clever_jax.perf.throughput", *args], cwd=root, capture_output=True,
+                            text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
@@ -143,7 +145,8 @@ def test_weak_scaling_on_eight_forced_devices(tmp_path):
     ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-m", "clever_jax.bench", *args], cwd=root, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "clever_jax.perf.throughput", *args], cwd=root, capture_output=True,
+                            text=True,
                             timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
@@ -164,4 +167,4 @@ def test_weak_scaling_on_eight_forced_devices(tmp_path):
 
 def test_weak_scaling_needs_the_devices():
     with pytest.raises(ValueError, match="xla_force_host_platform_device_count=8"):
-        bench.weak_scaling(tiny_config(), 8)
+        throughput.weak_scaling(tiny_config(), 8)

@@ -17,8 +17,8 @@ from multidevice_check import LR, LT
 from multidevice_check import batch as fixed_batch
 from test_multihost import ROOT, free_port
 
-from clever_jax import builder, train
 from clever_jax.data import pipeline
+from clever_jax.training import builder, steps
 
 
 def handmade_batch(text_lengths, region_counts, lt: int = 12, lr: int = 10) -> dict:
@@ -95,14 +95,14 @@ def test_trimmed_batches_give_the_same_outputs_loss_and_gradients():
     trimmed = pipeline.trim_padding(batch, *lengths)
     too_short = pipeline.trim_padding(batch, 4, 3)  # Cuts real text: must change the outputs.
 
-    evaluate = jax.jit(functools.partial(train.eval_step, model=model))
+    evaluate = jax.jit(functools.partial(steps.eval_step, model=model))
     scores, evidence = evaluate(state.params, batch)
     trimmed_scores, trimmed_evidence = evaluate(state.params, trimmed)
     np.testing.assert_allclose(trimmed_scores, scores, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(trimmed_evidence, evidence, rtol=1e-5, atol=1e-6)
     assert not np.allclose(evaluate(state.params, too_short)[0], scores, rtol=1e-5, atol=1e-6)
 
-    grads_of = jax.jit(functools.partial(train.loss_and_grads, rng=jax.random.key(0), scale=1.0, model=model,
+    grads_of = jax.jit(functools.partial(steps.loss_and_grads, rng=jax.random.key(0), scale=1.0, model=model,
                                          config=config))
     loss, grads = grads_of(state.params, batch)
     trimmed_loss, trimmed_grads = grads_of(state.params, trimmed)

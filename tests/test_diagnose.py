@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from clever_jax import diagnose, workdir
+from clever_jax import workdir
+from clever_jax.experiments import diagnose
 from configs import demo
 
 

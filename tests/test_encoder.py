@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from clever_jax import weights
 from clever_jax.data import text
 from clever_jax.models import encoder as encoder_module
+from clever_jax.models import weights
 from clever_jax.models.encoder import BertTextModel, Dropout, EncoderConfig, InstanceEncoder, fmix32, span_mean
 from clever_jax.models.region_pair import RegionPairEncoder
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clever_jax import metrics
-from clever_jax.baselines import ensemble
+from clever_jax.evaluation import metrics
+from clever_jax.experiments.baselines import ensemble
 
 
 def test_the_weight_grid():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clever_jax import grounding
+from clever_jax.evaluation import grounding
 
 
 def test_attention_against_truth_by_hand():

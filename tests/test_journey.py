@@ -31,8 +31,8 @@ import time
 import numpy as np
 import pytest
 
-from clever_jax import report
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.kb import report
 from tests.conftest import random_images, write_vg
 
 pytestmark = [pytest.mark.slow, pytest.mark.journey]
@@ -54,15 +54,15 @@ EXTRACT_BUNDLE = ("python -m clever_jax.main --mode=extract --config=configs/dem
                   "--config.extract.bundle=runs/demo/export "
                   "--config.extract.features_path=/data/my_images/features.tsv")
 REPORT_MODE = "python -m clever_jax.main --mode=report --config=configs/demo.py --workdir=runs/demo"
-REPORT = "python -m clever_jax.report --kb=runs/demo/kb/kb.jsonl --out=/tmp/report.html --screenshot=/tmp/report.png"
-QUERY_PAIR = "python -m clever_jax.query --kb=runs/demo/kb/kb.jsonl man horse"
-QUERY_RELATION = "python -m clever_jax.query --kb=runs/demo/kb/kb.jsonl --relation=riding --top=20"
-QUERY_IMAGE = "python -m clever_jax.query --kb=runs/demo/kb/kb.jsonl --image=2417"
+REPORT = "python -m clever_jax.kb.report --kb=runs/demo/kb/kb.jsonl --out=/tmp/report.html --screenshot=/tmp/report.png"
+QUERY_PAIR = "python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl man horse"
+QUERY_RELATION = "python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl --relation=riding --top=20"
+QUERY_IMAGE = "python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl --image=2417"
 EXPORT_RELEASE = "python -m clever_jax.main --config=configs/demo.py --mode=export_release --workdir=runs/demo"
 RELEASE_RUN = ("python -m clever_jax.main --config=configs/clever_release.py:demo --workdir=runs/demo_release "
                "--config.data.release_dir=runs/demo/release")
 
-MEMORY = "python -m clever_jax.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base"
+MEMORY = "python -m clever_jax.perf.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base"
 
 JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, EXTRACT_WORLD, EXTRACT_OWN, EXTRACT_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
            QUERY_RELATION, QUERY_IMAGE, EXPORT_RELEASE, RELEASE_RUN, MEMORY)
@@ -81,7 +81,8 @@ REAL_DATA = {
         "the authors' release files and checkpoints (the same reader runs on the world's release: RELEASE_RUN)",
     "python -m clever_jax.main --config=configs/clever_release.py --workdir=runs/release_avg":
         "the authors' release files and AVG checkpoint",
-    "python -m clever_jax.results --config=configs/clever_release.py": "the authors' release files and checkpoints",
+    "python -m clever_jax.experiments.results --config=configs/clever_release.py":
+        "the authors' release files and checkpoints",
     "python3 launch/gpu_host.py": "a host with 10 NVIDIA GPUs and Visual Genome (its dry run: tests/test_launch.py)",
     "python3 launch/tpu_pod.py": "a Google Cloud project with TPU quota (its dry run: tests/test_launch.py)",
 }

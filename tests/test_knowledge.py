@@ -1,4 +1,4 @@
-"""A knowledge base from a detector's output alone (data/detections.py, clever_jax/knowledge.py)."""
+"""A knowledge base from a detector's output alone (data/detections.py, clever_jax/build.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,22 @@ import csv
 import json
 import os
 import shutil
+from unittest import mock
 
 import numpy as np
 import pytest
+from absl import logging
 
-from clever_jax import builder, evaluate, export, files, job, knowledge, query
-from clever_jax.checkpoints import Checkpoints
+from clever_jax import files, job
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.evaluation import evaluate
+from clever_jax.kb import build, export, query
+from clever_jax.training import builder
+from clever_jax.training.checkpoints import Checkpoints
 from configs import demo
 from tests.conftest import feature_b64
 
@@ -61,12 +66,12 @@ def test_extraction_from_detections_alone_scores_like_the_benchmark(tmp_path, wo
     test_images = {int(bench_images[int(i)]["image_id"]) for bag in test_bags for i in bag["images"]}
     features = annotated_features(world_dir, test_images, tmp_path / "test_features.tsv")
     config.extract.update(features_path=str(features), evidence_dtype="float32")  # As the streamed count sees it.
-    kb_records = knowledge.prepare_detections(config, str(tmp_path / "kb"))
-    assert knowledge.prepare_detections(config, str(tmp_path / "kb")) == kb_records  # Reused.
+    kb_records = build.prepare_detections(config, str(tmp_path / "kb"))
+    assert build.prepare_detections(config, str(tmp_path / "kb")) == kb_records  # Reused.
     bench_run, kb_run = builder.build(config, records), builder.build(config, kb_records)
     params = bench_run.init_params()
-    bench = evaluate.split_outputs(bench_run, params, "test", keep_evidence=True)
-    kb = evaluate.split_outputs(kb_run, params, detections.SPLIT, keep_evidence=True)
+    bench = evaluate.split_outputs(bench_run.scorer("test"), params, keep_evidence=True)
+    kb = evaluate.split_outputs(kb_run.scorer(detections.SPLIT), params, keep_evidence=True)
     image_ids = {}
     for name, folder in (("bench", records), ("kb", kb_records)):
         images = open_records(folder)[0]
@@ -82,7 +87,7 @@ def test_extraction_from_detections_alone_scores_like_the_benchmark(tmp_path, wo
         np.testing.assert_allclose(kb.evidence[j], bench.evidence[i], atol=1e-6)
     assert not kb.labels[:, 1:].any()
     # Streamed as the knowledge base is: each relation's two best instances and the count above uniform.
-    top = evaluate.split_outputs(kb_run, params, detections.SPLIT, num_evidence=2)
+    top = evaluate.split_outputs(kb_run.scorer(detections.SPLIT), params, num_evidence=2)
     assert top.evidence is None and top.top_evidence.shape == (*kb.scores.shape, 2)
     np.testing.assert_array_equal(top.scores, kb.scores)
     weights = np.where(kb.instance_mask[:, None], kb.evidence.astype(np.float32), -1)
@@ -150,7 +155,7 @@ def test_other_feature_sizes_and_no_pairs_are_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
+def test_kb_mode_writes_the_knowledge_base(tmp_path, world_dir):
     config = tiny_config(world_dir)
     workdir = str(tmp_path / "run")
     run = builder.build(config, prepare.prepare(config, workdir))
@@ -160,7 +165,9 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
     features = tmp_path / "some_images.tsv"  # A third of the world's images: fewer pairs to score.
     features.write_text("".join(open(os.path.join(world_dir, "features.tsv")).readlines()[:50]))
     config.extract.update(features_path=str(features), top_k=500, min_images=2)
-    job.run(config, workdir, "extract")
+    with mock.patch.object(logging, "warning") as warning:  # The earlier spelling: runs --mode=kb, with a notice.
+        job.run(config, workdir, "extract")
+    assert "now --mode=kb" in warning.call_args_list[0].args[0]
     lines = [json.loads(line) for line in open(tmp_path / "run" / "kb" / "kb.jsonl")]
     rows = list(csv.DictReader(open(tmp_path / "run" / "kb" / "kb.csv")))
     meta = json.load(open(tmp_path / "run" / "kb" / "kb_meta.json"))
@@ -173,15 +180,15 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
 
     config.extract.target_precision = 0.05  # An untrained model: it never gets there.
     with pytest.raises(FileNotFoundError, match=r"val_scores\.npz: extract\.target_precision chooses thresholds"):
-        job.run(config, workdir, "extract")
+        job.run(config, workdir, "kb")
     job.run(config, workdir, "eval")  # The run's validation scores, which the thresholds are chosen on.
     with pytest.raises(ConfigError, match="no score threshold reaches precision 0.05 on the validation split"):
-        job.run(config, workdir, "extract")
+        job.run(config, workdir, "kb")
     with np.load(tmp_path / "run" / "val_scores.npz") as val:
         config.extract.target_precision = float(val["labels"][:, 1:].mean())  # The fact rate: reachable.
     # The world's own features (its truth is known), the pairs of 5 images or more (fewer to score).
     config.extract.update(features_path=os.path.join(world_dir, "features.tsv"), min_images=5)
-    job.run(config, workdir, "extract")
+    job.run(config, workdir, "kb")
     filtered = json.load(open(tmp_path / "run" / "kb" / "kb_meta.json"))
     kept = filtered["filters"]["kept"]
     assert filtered["triplets"] == min(kept, 500) and kept < filtered["filters"]["candidates"]
@@ -199,7 +206,7 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
     # An exported bundle in place of the workdir: the same knowledge base, from a folder holding nothing else.
     export.export_bundle(run, workdir)
     config.extract.bundle = os.path.join(workdir, "export")
-    job.run(config, str(tmp_path / "elsewhere"), "extract")
+    job.run(config, str(tmp_path / "elsewhere"), "kb")
     for name in ("kb.csv", "kb.jsonl"):
         assert open(tmp_path / "elsewhere" / "kb" / name).read() == open(tmp_path / "run" / "kb" / name).read()
     from_bundle = json.load(open(tmp_path / "elsewhere" / "kb" / "kb_meta.json"))
@@ -231,7 +238,7 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
     json.dump(digests, open(checksums, "w"))
     config.extract.bundle = changed
     with pytest.raises(DataError, match=r"changed_bundle/vocab: the bundle's vocabulary is not this package's"):
-        job.run(config, str(tmp_path / "elsewhere"), "extract")
+        job.run(config, str(tmp_path / "elsewhere"), "kb")
     shutil.copyfile(os.path.join(workdir, "export", "vocab", "entities.txt"), os.path.join(changed, "vocab",
                                                                                            "entities.txt"))
     os.remove(os.path.join(changed, export.TRAINING_FACTS))
@@ -239,12 +246,12 @@ def test_extract_mode_writes_the_knowledge_base(tmp_path, world_dir):
     digests["vocab/entities.txt"] = files.sha256(os.path.join(changed, "vocab", "entities.txt"))  # Listed as it is.
     json.dump(digests, open(checksums, "w"))
     with pytest.raises(DataError, match=r"training_facts.tsv is missing: the bundle was exported before format 3"):
-        job.run(config, str(tmp_path / "elsewhere"), "extract")
+        job.run(config, str(tmp_path / "elsewhere"), "kb")
     config.extract.update(bundle="", target_precision=0.0)
 
     small = tmp_path / "small.tsv"
     write_features(small, [(1, [("man", [0, 0, 9, 9]), ("horse", [1, 1, 8, 8])])], dim=3)
     config.extract.update(features_path=str(small), min_images=1)
     with pytest.raises(DataError, match=r"regions of 9 values .* trained on 14"):
-        job.run(config, workdir, "extract")
+        job.run(config, workdir, "kb")
     assert os.path.isfile(tmp_path / "run" / "kb" / "kb.jsonl")  # The earlier knowledge base stays.

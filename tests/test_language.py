@@ -13,13 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clever_jax import builder, job, weights
+from clever_jax import job
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import prepare, text
 from clever_jax.data.vocab import Vocab, benchmark_vocab
-from clever_jax.models import language
+from clever_jax.models import language, weights
 from clever_jax.models.encoder import EncoderConfig
-from clever_jax.train import TrainState, train_step
+from clever_jax.training import builder
+from clever_jax.training.steps import TrainState, train_step
 from configs import demo
 
 CLS, SEP, MASK = 1, 2, 3

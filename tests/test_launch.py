@@ -202,9 +202,9 @@ def test_gpu_check_dry_run_prints_every_step(fake_path):
     assert any(line.startswith("XLA_PYTHON_CLIENT_PREALLOCATE=false .venv/bin/python -m pytest -q") for line in lines)
     for shapes in ("configs/demo.py", "configs/vg_gpu.py --config.model.pretrained_dir=configs/bert_base"):
         for dtype in ("float32", "bfloat16", "float16"):
-            assert sum(f"-m clever_jax.bench --config={shapes}" in line and f"--config.model.dtype={dtype}" in line
-                       for line in lines) == 1, (shapes, dtype)
-    assert any("-m clever_jax.memory --config=configs/vg_gpu10.py" in line for line in lines)
+            assert sum(f"-m clever_jax.perf.throughput --config={shapes}" in line
+                       and f"--config.model.dtype={dtype}" in line for line in lines) == 1, (shapes, dtype)
+    assert any("-m clever_jax.perf.memory --config=configs/vg_gpu10.py" in line for line in lines)
     assert lines[-1] == ".venv/bin/python -m clever_jax.main --config=configs/demo.py --workdir=runs/gpu_check/demo"
     assert not os.path.exists(calls) or "make" not in open(calls).read()  # A dry run runs nothing.
     no_gpu = launch("gpu_check.py", env=env)

@@ -1,8 +1,8 @@
-"""The per-device memory estimate of a train step (clever_jax.memory)."""
+"""The per-device memory estimate of a train step (clever_jax.perf.memory)."""
 
 import pytest
 
-from clever_jax import memory
+from clever_jax.perf import memory
 from configs import demo
 
 

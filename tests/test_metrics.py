@@ -1,4 +1,4 @@
-"""Tests of clever_jax.metrics: hand-worked curves, an independent loop implementation, Spearman."""
+"""Tests of clever_jax.evaluation.metrics: hand-worked curves, an independent loop implementation, Spearman."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from clever_jax import metrics
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.evaluation import metrics
 
 # ----------------------------------------------------------------------------- hand-worked example
 #

@@ -9,9 +9,11 @@ import pytest
 from safetensors.numpy import save_file
 from test_encoder import fake_vinvl_state
 
-from clever_jax import builder, job, weights
+from clever_jax import job
 from clever_jax.data import pipeline, prepare
+from clever_jax.models import weights
 from clever_jax.models.clever import Clever
+from clever_jax.training import builder
 from configs import demo
 
 

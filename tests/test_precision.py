@@ -10,9 +10,9 @@ from jax.flatten_util import ravel_pytree
 from multidevice_check import R1, F
 from multidevice_check import batch as fixed_batch
 
-from clever_jax import builder, precision, train
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
+from clever_jax.training import builder, precision, steps
 from configs import demo
 
 
@@ -27,9 +27,9 @@ def setup(dtype: str = "float32", dropout: float = 0.1, **train_overrides):
     model = Clever(encoder, num_relations=R1, head="clever", eval_head="clever", temperature=2.0, bag_dropout=dropout)
     params = jax.jit(model.init)(jax.random.key(0), fixed_batch(0))["params"]
     tx = builder.make_optimizer(config, params)
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                              lr_scale=jnp.ones(()), loss_scale=precision.initial_loss_scale(config))
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config))
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, config=config))
     return config, model, step, state
 
 
@@ -125,6 +125,6 @@ def test_gradient_accumulation_equals_the_whole_batch_step():
 
 def test_micro_batches_keep_each_devices_bags_together():
     batch = {"bag": np.arange(8)}
-    micro = train.micro_batches(batch, 2)["bag"]
+    micro = steps.micro_batches(batch, 2)["bag"]
     # Two devices hold bags 0-3 and 4-7: each micro-batch takes two bags from each.
     np.testing.assert_array_equal(micro, [[0, 2, 4, 6], [1, 3, 5, 7]])

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from clever_jax import predcls
 from clever_jax.data.bags import enumerate_candidates
 from clever_jax.data.vg import ingest
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.experiments import predcls
 from configs import demo
 
 

@@ -1,4 +1,4 @@
-"""The knowledge-base query command (clever_jax.query)."""
+"""The knowledge-base query command (clever_jax.kb.query)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from conftest import dead_pid
 
-from clever_jax import files, query, report
+from clever_jax import files
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.kb import query, report
 
 
 def triplet(subject, relation, obj, score, images=(), known=False):
@@ -219,7 +220,7 @@ def test_out_of_range_arguments_are_named(kb):
 @pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--top=-5", f"--image={2**70}"])
 def test_the_command_names_a_bad_flag_in_one_line(kb, flag):
-    result = subprocess.run([sys.executable, "-m", "clever_jax.query", f"--kb={kb}", flag, *(
+    result = subprocess.run([sys.executable, "-m", "clever_jax.kb.query", f"--kb={kb}", flag, *(
         ["--relation=riding"] if "top" in flag else [])], capture_output=True, text=True, timeout=120)
     lines = result.stderr.strip().splitlines()
     assert result.returncode and len(lines) == 1 and lines[0].startswith(f"ValueError: {flag}: expected"), lines

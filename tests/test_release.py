@@ -11,13 +11,17 @@ import shutil
 import numpy as np
 import pytest
 
-from clever_jax import builder, evaluate, job, knowledge, results
+from clever_jax import job
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare, release, release_write, text
 from clever_jax.data.bags import build_bags
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.evaluation import evaluate
+from clever_jax.experiments import results
+from clever_jax.kb import build
+from clever_jax.training import builder
 from configs import clever_release, demo
 from tests.test_knowledge import annotated_features
 
@@ -129,8 +133,8 @@ def test_the_release_path_scores_like_the_world_path(both):
     world_run, release_run = builder.build(world, world_records), builder.build(from_release, release_records)
     params = world_run.init_params()
     for split in ("val", "test"):
-        a, _ = evaluate.evaluate(world_run, params, split, None)
-        b, _ = evaluate.evaluate(release_run, params, split, None)
+        a, _ = evaluate.evaluate(world_run.scorer(split), params, None)
+        b, _ = evaluate.evaluate(release_run.scorer(split), params, None)
         assert b.keys() <= a.keys() and {"auc", "mauc", "f1", "attention_on_annotated"} <= b.keys()
         np.testing.assert_allclose([b[k] for k in b], [a[k] for k in b], rtol=1e-6, atol=1e-6)  # All but truth's.
     for split in ("val", "test"):  # The results table's labels and pairs.
@@ -150,7 +154,7 @@ def test_the_release_as_a_detector_output_gives_the_features_file_bags(both, tmp
     for name, path in (("release", release_dir), ("features", features)):
         config = world.copy_and_resolve_references()
         config.extract.update(features_path=path, min_images=2)
-        built[name] = open_records(knowledge.prepare_detections(config, str(tmp_path / name)))
+        built[name] = open_records(build.prepare_detections(config, str(tmp_path / name)))
     ids, records = {}, {}
     for name, (images, _) in built.items():
         ids[name] = np.array([int(r["image_id"]) for r in images.__getitems__(list(range(len(images))))])

@@ -1,4 +1,4 @@
-"""The static HTML evidence report (clever_jax.report)."""
+"""The static HTML evidence report (clever_jax.kb.report)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from conftest import dead_pid
 
-from clever_jax import files, report
+from clever_jax import files
 from clever_jax.data.jsonio import DataError
+from clever_jax.kb import report
 
 
 def evidence(image_id, subject_box, object_box, weight=0.5, size=(500, 375), **extra):
@@ -190,7 +191,7 @@ def test_a_report_removes_its_stale_temporaries(tmp_path):
 
 
 def publish(root, triplets) -> str:
-    """A knowledge base folder as --mode=extract writes it (files.atomic_folder); the path of its kb.jsonl."""
+    """A knowledge base folder as --mode=kb writes it (files.atomic_folder); the path of its kb.jsonl."""
     with files.atomic_folder(root, ("kb.jsonl", "kb_meta.json")) as partial:
         write_kb(os.path.join(partial, "kb.jsonl"), triplets)
         files.write_json(os.path.join(partial, "kb_meta.json"), {"triplets": len(triplets)})
@@ -211,7 +212,7 @@ def test_kb_meta_too_deep_is_named(tmp_path):
     with pytest.raises(DataError, match=r"kb_meta\.json: .*nested"):
         report.read_kb(kb, 1)
     files.write_json(meta, [3])
-    with pytest.raises(DataError, match=r"kb_meta\.json: expected the JSON object --mode=extract writes"):
+    with pytest.raises(DataError, match=r"kb_meta\.json: expected the JSON object --mode=kb writes"):
         report.read_kb(kb, 1)
 
 

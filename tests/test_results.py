@@ -1,4 +1,4 @@
-"""The results table (clever_jax.results): the rows of --methods, the ensemble, reuse of finished runs."""
+"""The results table (clever_jax.experiments.results): the rows of --methods, the ensemble, reuse of finished runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from clever_jax import results
+from clever_jax.experiments import results
 from configs import demo
 
 

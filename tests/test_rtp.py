@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from clever_jax import results
-from clever_jax.baselines import captions, rtp
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.experiments import results
+from clever_jax.experiments.baselines import captions, rtp
 from configs import demo
 
 VOCAB = benchmark_vocab()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from clever_jax import sharding
+from clever_jax.training import sharding
 from configs import demo
 
 

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from clever_jax import job, study, workdir
+from clever_jax import job, workdir
+from clever_jax.experiments import study
 from configs import demo
 
 

@@ -16,13 +16,17 @@ import test_precision
 from jax.experimental import multihost_utils
 from multidevice_check import batch as fixed_batch
 
-from clever_jax import builder, distributed, evaluate, export, extract, files, train, weights
-from clever_jax.checkpoints import Checkpoints
+from clever_jax import distributed, files
 from clever_jax.data import pipeline, prepare, text
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.evaluation import evaluate
+from clever_jax.kb import export, triplets
+from clever_jax.models import weights
 from clever_jax.models.clever import bag_loss
+from clever_jax.training import builder, steps, train
+from clever_jax.training.checkpoints import Checkpoints
 from configs import demo, vg
 
 
@@ -46,7 +50,7 @@ def trainer_for(world, workdir, **train_overrides):
     world_dir, records_dir = world
     config = tiny_config(**train_overrides)
     config.data.world_dir = world_dir
-    return train.Trainer(builder.build(config, records_dir), str(workdir))
+    return train.Trainer(builder.build(config, records_dir, workdir=str(workdir)), str(workdir))
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +167,9 @@ def test_word_embeddings_train_and_decay_skips_biases_and_norms(trained):
 
 def test_warmup_starts_at_a_tenth():
     config = tiny_config(warmup_steps=100, lr=1e-3)
-    assert float(train.warmup_lr(config, jnp.array(0))) == pytest.approx(1e-4)
-    assert float(train.warmup_lr(config, jnp.array(50))) == pytest.approx(5.5e-4)
-    assert float(train.warmup_lr(config, jnp.array(500))) == pytest.approx(1e-3)
+    assert float(steps.warmup_lr(config, jnp.array(0))) == pytest.approx(1e-4)
+    assert float(steps.warmup_lr(config, jnp.array(50))) == pytest.approx(5.5e-4)
+    assert float(steps.warmup_lr(config, jnp.array(500))) == pytest.approx(1e-3)
 
 
 def test_plateau_decays_after_patience_with_cooldown():
@@ -201,7 +205,7 @@ def test_each_step_takes_the_optimiser_settings_from_the_config():
               "embeddings": {"word_embeddings": {"embedding": jnp.ones((3, 2))}}}
     saved = builder.make_optimizer(tiny_config(adam_b2=0.999, weight_decay=0.05), params).init(params)
     config = tiny_config(adam_b1=0.8, adam_b2=0.98, adam_eps=1e-6, weight_decay=0.01)
-    state = train.set_hyperparams(saved, jnp.float32(1e-3), config)
+    state = steps.set_hyperparams(saved, jnp.float32(1e-3), config)
     want = {"learning_rate": 1e-3, "b1": 0.8, "b2": 0.98, "eps": 1e-6}
     for name, value in want.items():
         found = optax.tree_utils.tree_get_all_with_path(state, name)
@@ -215,7 +219,7 @@ def test_the_first_update_has_the_size_of_the_warmup_rate():
     """Adam's first step moves every parameter by about the rate: the warm-up's lr x 0.1, not lr."""
     config, model, _, state = test_precision.setup("float32", dropout=0.0)
     config.train.update(warmup_steps=100, weight_decay=0.0)
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=builder.make_optimizer(config, state.params),
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=builder.make_optimizer(config, state.params),
                                      config=config))
     new, metrics = step(state, fixed_batch(0))
     moved = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new.params, state.params)))
@@ -243,7 +247,7 @@ def test_non_finite_loss_stops_with_the_last_finite_state_saved(world, tmp_path)
 
 @pytest.mark.slow
 def test_a_failed_checkpoint_save_stops_training_with_the_last_good_one_kept(world, tmp_path, monkeypatch):
-    from clever_jax import checkpoints
+    from clever_jax.training import checkpoints
 
     original, calls = checkpoints._CheckpointManager.save, []
 
@@ -292,7 +296,7 @@ def test_the_vrd_head_trains_on_each_instances_annotations():
     model = model.clone(head="vrd", eval_head="vrd")
     config = tiny_config(lr=1e-3, warmup_steps=1)
     tx = builder.make_optimizer(config, state.params)
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config))
+    step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, config=config))
     batch = fixed_batch(0)
     rng = np.random.default_rng(0)
     batch["annotations"] = (rng.random((*batch["instance_mask"].shape, batch["labels"].shape[1])) < 0.2)
@@ -312,7 +316,7 @@ def test_the_cnn_encoder_starts_from_the_checkpoints_word_vectors_and_trains(wor
     config = tiny_config()
     config.data.world_dir, config.model.encoder = world_dir, "cnn"
     config.train.max_epochs = 1
-    trainer = train.Trainer(builder.build(config, records_dir), str(tmp_path))
+    trainer = train.Trainer(builder.build(config, records_dir, workdir=str(tmp_path)), str(tmp_path))
     params = trainer.run.init_params()["instance_encoder"]
     _, state = weights.load_checkpoint_dir(text.pretrained_dir(config))
     np.testing.assert_array_equal(params["embeddings"]["word_embeddings"]["embedding"],
@@ -343,10 +347,10 @@ def test_export_bundle_reproduces_the_test_metrics(trained, world, tmp_path):
     bundle_dir = export.export_bundle(trainer.run, str(workdir))
     bundle = export.load_bundle(bundle_dir)
     params = Checkpoints(workdir).restore_params("best", trainer.run.abstract_params)
-    want, _ = evaluate.evaluate(trainer.run, params, "test", trainer.grades)
+    want, _ = evaluate.evaluate(trainer.run.scorer("test"), params, trainer.run.grades)
     outputs = evaluate.run_eval(None, lambda _, batch: bundle.score(batch), trainer.run.loader("test", train=False),
                                 trainer.config.data.eval_batch_size)
-    got = evaluate.split_metrics(outputs, trainer.grades)
+    got = evaluate.split_metrics(outputs, trainer.run.grades)
     assert got == pytest.approx(want, rel=1e-6)
     assert bundle.vocab == benchmark_vocab()
     assert os.path.isfile(os.path.join(bundle_dir, "tokenizer", "vocab.txt"))
@@ -383,10 +387,10 @@ def test_export_bundle_reproduces_the_test_metrics(trained, world, tmp_path):
 def test_extraction_ranks_triplets_with_their_evidence(trained, world, tmp_path):
     trainer, workdir, _ = trained
     params = Checkpoints(workdir).restore_params("best", trainer.run.abstract_params)
-    _, outputs = evaluate.evaluate(trainer.run, params, "test", trainer.grades, keep_evidence=True)
+    _, outputs = evaluate.evaluate(trainer.run.scorer("test"), params, trainer.run.grades, keep_evidence=True)
     images, _ = open_records(world[1])
     path = str(tmp_path / "triplets.jsonl")
-    count = extract.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=2,
+    count = triplets.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=2,
                                    with_truth=True)
     lines = [json.loads(line) for line in open(path)]
     assert count == len(lines) == len(outputs.bags) * 100
@@ -421,11 +425,11 @@ def test_extraction_ranks_triplets_with_their_evidence(trained, world, tmp_path)
         return real_dumps(value, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(extract.json, "dumps", dying_dumps)
+        patch.setattr(triplets.json, "dumps", dying_dumps)
         with pytest.raises(KeyboardInterrupt):
-            extract.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=1)
+            triplets.write_triplets(path, outputs, images, benchmark_vocab(), top_k=0, num_evidence=1)
     assert open(path).read() == before and os.listdir(tmp_path) == ["triplets.jsonl"]
-    metrics = evaluate.split_metrics(outputs, trainer.grades)
+    metrics = evaluate.split_metrics(outputs, trainer.run.grades)
     facts = outputs.against_truth[..., 0] >= 0  # Defined: a gold relation some instance truly shows.
     assert metrics["top_evidence_true"] == pytest.approx(100 * np.mean(outputs.against_truth[..., 2][facts]))
     assert 0 < metrics["attention_true_chance"] < 100 and 0 <= metrics["attention_on_true"] <= 100
@@ -470,7 +474,7 @@ def test_instance_truth_in_the_batches_is_the_worlds_latent_truth(world):
 
 @pytest.mark.slow
 def test_results_table_has_a_random_row_near_the_fact_rate(world):
-    from clever_jax import results
+    from clever_jax.experiments import results
 
     labels, pairs = results.split_labels(world[1], "test")
     random_scores = np.random.default_rng(0).random(labels[:, 1:].shape)

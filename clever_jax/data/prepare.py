@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from clever_jax import files
+from clever_jax import distributed, files
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import release, text, world
 from clever_jax.data.bags import Bags, Candidates, build_bags, enumerate_candidates
@@ -177,6 +177,22 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
                      os.path.join(workdir, "records"), len(others), size / 1e9, ", ".join(others))
     return build_dir
 
+
+def prepare_records(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """`prepare` in a run of one process or several; returns the records' folder.
+
+    With several processes, process 0 builds first; the others then reuse its records (a shared
+    workdir) or build the same ones on their own disk.
+    """
+
+    def build_here() -> str:
+        os.makedirs(workdir, exist_ok=True)
+        return prepare(config, workdir)
+
+    main = distributed.is_main_process()
+    records_dir = build_here() if main else ""
+    distributed.barrier("prepare")
+    return records_dir if main else build_here()
 
 def skip_report(skipped: dict[str, int]) -> str:
     """The counted skips of ingestion, largest first, one per line ("" when nothing was skipped)."""

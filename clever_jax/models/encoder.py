@@ -6,7 +6,7 @@ encoder runs over the joint sequence under one attention mask. The pair represen
 v [4H] = [region 0 (subject), mean over the subject's tag pieces, region 1 (object), mean over the
 object's tag pieces] (DESIGN.md section 3).
 
-Parameter tree (checkpoint import in clever_jax/weights.py relies on these names):
+Parameter tree (checkpoint import in clever_jax/models/weights.py relies on these names):
 
   embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, embeddings/layer_norm
   region_embedding/{kernel,bias}, region_layer_norm (only with config.region_layer_norm)

@@ -1,6 +1,6 @@
 """Data benchmark: build time and peak memory at Visual Genome scale, and input-pipeline speed.
 
-  python -m clever_jax.data.bench --workdir=runs/bench-data --config=configs/demo.py \
+  python -m clever_jax.perf.data_loading --workdir=runs/bench-data --config=configs/demo.py \
       --build_config=configs/vg.py --world=configs/world.py:vg --world.feature_dim=16
 
 1. Generates the world of --world (the `vg` preset: 108,077 images; 16-d features keep it small)
@@ -19,9 +19,10 @@ import os
 import resource
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from clever_jax import cli
 from clever_jax.data import pipeline, prepare, world
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench-data", "Folder for the worlds, records and report.")
@@ -97,5 +98,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "build_config", "world"])
-    app.run(main)
+    cli.run(main, required=["config", "build_config", "world"])

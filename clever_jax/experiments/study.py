@@ -1,6 +1,6 @@
 """The paper's ablations on one benchmark, with CLEVER against AVG over several seeds.
 
-  python -m clever_jax.study --config=configs/demo.py --workdir=runs/study [--seeds=0,1]
+  python -m clever_jax.experiments.study --config=configs/demo.py --workdir=runs/study [--seeds=0,1]
       [--parts=seeds,table2,table3,fig4,sparse] [--bag_sizes=1,2,4,8,16,32]
 
 * seeds: AVG and CLEVER for every seed s. Seed s sets the world's images (data.world.seed), the
@@ -20,7 +20,7 @@
 
 Every cell starts from the study's config with the cell's seed, the VLP encoder, the overlap
 sampler, no initialisation from another run (CLEVER starts from scratch like AVG: the same budget
-for both; `clever_jax.results` has the paper's initialisation from AVG), then the cell's own
+for both; `clever_jax.experiments.results` has the paper's initialisation from AVG), then the cell's own
 settings; everything else is the config's (with configs/demo.py: pair_geometry on, also for the
 CNN-style encoder, whose paper version had no box input). A cell is trained in WORKDIR/<name> with
 clever_jax.job (an interrupted cell resumes from its latest checkpoint); a cell whose test scores
@@ -38,15 +38,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from clever_jax import files, job
+from clever_jax import cli, files, job
 from clever_jax import workdir as workdir_lib
 
 PARTS = ("seeds", "table2", "table3", "fig4", "sparse")
@@ -280,7 +279,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, parts: list[str],
 
 
 def define_flags() -> None:
-    """The command line's flags; defined only when run as a program (see clever_jax.bench)."""
+    """The command line's flags; defined only when run as a program (see clever_jax.perf.throughput)."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=False)
     flags.DEFINE_string("workdir", "runs/study", "Folder for the runs, study.json, study.md and the figures.")
     flags.DEFINE_list("parts", list(PARTS), f"Parts of the study, among {', '.join(PARTS)}.")
@@ -291,7 +290,6 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    job.start_command()
     args = flags.FLAGS
     os.makedirs(args.workdir, exist_ok=True)
     study = run_study(args.config, args.workdir, args.parts, [int(s) for s in args.seeds],
@@ -304,5 +302,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    job.reject_renamed_flags(sys.argv)
-    app.run(main)
+    cli.run(main, stop_signals=True)

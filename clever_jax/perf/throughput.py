@@ -1,11 +1,11 @@
 """Throughput benchmark of the jitted train and evaluation steps.
 
-  python -m clever_jax.bench --config=configs/demo.py [--config.x=y ...] [--out=PATH] [--repeats=K]
+  python -m clever_jax.perf.throughput --config=configs/demo.py [--config.x=y ...] [--out=PATH] [--repeats=K]
       [--records=DIR] [--pretrained]
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m clever_jax.bench --config=configs/demo.py \
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m clever_jax.perf.throughput --config=configs/demo.py \
       --weak_scaling=8     (weak scaling: see `weak_scaling`)
 
-Builds the run with the builder training uses (clever_jax.builder.build: model, optimiser,
+Builds the run with the builder training uses (clever_jax.training.builder.build: model, optimiser,
 placed state and the jitted train and evaluation steps, here on a one-device mesh), on batches
 in the input pipeline's layout (synthetic by default, clever_jax.data.synthetic, or real batches
 of a prepared records folder with --records) trimmed as training trims them
@@ -15,7 +15,7 @@ K single steps each (block_until_ready after every step) and reports the median 
 Writes a JSON report (default runs/bench/<config name>.json) and prints a summary whose last line
 ends in `mfu=<value>`.
 
-FLOPs: clever_jax.flops counts the matrix multiplies of each step analytically (its docstring
+FLOPs: clever_jax.perf.flops counts the matrix multiplies of each step analytically (its docstring
 has the formulas); the count is cross-checked against XLA's cost analysis of the compiled step.
 
 MFU = analytic FLOPs per step / median step time / peak, where the peak is the best throughput
@@ -46,7 +46,6 @@ import dataclasses
 import json
 import os
 import platform
-import sys
 import time
 from typing import Any
 
@@ -58,9 +57,11 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import builder, flops, job, sharding, train
+from clever_jax import cli
 from clever_jax.data import pipeline, synthetic
-from clever_jax.flops import Shapes
+from clever_jax.perf import flops
+from clever_jax.perf.flops import Shapes
+from clever_jax.training import builder, sharding, steps
 
 
 def records_batches(run: builder.Run, count: int, *, train_split: bool) -> list[dict[str, np.ndarray]]:
@@ -111,7 +112,7 @@ def _quartiles(times: list[float]) -> dict[str, Any]:
     return {"median_s": float(median), "p25_s": float(p25), "p75_s": float(p75), "times_s": [float(t) for t in times]}
 
 
-def time_train(compiled: Any, state: train.TrainState, batch: dict, warmup: int, repeats: int) -> dict[str, Any]:
+def time_train(compiled: Any, state: steps.TrainState, batch: dict, warmup: int, repeats: int) -> dict[str, Any]:
     """Times `repeats` train steps one by one (the state is donated and threaded through)."""
     for _ in range(warmup):
         state, metrics = compiled(state, batch)
@@ -171,7 +172,7 @@ class Compiled:
     Attributes:
       shapes: the run's sizes (Lt, Lr: padded lengths). config: the resolved config (pretrained as asked).
       train_shapes, eval_shapes: `shapes` with the Lt and Lr of the timed train / eval batch (its bucket).
-      train_step: compiled train.train_step (state donated). eval_step: compiled train.eval_step (or None).
+      train_step: compiled steps.train_step (state donated). eval_step: compiled steps.eval_step (or None).
       state: the initial train state. train_batch, eval_batch: device batches (B and eval B bags; None
         without the eval step), trimmed to their buckets (`timed_batch`).
       tokens, eval_tokens: token counts and buckets of the train batches and of the eval batch (`token_counts`).
@@ -184,7 +185,7 @@ class Compiled:
     config: ml_collections.ConfigDict
     train_step: Any
     eval_step: Any
-    state: train.TrainState
+    state: steps.TrainState
     train_batch: dict
     eval_batch: dict | None
     tokens: dict[str, Any]
@@ -195,7 +196,7 @@ class Compiled:
 
 def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", pretrained: bool = False,
                   num_token_batches: int = 20, devices: list | None = None, with_eval: bool = True) -> Compiled:
-    """Builds the run of `config` (clever_jax.builder) on a mesh (config.mesh) over `devices` (default:
+    """Builds the run of `config` (clever_jax.training.builder) on a mesh (config.mesh) over `devices` (default:
     the first device), its batches, and compiles the train step and (`with_eval`) the eval step."""
     config = config.copy_and_resolve_references()
     config.model.pretrained = pretrained
@@ -400,7 +401,7 @@ def summary(report: dict[str, Any]) -> list[str]:
 
 def define_flags() -> None:
     """The command line's flags; defined only when run as a program, so that importing this module
-    next to another command-line module (clever_jax.results, clever_jax.main) defines nothing."""
+    next to another command-line module (clever_jax.experiments.results, clever_jax.main) defines nothing."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
     flags.DEFINE_string("out", "", "JSON report path; default runs/bench/<config name>.json.")
     flags.DEFINE_integer("repeats", 10, "Timed steps (each timed on its own) per step function.")
@@ -441,5 +442,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    job.reject_renamed_flags(sys.argv)
-    app.run(main)
+    cli.run(main)

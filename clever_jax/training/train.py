@@ -1,7 +1,7 @@
-"""Training: the train state, the pure train and evaluation steps, plateau decay and the loop.
+"""The train loop: plateau decay of the learning rate, validation, checkpoints and logs.
 
-One jitted step per batch (the steps are jitted by clever_jax.builder, which builds everything a
-run is made of). The learning rate is warm-up(step) x plateau scale: the warm-up rises linearly
+One jitted step per batch (clever_jax.training.steps, jitted by clever_jax.training.builder, which
+builds everything a run is made of). The learning rate is warm-up(step) x plateau scale: the warm-up rises linearly
 from `warmup_start` x lr to lr over `warmup_steps`; the scale drops x`decay` each time `patience`
 validations in a row fail to beat the best score by more than `plateau_threshold` (the next
 `cooldown` validations are not counted), and training stops after `max_decays` decays or
@@ -15,43 +15,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import einops
-import flax
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
-from clever_jax import distributed, evaluate, files, precision
-from clever_jax.checkpoints import Checkpoints
-from clever_jax.models.clever import Clever, bag_loss, instance_loss
-from clever_jax.models.language import PairTextModel
+from clever_jax import distributed, files
+from clever_jax.evaluation import evaluate
+from clever_jax.training.checkpoints import Checkpoints
 
 if TYPE_CHECKING:
-    from clever_jax.builder import Run
-
-# The optimiser's parameter groups (builder.make_optimizer); set_hyperparams needs their names.
-DECAY, NO_DECAY, FROZEN = "decay", "no_decay", "frozen"
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything a train step changes.
-
-    lr_scale is the plateau decay factor (host-controlled); loss_scale the dynamic loss scale of
-    float16 compute (None for float32 and bfloat16).
-    """
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
-    lr_scale: jax.Array
-    loss_scale: precision.LossScale | None = None
-
+    from clever_jax.training.builder import Run
 
 @dataclasses.dataclass
 class Plateau:
@@ -84,123 +59,8 @@ class Plateau:
         return False
 
 
-def warmup_lr(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
-    """Linear warm-up from warmup_start x lr to lr over warmup_steps, then constant (before plateau decay)."""
-    t = config.train
-    fraction = jnp.minimum(step / max(t.warmup_steps, 1), 1.0)
-    return t.lr * (t.warmup_start + (1.0 - t.warmup_start) * fraction)
-
-
-def set_hyperparams(opt_state: Any, lr: jax.Array, config: ml_collections.ConfigDict) -> Any:
-    """Writes this step's learning rate and config.train's AdamW settings into the optimiser state.
-
-    builder.make_optimizer injects them as state (one copy per parameter group; the NO_DECAY
-    group keeps its weight decay of 0), so that the schedule can change the rate inside the jitted
-    step and a resumed run uses its config's values, not the checkpoint's. optax.tree_utils.tree_set
-    raises KeyError if a name is missing, rather than leaving the state as it was.
-    """
-    t = config.train
-    f32 = lambda value: jnp.asarray(value, jnp.float32)  # noqa: E731  The dtype the state holds.
-    opt_state = optax.tree_utils.tree_set(opt_state, learning_rate=f32(lr), b1=f32(t.adam_b1), b2=f32(t.adam_b2),
-                                          eps=f32(t.adam_eps))
-    decayed = lambda path, _: not any(getattr(k, "key", None) == NO_DECAY for k in path)  # noqa: E731
-    return optax.tree_utils.tree_set(opt_state, decayed, weight_decay=f32(t.weight_decay))
-
-
-# ---------------------------------------------------------------------------------------------
-# Steps (pure functions; clever_jax.builder jits them).
-
-
-def micro_batches(batch: dict, steps: int) -> dict:
-    """Splits a batch [B, ...] into `steps` micro-batches [steps, B / steps, ...].
-
-    Micro-batch i holds bags i, i + steps, i + 2 steps, ...: each device's contiguous block of bags
-    contributes its own share to every micro-batch, so a batch sharded over bags gives micro-batches
-    sharded the same way, without moving data between devices.
-    """
-    return jax.tree.map(lambda x: einops.rearrange(x, "(b k) ... -> k b ...", k=steps), batch)
-
-
-def loss_and_grads(
-    params: Any, batch: dict, rng: jax.Array, scale: jax.Array | float, *, model: Clever | PairTextModel,
-    config: ml_collections.ConfigDict,
-) -> tuple[jax.Array, Any]:
-    """Mean loss [] and float32 gradients of a batch, over config.train.grad_accum_steps micro-batches.
-
-    The loss is multiplied by `scale` before differentiation and the gradients divided by it after
-    (dynamic loss scaling; 1.0 without). With k micro-batches the gradient is the mean of the k
-    micro-batch gradients, which is the whole batch's gradient when every micro-batch holds as many
-    real bags (training batches are always full). Micro-batch i draws its dropout from fold_in(rng, i).
-    """
-
-    def scaled_loss(params, micro, key):
-        logits = model.apply({"params": params}, micro, micro["target"], method="train_logits",
-                             rngs={"dropout": key})
-        if model.head == "vrd":
-            loss = instance_loss(logits, micro["annotations"], micro["instance_mask"] & micro["bag_mask"][:, None])
-        else:
-            loss = bag_loss(logits, micro["labels"], micro["target"], micro["bag_mask"], config.train.loss)
-        return loss * scale, loss
-
-    grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
-    steps = config.train.grad_accum_steps
-    if steps == 1:
-        (_, loss), grads = grad_fn(params, batch, rng)
-    else:
-
-        def accumulate(total, inputs):
-            index, micro = inputs
-            (_, loss), grads = grad_fn(params, micro, jax.random.fold_in(rng, index))
-            return jax.tree.map(jnp.add, total, (loss, grads)), None
-
-        zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-        (loss, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(steps), micro_batches(batch, steps)))
-        loss = loss / steps
-        scale = scale * steps
-    return loss, jax.tree.map(lambda g: g / scale, grads)
-
-
-def train_step(
-    state: TrainState, batch: dict, *, model: Clever | PairTextModel, tx: optax.GradientTransformation,
-    config: ml_collections.ConfigDict,
-) -> tuple[TrainState, dict]:
-    """One optimiser step on one batch.
-
-    A non-finite loss or gradient leaves the parameters and optimiser state unchanged (the step
-    counter still advances with the data); with float16 loss scaling it also halves the scale.
-    """
-    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)  # threefry: same bits however sharded
-    scale = 1.0 if state.loss_scale is None else state.loss_scale.scale
-    loss, grads = loss_and_grads(state.params, batch, rng, scale, model=model, config=config)
-    grad_norm = optax.global_norm(grads)
-    lr = warmup_lr(config, state.step) * state.lr_scale
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
-    def update(state: TrainState) -> TrainState:
-        updates, opt_state = tx.update(grads, set_hyperparams(state.opt_state, lr, config), state.params)
-        return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-
-    # A branch rather than a select between the new and the old state, which kept the old state alive:
-    # XLA then copied the optimiser state every step instead of updating it in place.
-    new = jax.lax.cond(finite, update, lambda state: state, state)
-    new = new.replace(
-        step=state.step + 1,
-        loss_scale=None if state.loss_scale is None else state.loss_scale.update(jnp.isfinite(grad_norm)),
-    )
-    return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite, "loss_scale": scale}
-
-
-def eval_step(params: Any, batch: dict, *, model: Clever | PairTextModel) -> tuple[jax.Array, jax.Array]:
-    """Scores [B, R+1] and evidence [B, R+1, N] of a batch."""
-    return model.apply({"params": params}, batch)
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop.
-
-
 class Trainer:
-    """The train loop of a built run (clever_jax.builder.build) in `workdir`.
+    """The train loop of a built run (clever_jax.training.builder.build) in `workdir`.
 
     Batches are global (config.data.batch_size bags over all processes); each JAX process loads
     its share and the global arrays are assembled from the process-local parts.
@@ -208,7 +68,6 @@ class Trainer:
 
     def __init__(self, run: Run, workdir: str):
         self.run, self.config, self.workdir = run, run.config, workdir
-        self.grades = evaluate.world_grades(run.config, workdir)
 
     def train(self) -> dict:
         """Trains until the plateau schedule or max_epochs stops it; returns the best validation metrics."""
@@ -271,7 +130,7 @@ class Trainer:
                                                        "grad_norm": window[-1]["grad_norm"], "bags_per_s": rate})
                 window = []
                 if step % eval_every == 0 or last:
-                    val, _ = evaluate.evaluate(run, state.params, "val", self.grades)
+                    val, _ = evaluate.evaluate(run.scorer("val"), state.params, run.grades)
                     score = val["auc"] + t.mauc_weight * val["mauc"]
                     best = max((h["score"] for h in history), default=-np.inf)
                     decay = plateau.update(score, t.plateau_threshold, t.patience, t.cooldown)

@@ -1,5 +1,5 @@
-"""Sizes of a run (`Shapes`) and the analytic FLOP count of its steps; clever_jax.bench and
-clever_jax.memory share both.
+"""Sizes of a run (`Shapes`) and the analytic FLOP count of its steps; clever_jax.perf.throughput and
+clever_jax.perf.memory share both.
 
 `step_flops` counts the matrix multiplies of one step analytically, 2 FLOPs per
 multiply-add; gathers (embeddings), elementwise work (GELU, LayerNorm, softmax, dropout, the
@@ -33,7 +33,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from clever_jax.builder import Run
+    from clever_jax.training.builder import Run
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """RTP, the paper's text baseline: each triplet scored by how many captions of a corpus state it.
 
-  python -m clever_jax.baselines.rtp --captions=PATH     (the corpus pass alone: captions, triplets, time)
+  python -m clever_jax.experiments.baselines.rtp --captions=PATH     (the corpus pass alone: captions, triplets, time)
 
 The paper parses Conceptual Captions (3.3 M captions) with a scene-graph parser; here the
 vocabulary-driven matcher of `captions` reads any corpus `captions.read_captions` reads. A
-candidate the corpus never states scores 0. The results table's RTP row is clever_jax.results'.
+candidate the corpus never states scores 0. The results table's RTP row is clever_jax.experiments.results'.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Iterable
 import numpy as np
 from absl import app, flags, logging
 
-from clever_jax.baselines.captions import CaptionMatcher, read_captions
 from clever_jax.data.vocab import Vocab, benchmark_vocab
+from clever_jax.experiments.baselines.captions import CaptionMatcher, read_captions
 
 
 def triplet_counts(captions: Iterable[str], vocab: Vocab, log_every: int = 500_000) -> np.ndarray:

@@ -1,30 +1,51 @@
 """Evaluation: score every bag of a split, its metrics, and the files a run's evaluation writes.
 
-`evaluate(run, params, split, grades)` scores a split with a built run (clever_jax.builder) over
-one process or several and returns its metrics and `SplitOutputs`; `world_grades` reads the
-generated world's graded truth for them; `write_results` writes WORKDIR/metrics.json,
-WORKDIR/{val,test}_scores.npz and WORKDIR/pr_curve.png.
+`evaluate(scorer, params, grades)` scores a split with a `Scorer` (an evaluation step and a
+loader: a built run's `Run.scorer(split)`) over one process or several and returns its metrics
+and `SplitOutputs`; `world_grades` reads the generated world's graded truth for them;
+`write_results` writes WORKDIR/metrics.json, WORKDIR/{val,test}_scores.npz and WORKDIR/pr_curve.png.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from clever_jax import distributed, files, grounding
-from clever_jax import metrics as metrics_lib
+from clever_jax import distributed, files
 from clever_jax.data import pipeline
+from clever_jax.evaluation import grounding
+from clever_jax.evaluation import metrics as metrics_lib
 from clever_jax.progress import Progress
 
-if TYPE_CHECKING:
-    from clever_jax.builder import Run
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+    """What scores one split, over one process or several (a built run's `Run.scorer(split)`).
+
+    Attributes:
+      split: the split's name (for the progress log).
+      step_fn: (params, process-local batch of `batch_size` bags) -> host-local (scores [B, R+1],
+        evidence [B, R+1, N]).
+      loader: this process's batches of the split (its shard when there are several processes).
+      batch_size: B, the process-local batch size. num_steps: the batches every process runs (the
+        largest shard's). num_bags: the split's bags, all processes together.
+      evidence_dtype: the dtype evidence is kept in.
+    """
+
+    split: str
+    step_fn: Callable[[Any, dict], tuple[np.ndarray, np.ndarray]]
+    loader: Iterable[dict]
+    batch_size: int
+    num_steps: int
+    num_bags: int
+    evidence_dtype: str = "float16"
 
 
 @dataclasses.dataclass
@@ -210,29 +231,17 @@ def split_metrics(outputs: SplitOutputs, grades: np.ndarray | None) -> dict[str,
     return {k: float(v) for k, v in metrics.items()}
 
 
-def evaluate(run: Run, params: Any, split: str, grades: np.ndarray | None,
+def evaluate(scorer: Scorer, params: Any, grades: np.ndarray | None,
              keep_evidence: bool = False) -> tuple[dict[str, float], SplitOutputs]:
     """Metrics and outputs of a split; with several processes each scores its shard and all get everything."""
-    outputs = split_outputs(run, params, split, keep_evidence)
+    outputs = split_outputs(scorer, params, keep_evidence)
     return split_metrics(outputs, grades), outputs
 
 
-def split_outputs(run: Run, params: Any, split: str, keep_evidence: bool = False,
-                  num_evidence: int = 0) -> SplitOutputs:
-    """The outputs of every bag of a split (`run_eval` over the run's loader, every process taking part,
-    progress logged)."""
-    size, processes = run.local_batch_size(train=False), jax.process_count()
-    num_bags = run.num_bags[split]
-    if num_bags < processes:
-        raise ValueError(f"split {split!r} has {num_bags} bags, fewer than the {processes} processes")
-    num_steps = math.ceil(math.ceil(num_bags / processes) / size)  # Batches of the largest shard.
-
-    def step_fn(params: Any, batch: dict) -> tuple[jax.Array, jax.Array]:
-        outputs = run.eval_step(params, run.device_batch(batch))
-        return multihost_utils.global_array_to_host_local_array(outputs, run.mesh, run.batch_sharding.spec)
-
-    return run_eval(params, step_fn, run.loader(split, train=False), size, keep_evidence, num_steps,
-                    run.config.extract.evidence_dtype, num_evidence, Progress(num_bags, f"Scoring {split}"))
+def split_outputs(scorer: Scorer, params: Any, keep_evidence: bool = False, num_evidence: int = 0) -> SplitOutputs:
+    """The outputs of every bag of a scorer's split (`run_eval`, every process taking part, progress logged)."""
+    return run_eval(params, scorer.step_fn, scorer.loader, scorer.batch_size, keep_evidence, scorer.num_steps,
+                    scorer.evidence_dtype, num_evidence, Progress(scorer.num_bags, f"Scoring {scorer.split}"))
 
 
 def world_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:

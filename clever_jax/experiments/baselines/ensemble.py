@@ -17,7 +17,7 @@ import itertools
 
 import numpy as np
 
-from clever_jax import metrics
+from clever_jax.evaluation import metrics
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from absl import logging
 
-from clever_jax import files
-from clever_jax.data.vocab import Vocab
-from clever_jax.evaluate import top_instances
+from clever_jax import distributed, files
+from clever_jax.data.records import open_records, read_manifest
+from clever_jax.data.vocab import Vocab, benchmark_vocab
+from clever_jax.evaluation import evaluate
+from clever_jax.evaluation.evaluate import top_instances
+
+if TYPE_CHECKING:
+    from clever_jax.training.builder import Run
 
 
 def ranked_triplets(scores: np.ndarray, top_k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -97,3 +105,19 @@ def write_triplets(
                 "evidence": evidence,
             }) + "\n")
     return len(rows)
+
+
+def extract_benchmark(run: Run, params: Any, outputs: dict[str, evaluate.SplitOutputs], workdir: str) -> None:
+    """Writes WORKDIR/triplets.jsonl: the ranked triplets of config.extract.split ("all": every split) of
+    the benchmark, scored with `params`; splits already in `outputs` (with evidence) are not scored again."""
+    ex = run.config.extract
+    for name in ("train", "val", "test") if ex.split == "all" else (ex.split,):
+        if name not in outputs:
+            _, outputs[name] = evaluate.evaluate(run.scorer(name), params, run.grades, keep_evidence=True)
+    if ex.split == "all":
+        outputs["all"] = evaluate.concat_outputs([outputs["train"], outputs["val"], outputs["test"]])
+    if distributed.is_main_process():
+        path = os.path.join(workdir, "triplets.jsonl")
+        count = write_triplets(path, outputs[ex.split], open_records(run.records_dir)[0], benchmark_vocab(),
+                               ex.top_k, ex.num_evidence, read_manifest(run.records_dir).get("has_truth", False))
+        logging.info("Wrote %d triplets to %s", count, path)

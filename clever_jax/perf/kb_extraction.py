@@ -1,6 +1,6 @@
 """Knowledge-base benchmark: extraction from a Visual Genome-size detector output, time and memory.
 
-  python -m clever_jax.kb_bench --workdir=runs/bench-kb --config=configs/demo.py \
+  python -m clever_jax.perf.kb_extraction --workdir=runs/bench-kb --config=configs/demo.py \
       --world=configs/world.py:vg --world.feature_dim=16
 
 1. Generates the world of --world (the `vg` preset: 108,077 images; 16-d features keep the file
@@ -8,8 +8,8 @@
    features.tsv as the detector's output: boxes and class names, no annotations read.
 2. The model: --config with the world's feature size, its best checkpoint an untrained one saved
    in WORKDIR/model (the scoring work does not depend on the parameters' values).
-3. In one child process, `knowledge.prepare_detections` (read the features, form a bag for every
-   entity pair, write the records); in another, the whole `--mode=extract` with those records
+3. In one child process, `build.prepare_detections` (read the features, form a bag for every
+   entity pair, write the records); in another, the whole `--mode=kb` with those records
    (scoring every bag's relations, streamed, and writing kb.jsonl, kb.csv, kb_meta.json). Each
    child's wall time and peak resident memory are measured.
 Writes WORKDIR/bench_kb.json and prints a summary.
@@ -24,7 +24,7 @@ import resource
 import tempfile
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from clever_jax import files
@@ -35,16 +35,16 @@ _WORLD = config_flags.DEFINE_config_file("world", None, "The detector's images: 
 
 
 def _prepare(config, workdir: str) -> None:
-    from clever_jax import knowledge
+    from clever_jax.kb import build
 
-    knowledge.prepare_detections(config, workdir)
+    build.prepare_detections(config, workdir)
 
 
 def _extract(config, workdir: str) -> None:
-    from clever_jax import job
+    from clever_jax import cli, job
 
-    job.quiet_libraries()
-    job.run(config, workdir, "extract")
+    cli.quiet_libraries()
+    job.run(config, workdir, "kb")
 
 
 def _measured(target, out_path: str, *args) -> None:
@@ -72,11 +72,11 @@ def _timed_child(target, *args) -> tuple[float, float]:
 
 def main(argv: list[str]) -> None:
     del argv
-    from clever_jax import builder, job, knowledge
-    from clever_jax.checkpoints import Checkpoints
     from clever_jax.data import prepare, world
+    from clever_jax.kb import build
+    from clever_jax.training import builder
+    from clever_jax.training.checkpoints import Checkpoints
 
-    job.quiet_libraries()
     workdir = os.path.abspath(_WORKDIR.value)
     world_dir = world.generated_world(_WORLD.value, workdir)
     config = _CONFIG.value
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> None:
         checkpoints.wait()
     build_s, build_gb = _timed_child(_prepare, config, model_dir)
     extract_s, extract_gb = _timed_child(_extract, config, model_dir)
-    with open(os.path.join(model_dir, knowledge.KB_DIR, "kb_meta.json")) as f:
+    with open(os.path.join(model_dir, build.KB_DIR, "kb_meta.json")) as f:
         meta = json.load(f)
     report = {"images": meta["images"], "pairs": meta["pairs"], "instances": meta["instances"],
               "triplets": meta["triplets"], "bag_size": meta["bag_size"], "feature_dim": _WORLD.value.feature_dim,
@@ -103,5 +103,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "world"])
-    app.run(main)
+    from clever_jax import cli
+
+    cli.run(main, required=["config", "world"])

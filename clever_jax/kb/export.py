@@ -27,8 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from clever_jax import builder, distributed, files
-from clever_jax.checkpoints import Checkpoints
+from clever_jax import distributed, files
 from clever_jax.data import text
 from clever_jax.data.jsonio import DataError, load_json
 from clever_jax.data.records import split_facts
@@ -36,6 +35,8 @@ from clever_jax.data.vg import GEOMETRY_DIM
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
+from clever_jax.training import builder
+from clever_jax.training.checkpoints import Checkpoints
 
 CHECKSUMS = "checksums.json"
 BUNDLE_FORMAT = 3  # 2: with checksums.json (older bundles have none); 3: tokenizer/config.json, training_facts.tsv.
@@ -44,7 +45,7 @@ TRAINING_FACTS = "training_facts.tsv"
 
 
 def export_bundle(run: builder.Run, workdir: str) -> str:
-    """Writes WORKDIR/export from the best checkpoint of a built run (clever_jax.builder) trained in
+    """Writes WORKDIR/export from the best checkpoint of a built run (clever_jax.training.builder) trained in
     `workdir`; returns the folder.
 
     Every process takes part in saving the parameters; process 0 writes the other files. The bundle

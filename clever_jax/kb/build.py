@@ -1,6 +1,6 @@
-"""A knowledge base from unannotated images: `--mode=extract` with `config.extract.features_path`.
+"""A knowledge base from unannotated images: `--mode=kb` with `config.extract.features_path`.
 
-  python -m clever_jax.main --mode=extract --config=CONFIG --workdir=TRAINED_WORKDIR \
+  python -m clever_jax.main --mode=kb --config=CONFIG --workdir=TRAINED_WORKDIR \
       --config.extract.features_path=FEATURES.tsv [--config.extract.bundle=EXPORT_DIR]
 
 reads a detector's output alone (data/detections.py: boxes and class names, no annotations),
@@ -24,7 +24,7 @@ extraction leaves the previous knowledge base whole.
 Scoring streams: each batch keeps only its scores and each relation's `extract.num_evidence`
 best instances (evaluate.run_eval's num_evidence), with progress and ETA in the log.
 
-With `extract.target_precision` the triplets first pass the calibrated filters of kb_filters
+With `extract.target_precision` the triplets first pass the calibrated filters of kb/filters.py
 (thresholds chosen on the run's, or the bundle's, val_scores.npz before any other work; what each
 stage removed is in kb_meta.json under "filters"). When the features file is the generated
 world's own, kb_meta.json's "world_truth" holds the precision and recall against the world's
@@ -45,14 +45,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from clever_jax import distributed, evaluate, export, files, kb_filters
-from clever_jax.checkpoints import Checkpoints
+from clever_jax import distributed, files
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare, text
 from clever_jax.data.jsonio import DataError, load_json
 from clever_jax.data.records import open_records, read_manifest, split_facts, write_records
 from clever_jax.data.vocab import benchmark_vocab
-from clever_jax.extract import ranked_triplets, write_triplets
+from clever_jax.evaluation import evaluate
+from clever_jax.kb import export, filters
+from clever_jax.kb.triplets import ranked_triplets, write_triplets
+from clever_jax.training import builder
+from clever_jax.training.checkpoints import Checkpoints
 
 KB_DIR = "kb"
 KB_FILES = ("kb.jsonl", "kb.csv", "kb_meta.json")  # Written as a whole (files.atomic_folder).
@@ -112,8 +115,8 @@ class ModelSource:
     name: str
 
 
-def model_source(config: ml_collections.ConfigDict, workdir: str, benchmark_records: Callable[[], str]) -> ModelSource:
-    """The model of config.extract.bundle, or of `workdir` (its benchmark records: `benchmark_records()`).
+def model_source(config: ml_collections.ConfigDict, workdir: str) -> ModelSource:
+    """The model of config.extract.bundle, or of `workdir` (its benchmark records built or reused first).
 
     Raises:
       DataError: a bundle that is damaged, older than format 3, of another vocabulary, or whose
@@ -122,7 +125,7 @@ def model_source(config: ml_collections.ConfigDict, workdir: str, benchmark_reco
     """
     vocab, path = benchmark_vocab(), config.extract.bundle
     if not path:
-        records_dir = benchmark_records()
+        records_dir = prepare.prepare_records(config, workdir)
         checkpoint = os.path.join(os.path.abspath(workdir), "checkpoints", "best")
         return ModelSource(config, lambda abstract: Checkpoints(workdir).restore_params("best", abstract),
                            split_facts(records_dir, "train", len(vocab.entities), vocab.num_relations),
@@ -149,14 +152,14 @@ def model_source(config: ml_collections.ConfigDict, workdir: str, benchmark_reco
                        bundle.description["region_dim"], os.path.join(path, "val_scores.npz"), os.path.abspath(path))
 
 
-def thresholds_of_run(config: ml_collections.ConfigDict, val_scores: str) -> kb_filters.Thresholds:
+def thresholds_of_run(config: ml_collections.ConfigDict, val_scores: str) -> filters.Thresholds:
     """The score thresholds for config.extract.target_precision, from the model's validation scores."""
     if not os.path.isfile(val_scores):
         raise FileNotFoundError(f"{val_scores}: extract.target_precision chooses thresholds on the model's "
                                 "validation scores; run --mode=eval in its workdir first (and export again)")
     with np.load(val_scores) as val:
         try:
-            thresholds = kb_filters.choose_thresholds(val["scores"], val["labels"], config.extract.target_precision,
+            thresholds = filters.choose_thresholds(val["scores"], val["labels"], config.extract.target_precision,
                                                       config.extract.min_val_facts)
         except ValueError as e:
             raise ConfigError(f"{val_scores}: {e}") from e
@@ -181,30 +184,27 @@ def world_truth(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray |
     return evaluate.world_grades(config, workdir)
 
 
-def extract(run_for, config: ml_collections.ConfigDict, workdir: str, benchmark_records: Callable[[], str]) -> str:
+def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Builds and writes the knowledge base of config.extract.features_path (module docstring).
 
     Args:
-      run_for: builder.build (config, records folder -> a built run).
       config: this command's config. workdir: the trained run's folder (with a bundle: any folder).
-      benchmark_records: builds or reuses the trained run's benchmark records, returning their
-        folder (not called with a bundle).
 
     Returns:
       The folder written (WORKDIR/kb).
     """
     ex = config.extract
-    source = model_source(config, workdir, benchmark_records)
+    source = model_source(config, workdir)
     thresholds = thresholds_of_run(config, source.val_scores) if ex.target_precision else None  # Before any work.
-    rules = kb_filters.read_rules(ex.predicate_relations, benchmark_vocab()) if ex.target_precision else []
+    rules = filters.read_rules(ex.predicate_relations, benchmark_vocab()) if ex.target_precision else []
     kb_records = prepare_detections(source.config, workdir)  # The model's bag size, sampler, tokenizer.
     features_dim = read_manifest(kb_records)["region_dim"]
     if source.region_dim != features_dim:
         raise DataError(f"{ex.features_path}: regions of {features_dim} values (appearance + 6), the model in "
                         f"{source.name} was trained on {source.region_dim}: extract with the features the model reads")
-    run = run_for(source.config, kb_records)
+    run = builder.build(source.config, kb_records)
     params = source.load_params(run.abstract_params)
-    outputs = evaluate.split_outputs(run, params, detections.SPLIT, num_evidence=ex.num_evidence)
+    outputs = evaluate.split_outputs(run.scorer(detections.SPLIT), params, num_evidence=ex.num_evidence)
     out_dir = os.path.join(workdir, KB_DIR)
     if not distributed.is_main_process():
         return out_dir
@@ -212,16 +212,16 @@ def extract(run_for, config: ml_collections.ConfigDict, workdir: str, benchmark_
     known = source.facts[outputs.pairs[:, 0], :, outputs.pairs[:, 1]]  # [P, R + 1]
     candidates = np.ones(outputs.scores.shape, bool)
     candidates[:, 0] = False
-    keep, stages, filters = None, [("candidates", candidates)], {}
+    keep, stages, filter_summary = None, [("candidates", candidates)], {}
     if thresholds is not None:
-        filtered, counts = kb_filters.cascade(outputs.scores, outputs.above_uniform, outputs.pairs, thresholds,
+        filtered, counts = filters.cascade(outputs.scores, outputs.above_uniform, outputs.pairs, thresholds,
                                               ex.min_evidence, rules, ex.consistency_quantile)
         logging.info("Filters: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
-        filters = {**thresholds.summary(), **counts, "min_evidence": ex.min_evidence,
+        filter_summary = {**thresholds.summary(), **counts, "min_evidence": ex.min_evidence,
                    "consistency_quantile": ex.consistency_quantile}
         stages, keep = stages + filtered, filtered[-1][1]
     grades = world_truth(config, workdir)
-    truth = kb_filters.truth_of_stages(stages, outputs.pairs, grades) if grades is not None else None
+    truth = filters.truth_of_stages(stages, outputs.pairs, grades) if grades is not None else None
     if truth:
         logging.info("Against the world's truth: %s", "; ".join(
             f"{name} {t['triplets']} triplets, precision {t['precision']:.1f} recall {t['recall']:.1f}"
@@ -247,7 +247,8 @@ def extract(run_for, config: ml_collections.ConfigDict, workdir: str, benchmark_
             "min_images": ex.min_images, "bag_size": source.config.data.bag_size,
             "sampler": source.config.data.sampler,
             "top_k": ex.top_k, "num_evidence": ex.num_evidence, "triplets": count,
-            "in_training_kb": int(known[rows, relations].sum()), **stats, **({"filters": filters} if filters else {}),
+            "in_training_kb": int(known[rows, relations].sum()), **stats,
+            **({"filters": filter_summary} if filter_summary else {}),
             **({"world_truth": truth} if truth else {}),
         })
     logging.info("Wrote a knowledge base of %d triplets (%d pairs from %d images) to %s", count, stats["pairs"],

@@ -1,8 +1,8 @@
-"""Ask a knowledge base (WORKDIR/kb/kb.jsonl of `--mode=extract`, or a triplets.jsonl) a question.
+"""Ask a knowledge base (WORKDIR/kb/kb.jsonl of `--mode=kb`, or a triplets.jsonl) a question.
 
-  python -m clever_jax.query --kb=runs/demo/kb/kb.jsonl man horse    # the pair's relations, best first
-  python -m clever_jax.query --kb=... --relation=riding              # the entity pairs of a relation
-  python -m clever_jax.query --kb=... --image=2417                   # what it says of one image's pairs
+  python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl man horse    # the pair's relations, best first
+  python -m clever_jax.kb.query --kb=... --relation=riding              # the entity pairs of a relation
+  python -m clever_jax.kb.query --kb=... --image=2417                   # what it says of one image's pairs
 
 Each answer lists triplets by score with their evidence (image, boxes, weight). Names are checked
 against the vocabulary (an exported bundle's with --bundle=EXPORT_DIR, else the package's) and an
@@ -25,8 +25,9 @@ import sys
 
 from absl import app, flags, logging
 
-from clever_jax import files, report
+from clever_jax import files
 from clever_jax.data.vocab import Vocab, benchmark_vocab
+from clever_jax.kb import report
 
 SCHEMA = """
 CREATE TABLE source (size INTEGER, mtime_ns INTEGER, triplets INTEGER);
@@ -114,7 +115,7 @@ def open_index(kb_path: str, rebuild: bool = False) -> sqlite3.Connection:
       DataError: a bad line (named), or a count that kb_meta.json beside it contradicts (report.check_count).
     """
     if not os.path.isfile(kb_path):
-        raise FileNotFoundError(f"{kb_path}: no knowledge base (run --mode=extract with "
+        raise FileNotFoundError(f"{kb_path}: no knowledge base (run --mode=kb with "
                                 "--config.extract.features_path, which writes WORKDIR/kb/kb.jsonl)")
     _remove_stale(kb_path)
     real, path = os.path.realpath(kb_path), index_path(kb_path)
@@ -215,7 +216,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl (or triplets.jsonl) of --mode=extract.")
+    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl (or triplets.jsonl) of --mode=kb.")
     flags.DEFINE_string("bundle", "", "Exported bundle whose vocabulary the names are checked against.")
     flags.DEFINE_string("relation", "", "List the entity pairs of this relation.")
     flags.DEFINE_integer("image", None, "List what the knowledge base says of this image's pairs.")

@@ -1,6 +1,6 @@
 """What a trained run's instance classifier sees: the numbers behind "does the attention find the images?"
 
-  python -m clever_jax.diagnose --config=configs/demo.py --workdir=runs/demo [--split=test]
+  python -m clever_jax.experiments.diagnose --config=configs/demo.py --workdir=runs/demo [--split=test]
 
 Scores every instance of a split with the run's best checkpoint and writes WORKDIR/diagnosis.json:
 
@@ -36,16 +36,18 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from clever_jax import builder, files, grounding, job
+from clever_jax import cli, files
 from clever_jax import workdir as workdir_lib
-from clever_jax.checkpoints import CheckpointError, Checkpoints
-from clever_jax.data import pipeline
+from clever_jax.data import pipeline, prepare
 from clever_jax.data.jsonio import DataError
+from clever_jax.evaluation import grounding
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import pair_geometry, query_geometry
+from clever_jax.training import builder
+from clever_jax.training.checkpoints import CheckpointError, Checkpoints
 
 PERCENTILES = (10, 50, 90)
 
@@ -157,9 +159,9 @@ def diagnose(config, workdir: str, split: str) -> dict:
     One process (any number of its devices); with split "train" the probes are scored on the
     instances they were fitted on."""
     if jax.process_count() > 1:
-        raise ValueError("clever_jax.diagnose runs in one process; start it without jax.distributed")
+        raise ValueError("clever_jax.experiments.diagnose runs in one process; start it without jax.distributed")
     workdir_lib.check_settings(config, workdir, write=False)  # The run's own settings, not others.
-    records_dir = job.prepare_records(config, workdir)
+    records_dir = prepare.prepare_records(config, workdir)
     run = builder.build(config, records_dir)
     params = Checkpoints(workdir).restore_params("best", run.abstract_params)
     out = score_instances(run, params, split)
@@ -184,7 +186,6 @@ def diagnose(config, workdir: str, split: str) -> dict:
 
 def main(argv: list[str]) -> None:
     del argv
-    job.quiet_libraries()
     try:
         result = diagnose(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split)
     except (CheckpointError, workdir_lib.ChangedSettings, DataError) as e:  # The message says it all.
@@ -196,6 +197,4 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Config file of the run (configs/*.py).", lock_config=False)
     flags.DEFINE_string("workdir", None, "The trained run's folder.")
     flags.DEFINE_enum("split", "test", ["train", "val", "test"], "The split to diagnose.")
-    flags.mark_flags_as_required(["config", "workdir"])
-    job.reject_renamed_flags(sys.argv)
-    app.run(main)
+    cli.run(main, required=["config", "workdir"])

@@ -1,6 +1,6 @@
 """Per-device memory of a config's train step, estimated two ways, without running it.
 
-  python -m clever_jax.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base
+  python -m clever_jax.perf.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base
 
 configs/bert_base holds BERT-base's config.json (sizes only, no weights): the VinVL encoder of
 the paper has these sizes. The device runs `b = batch_size / devices` bags per step, as
@@ -18,7 +18,7 @@ I FFN size, A attention heads, K layers):
               A L^2 (4 + 1 + c)  float32 softmax output, its dropout mask, the dropped probs.
               With model.remat only the layer inputs (L H c per layer) stay, plus one layer's
               full set during its recomputation. Inputs (regions float32 Lr F) come on top.
-XLA: the train step of the run's builder (clever_jax.builder) is compiled for one device's share
+XLA: the train step of the run's builder (clever_jax.training.builder) is compiled for one device's share
 (b bags, grad_accum_steps micro-batches, a one-device mesh) on this machine's backend and
 `memory_analysis()` read: arguments + outputs - donated aliases +
 temporaries. On CPU this is XLA:CPU's buffer assignment, whose fusion differs from a GPU's, so
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import jax
@@ -43,8 +42,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import builder, job
-from clever_jax.flops import Shapes
+from clever_jax import cli
+from clever_jax.perf.flops import Shapes
+from clever_jax.training import builder
 
 GIB = 2.0**30
 
@@ -150,5 +150,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    job.reject_renamed_flags(sys.argv)
-    app.run(main)
+    cli.run(main)

@@ -1,6 +1,6 @@
-"""A static HTML evidence report of a knowledge base (kb.jsonl of `--mode=extract`, or a triplets.jsonl).
+"""A static HTML evidence report of a knowledge base (kb.jsonl of `--mode=kb`, or a triplets.jsonl).
 
-  python -m clever_jax.report --kb=runs/demo/kb/kb.jsonl --out=report.html [--images_dir=VG_DIR]
+  python -m clever_jax.kb.report --kb=runs/demo/kb/kb.jsonl --out=report.html [--images_dir=VG_DIR]
       [--per_relation=10] [--title=TEXT] [--screenshot=report.png]
 
 One self-contained page (inline CSS, SVG and a little JavaScript; no server, no network): the top
@@ -36,7 +36,7 @@ REQUIRED = ("subject", "relation", "object", "score")
 FLAGS = ("in_training_kb", "known")
 EVIDENCE_REQUIRED = ("image_id", "subject_box", "object_box")
 EVIDENCE_FLAGS = ("annotated", "true")
-KB, META = "kb.jsonl", "kb_meta.json"  # --mode=extract writes them together: the "triplets" count is checked.
+KB, META = "kb.jsonl", "kb_meta.json"  # --mode=kb writes them together: the "triplets" count is checked.
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome")
 COLOURS = {"subject": "#e8590c", "object": "#1c7ed6"}
 
@@ -114,11 +114,11 @@ def check_count(kb_path: str, count: int) -> None:
     real = os.path.realpath(kb_path)
     meta_path = os.path.join(os.path.dirname(real), META)
     if os.path.basename(real) != KB or not os.path.isfile(meta_path):
-        return  # Not a knowledge base of --mode=extract (e.g. a triplets.jsonl of --mode=eval, or a filtered copy).
+        return  # Not a knowledge base of --mode=kb (e.g. a triplets.jsonl of --mode=eval, or a filtered copy).
     meta = load_json(meta_path)
     expected = meta.get("triplets") if isinstance(meta, dict) else None
     if not isinstance(expected, int) or isinstance(expected, bool):
-        raise DataError(f"{meta_path}: expected the JSON object --mode=extract writes, with 'triplets' (the "
+        raise DataError(f"{meta_path}: expected the JSON object --mode=kb writes, with 'triplets' (the "
                         f"count of {kb_path}), found {json.dumps(meta)[:200]}")
     if expected != count:
         raise DataError(f"{kb_path} holds {count} triplets but {meta_path}, written with it, records {expected}: "
@@ -133,7 +133,7 @@ def read_kb(kb_path: str, per_relation: int) -> tuple[dict[str, list[dict]], int
     FileNotFoundError for a missing file, DataError naming the line for a bad one, the file when
     empty, or both files when kb_meta.json records another count (check_count)."""
     if not os.path.isfile(kb_path):
-        raise FileNotFoundError(f"{kb_path}: no knowledge base (--mode=extract writes WORKDIR/kb/kb.jsonl)")
+        raise FileNotFoundError(f"{kb_path}: no knowledge base (--mode=kb writes WORKDIR/kb/kb.jsonl)")
     real = os.path.realpath(kb_path)
     kept: dict[str, list[dict]] = {}
     total = 0
@@ -157,7 +157,7 @@ def _number(x: object) -> bool:
 
 
 def check_triplet(t: object, where: str) -> None:
-    """DataError naming `where` and what was expected unless `t` is a triplet as --mode=extract (or
+    """DataError naming `where` and what was expected unless `t` is a triplet as --mode=kb (or
     --mode=eval) writes it: names as strings, a finite score, flags as booleans and well-formed evidence."""
     if not isinstance(t, dict):
         raise DataError(f"{where}: expected a JSON object (a triplet), found {type(t).__name__}")
@@ -389,7 +389,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl (or triplets.jsonl) of --mode=extract.")
+    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl (or triplets.jsonl) of --mode=kb.")
     flags.DEFINE_string("out", None, "The HTML report to write.")
     flags.DEFINE_string("images_dir", "", "Visual Genome images (ID.jpg, VG_100K/ID.jpg or VG_100K_2/ID.jpg).")
     flags.DEFINE_integer("per_relation", 10, "Triplets shown per relation (its best).")

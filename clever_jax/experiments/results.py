@@ -1,6 +1,7 @@
 """The paper's Table 1 on one benchmark: every row scored by the same evaluator on the same test candidates.
 
-  python -m clever_jax.results --config=configs/demo.py --workdir=runs/results [--methods=rtp,vanilla_ft,...]
+  python -m clever_jax.experiments.results --config=configs/demo.py --workdir=runs/results \
+      [--methods=rtp,vanilla_ft,...]
 
 The rows (--methods, in this order; results.json keys them by the names in brackets):
   random      [Random] uniformly random scores (seeded).
@@ -25,19 +26,21 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from clever_jax import builder, evaluate, files, job, metrics, weights
+from clever_jax import cli, files, job
 from clever_jax import workdir as workdir_lib
-from clever_jax.baselines import captions, ensemble, rtp
 from clever_jax.data import prepare, text
 from clever_jax.data.records import open_records, read_manifest
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.evaluation import evaluate, metrics
+from clever_jax.experiments.baselines import captions, ensemble, rtp
+from clever_jax.models import weights
+from clever_jax.training import builder
 
 METHODS = {"random": "Random", "rtp": "RTP", "lama": "LAMA", "vanilla_ft": "Vanilla-FT", "prompt_ft": "Prompt-FT",
            "avg": "AVG", "one": "ONE", "att": "ATT", "clever": "CLEVER", "ensemble": "Ensemble"}
@@ -239,7 +242,7 @@ def run_all(config, workdir: str, methods: list[str], clever_from_avg: bool = Tr
 
 
 def define_flags() -> None:
-    """The command line's flags; defined only when run as a program (see clever_jax.bench)."""
+    """The command line's flags; defined only when run as a program (see clever_jax.perf.throughput)."""
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=False)
     flags.DEFINE_string("workdir", "runs/results", "Folder for the runs and the table.")
     flags.DEFINE_list("methods", list(METHODS), f"Rows to make, of {list(METHODS)}.")
@@ -252,7 +255,6 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    job.start_command()
     args = flags.FLAGS
     try:
         check_methods(args.methods, args.ensemble)
@@ -265,5 +267,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    job.reject_renamed_flags(sys.argv)
-    app.run(main)
+    cli.run(main, stop_signals=True)

@@ -1,6 +1,6 @@
 """How much one instance tells beyond its class pair: predicate classification (PredCls) on a corpus.
 
-  python -m clever_jax.predcls --config=configs/demo.py --workdir=runs/predcls
+  python -m clever_jax.experiments.predcls --config=configs/demo.py --workdir=runs/predcls
 
 Visual Genome's scene-graph benchmark has measured this on real images. Zellers et al., "Neural
 Motifs" (CVPR 2018), Table 1, PredCls with graph constraint, recall@20 / 50 / 100: given every
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import flax.linen as nn
@@ -43,10 +42,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from clever_jax import files, job
+from clever_jax import cli, files
 from clever_jax.data import prepare
 from clever_jax.data.bags import annotated_relations, enumerate_candidates
 from clever_jax.data.vg import Corpus, box_geometry, ingest
@@ -236,7 +235,6 @@ def measure(config: ml_collections.ConfigDict, workdir: str, test_fraction: floa
 
 def main(argv: list[str]) -> None:
     del argv
-    job.quiet_libraries()
     f = flags.FLAGS
     result = measure(f.config, f.workdir, f.test_fraction, f.hidden, f.epochs, f.appearance_dim)
     logging.info("PredCls recall on %s:\n%s", f.workdir, json.dumps(result, indent=1))
@@ -249,6 +247,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("hidden", 256, "Hidden units of the pair classifier.")
     flags.DEFINE_integer("epochs", 4, "Passes over the train pairs.")
     flags.DEFINE_integer("appearance_dim", 32, "Principal components kept of each object's appearance.")
-    flags.mark_flags_as_required(["config", "workdir"])
-    job.reject_renamed_flags(sys.argv)
-    app.run(main)
+    cli.run(main, required=["config", "workdir"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 from typing import Any
 
@@ -26,22 +27,23 @@ from absl import logging
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from clever_jax import precision, sharding, weights
-from clever_jax.checkpoints import Checkpoints
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import pipeline, synthetic, text
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
-from clever_jax.models import language
+from clever_jax.evaluation import evaluate
+from clever_jax.models import language, weights
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
 from clever_jax.models.language import PairTextModel
-from clever_jax.train import DECAY, FROZEN, NO_DECAY, TrainState, eval_step, train_step
+from clever_jax.training import precision, sharding
+from clever_jax.training.checkpoints import Checkpoints
+from clever_jax.training.steps import DECAY, FROZEN, NO_DECAY, TrainState, eval_step, train_step
 
 
-def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> EncoderConfig:
+def encoder_config(config: ml_collections.ConfigDict, region_dim: int, pretrained_dir: str) -> EncoderConfig:
     """The encoder's configuration: sizes from the pretrained folder's config.json, options from config.model."""
-    with open(os.path.join(text.pretrained_dir(config), "config.json")) as f:
+    with open(os.path.join(pretrained_dir, "config.json")) as f:
         hf_config = json.load(f)
     m = config.model
     return EncoderConfig.from_hf(
@@ -52,20 +54,22 @@ def encoder_config(config: ml_collections.ConfigDict, region_dim: int) -> Encode
     )
 
 
-def create_model(config: ml_collections.ConfigDict, shape: pipeline.InstanceShape) -> Clever | PairTextModel:
+def create_model(config: ml_collections.ConfigDict, shape: pipeline.InstanceShape,
+                 pretrained_dir: str) -> Clever | PairTextModel:
     """The model of config.model: a bag model (Clever) over images, or with encoder "text" a
     language-model baseline over the entity names (models/language.py)."""
     m = config.model
+    encoder = encoder_config(config, shape.region_dim, pretrained_dir)
     if m.encoder == "text":
-        tokenizer = text.load_tokenizer(text.pretrained_dir(config))
+        tokenizer = text.load_tokenizer(pretrained_dir)
         entities, relations = language.name_tables(tokenizer, benchmark_vocab())
         if len(relations) != shape.num_relations:
             raise ValueError(f"the records have {shape.num_relations} relations, the vocabulary {len(relations)}")
-        return PairTextModel(encoder=encoder_config(config, shape.region_dim), num_relations=shape.num_relations,
+        return PairTextModel(encoder=encoder, num_relations=shape.num_relations,
                              head=m.head, entity_pieces=entities, relation_pieces=relations,
                              cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
                              mask_id=tokenizer.mask_token_id)
-    return Clever(encoder=encoder_config(config, shape.region_dim), num_relations=shape.num_relations,
+    return Clever(encoder=encoder, num_relations=shape.num_relations,
                   encoder_type=m.encoder,
                   head=m.head, eval_head=m.eval_head or m.head, temperature=m.temperature, bag_dropout=m.bag_dropout,
                   classifier_width=m.classifier_width)
@@ -145,6 +149,9 @@ class Run:
 
     Attributes:
       config: the run's config. records_dir: its records ("" for synthetic batches).
+      pretrained_dir: the pretrained encoder's folder (data.text.pretrained_dir: its config.json,
+        tokenizer and weights). grades: the generated world's graded truth (None: real data, or
+        built without a workdir).
       shape: the batch layout's sizes (pipeline.bag_layout). model: the Clever model (or a
         language-model baseline, PairTextModel, which reads no images).
       mesh: the device mesh; batch_sharding: bags split over all its devices.
@@ -158,6 +165,8 @@ class Run:
 
     config: ml_collections.ConfigDict
     records_dir: str
+    pretrained_dir: str
+    grades: np.ndarray | None
     shape: pipeline.InstanceShape
     model: Clever | PairTextModel
     mesh: jax.sharding.Mesh
@@ -177,19 +186,19 @@ class Run:
         batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), specs)
         params = jax.jit(self.model.init)(jax.random.key(config.seed), batch)["params"]
         if config.model.pretrained and config.model.encoder == "text":
-            pretrained, report = weights.text_model_params(text.pretrained_dir(config), self.model.encoder,
+            pretrained, report = weights.text_model_params(self.pretrained_dir, self.model.encoder,
                                                            self.model.head)
             params = weights.merge_pretrained(flax.core.unfreeze(params), pretrained)
             logging.info("Pretrained weights from %s: %d tensors loaded, initial values for %s", report.source,
                          len(report.loaded), ", ".join(sorted(params.keys() - pretrained.keys())) or "nothing")
         elif config.model.pretrained and config.model.encoder == "cnn":  # Only its word vectors.
-            table, source = weights.load_word_embeddings(text.pretrained_dir(config))
+            table, source = weights.load_word_embeddings(self.pretrained_dir)
             params = flax.core.unfreeze(params)
             params["instance_encoder"] = weights.merge_pretrained(
                 params["instance_encoder"], {"embeddings": {"word_embeddings": {"embedding": table}}})
             logging.info("Pretrained word vectors from %s; the region MLP starts from its initial values", source)
         elif config.model.pretrained:
-            pretrained, report = weights.load_pretrained(text.pretrained_dir(config), self.model.encoder)
+            pretrained, report = weights.load_pretrained(self.pretrained_dir, self.model.encoder)
             params = flax.core.unfreeze(params)
             params["instance_encoder"] = weights.merge_pretrained(params["instance_encoder"], pretrained)
             logging.info("Pretrained weights from %s: %d tensors loaded, %d unused (other layers, pooler), kept "
@@ -219,9 +228,8 @@ class Run:
         if not (isinstance(self.model, PairTextModel) and self.model.head == "prompt"):
             raise ConfigError("nothing was trained in this workdir (config.train.max_epochs=0) and only the prompt "
                              "model (model.encoder='text', model.head='prompt': LAMA) scores without training")
-        path = text.pretrained_dir(self.config)
-        if not self.config.model.pretrained or not weights.has_mlm_head(path):
-            raise ConfigError(LAMA_NEEDS_MLM.format(path=path))
+        if not self.config.model.pretrained or not weights.has_mlm_head(self.pretrained_dir):
+            raise ConfigError(LAMA_NEEDS_MLM.format(path=self.pretrained_dir))
         return self.init_params()
 
     def imported_params(self, path: str) -> Any:
@@ -282,14 +290,33 @@ class Run:
         return sharding.global_batch(pipeline.trim_padding(batch, text_len, num_regions), self.batch_sharding)
 
 
-def build(config: ml_collections.ConfigDict, records_dir: str = "", devices: list | None = None) -> Run:
-    """The run of `config` over `records_dir` ("" = synthetic: sizes from the config) on `devices` (default: all).
+    def scorer(self, split: str) -> evaluate.Scorer:
+        """What evaluation scores `split` with: the jitted eval step on device batches, its outputs
+        back as this process's rows, over this process's loader; every process runs as many steps."""
+        size, processes = self.local_batch_size(train=False), jax.process_count()
+        num_bags = self.num_bags[split]
+        if num_bags < processes:
+            raise ValueError(f"split {split!r} has {num_bags} bags, fewer than the {processes} processes")
+
+        def step_fn(params: Any, batch: dict) -> tuple[jax.Array, jax.Array]:
+            outputs = self.eval_step(params, self.device_batch(batch))
+            return multihost_utils.global_array_to_host_local_array(outputs, self.mesh, self.batch_sharding.spec)
+
+        return evaluate.Scorer(split=split, step_fn=step_fn, loader=self.loader(split, train=False), batch_size=size,
+                               num_steps=math.ceil(math.ceil(num_bags / processes) / size),  # The largest shard's.
+                               num_bags=num_bags, evidence_dtype=self.config.extract.evidence_dtype)
+
+def build(config: ml_collections.ConfigDict, records_dir: str = "", devices: list | None = None,
+          workdir: str = "") -> Run:
+    """The run of `config` over `records_dir` ("" = synthetic: sizes from the config) on `devices` (default: all),
+    evaluated against the graded truth of the world in `workdir` (or config.data.world_dir) when one was generated.
 
     The train step is jitted for config.data.batch_size bags per step, which must split evenly
     over the devices and config.train.grad_accum_steps micro-batches.
     """
     shape = pipeline.instance_shape(config.data, records_dir) if records_dir else synthetic.instance_shape(config.data)
-    model = create_model(config, shape)
+    pretrained_dir = text.pretrained_dir(config)
+    model = create_model(config, shape, pretrained_dir)
     mesh = sharding.make_mesh(config, devices)
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
@@ -317,7 +344,8 @@ def build(config: ml_collections.ConfigDict, records_dir: str = "", devices: lis
                           in_shardings=(state_shardings.params, batch_sharding), out_shardings=batch_sharding,
                           compiler_options=CPU_EVAL_COMPILER_OPTIONS if on_cpu else None)
     splits = open_records(records_dir)[1] if records_dir else {}
-    return Run(config=config, records_dir=records_dir, shape=shape, model=model, mesh=mesh,
-               batch_sharding=batch_sharding, tx=tx, abstract_params=abstract_params,
+    grades = evaluate.world_grades(config, workdir) if workdir or config.data.world_dir else None
+    return Run(config=config, records_dir=records_dir, pretrained_dir=pretrained_dir, grades=grades, shape=shape,
+               model=model, mesh=mesh, batch_sharding=batch_sharding, tx=tx, abstract_params=abstract_params,
                state_shardings=state_shardings, train_step=jitted_train, eval_step=jitted_eval,
                num_bags={split: len(source) for split, source in splits.items()})
