@@ -1,6 +1,6 @@
-"""The README's commands, run as a user runs them (the `journey` tier).
+"""The commands of the README and the manuals, run as a user runs them (the `journey` tier).
 
-Every command in the README's code blocks is one of three kinds, listed here:
+Every command in a code block of README.md or docs/*.md is one of three kinds, listed here:
 - JOURNEY: run below as a subprocess from a fresh folder that holds only `configs/` (a link to
   the repository's), exactly as the README writes it, with only these changes: `configs/demo.py`
   becomes its tiny variant (`configs/demo.py:tiny`, `configs/clever_release.py:tiny`) and other
@@ -11,9 +11,8 @@ Every command in the README's code blocks is one of three kinds, listed here:
 - REAL_DATA: needs files this machine cannot have (Visual Genome, the authors' release, VinVL
   weights, GPUs, a cloud project), with the reason.
 - ELSEWHERE: run by the named test file.
-A README command in none of them fails `test_every_readme_command_is_accounted_for`, and a listed
-command the README no longer shows fails it too: when the README changes a command, this file
-changes with it.
+A command in none of them fails `test_every_readme_command_is_accounted_for`, and a listed command
+that no page shows any more fails it too: when a page changes a command, this file changes with it.
 """
 
 from __future__ import annotations
@@ -39,18 +38,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.journey]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+DOCS = os.path.join(ROOT, "docs")
 
 PREPARE = ".venv/bin/python -m clever_jax.main --config=configs/demo.py --mode=prepare --workdir=runs/demo"
 MAIN = "python -m clever_jax.main --config=configs/demo.py --workdir=runs/demo"
 EVAL = "python -m clever_jax.main --config=configs/demo.py --workdir=runs/demo --mode=eval"
 EXPORT = "python -m clever_jax.main --config=configs/demo.py --workdir=runs/demo --mode=export"
-EXTRACT_WORLD = ("python -m clever_jax.main --mode=extract --config=configs/demo.py --workdir=runs/demo "
+KB_WORLD = ("python -m clever_jax.main --mode=kb --config=configs/demo.py --workdir=runs/demo "
                  "--config.extract.features_path=runs/demo/world/features.tsv "
                  "--config.extract.target_precision=0.8 --config.extract.top_k=100000")
-EXTRACT_OWN = ("python -m clever_jax.main --mode=extract --config=configs/demo.py --workdir=runs/demo "
+KB_OWN = ("python -m clever_jax.main --mode=kb --config=configs/demo.py --workdir=runs/demo "
                "--config.extract.features_path=/data/my_images/features.tsv --config.extract.min_images=2 "
                "--config.extract.top_k=100000")
-EXTRACT_BUNDLE = ("python -m clever_jax.main --mode=extract --config=configs/demo.py --workdir=runs/my_kb "
+KB_BUNDLE = ("python -m clever_jax.main --mode=kb --config=configs/demo.py --workdir=runs/my_kb "
                   "--config.extract.bundle=runs/demo/export "
                   "--config.extract.features_path=/data/my_images/features.tsv")
 REPORT_MODE = "python -m clever_jax.main --mode=report --config=configs/demo.py --workdir=runs/demo"
@@ -64,13 +64,13 @@ RELEASE_RUN = ("python -m clever_jax.main --config=configs/clever_release.py:dem
 
 MEMORY = "python -m clever_jax.perf.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base"
 
-JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, EXTRACT_WORLD, EXTRACT_OWN, EXTRACT_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
+JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, KB_WORLD, KB_OWN, KB_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
            QUERY_RELATION, QUERY_IMAGE, EXPORT_RELEASE, RELEASE_RUN, MEMORY)
 TINY = {  # Settings appended: BERT-base's sizes with one layer and short instances where the config has no tiny
     # variant; fewer pairs and epochs where the tiny world's work is more than the step needs to show.
     MEMORY: ["--config.model.num_layers=1", "--config.data.bag_size=2", "--config.data.text_len=16",
              "--config.data.num_regions=8"],
-    EXTRACT_WORLD: ["--config.extract.min_images=2"],
+    KB_WORLD: ["--config.extract.min_images=2"],
     RELEASE_RUN: ["--config.train.max_epochs=1"],
 }
 
@@ -87,17 +87,39 @@ REAL_DATA = {
     "python3 launch/tpu_pod.py": "a Google Cloud project with TPU quota (its dry run: tests/test_launch.py)",
 }
 
-ELSEWHERE = {  # README command -> (the file that runs it, what that file must contain to run it).
-    "make demo": ("Makefile", "demo: $(VENV)/.installed\n\t$(PY) -m clever_jax.main --config=configs/demo.py "
-                  "--workdir=$(WORKDIR)"),  # MAIN at the demo's size, into runs/demo.
+MAKE_DEMO = ("Makefile", "demo: $(VENV)/.installed\n\t$(PY) -m clever_jax.main --config=configs/demo.py "
+             "--workdir=$(WORKDIR)")  # MAIN at the demo's size, into runs/demo.
+ELSEWHERE = {  # A page's command -> (the file that runs it, what that file must contain to run it).
+    "make demo": MAKE_DEMO,
     "make test": (".ci/run", "make test"),
     "make gpu-check": ("tests/test_launch.py", 'launch("gpu_check.py", "--dry_run"'),
+    # docs/world.md's PredCls measurements: the command's function on the tiny world.
+    "make predcls": ("Makefile", "predcls: $(VENV)/.installed\n\t$(PY) -m clever_jax.experiments.predcls "
+                     "--config=configs/demo.py --workdir=runs/predcls"),
+    "python -m clever_jax.experiments.predcls --config=configs/demo.py": (
+        "tests/test_predcls.py", 'predcls.measure(demo.get_config("tiny")'),
+    # docs/attention.md's runs of the diagnosis (issue 11): MAIN into another folder, and the settings they
+    # change, each run at the tiny size by the named test; the diagnosis' settings check.
+    "python -m clever_jax.main --config=configs/demo.py --workdir=runs/clever": MAKE_DEMO,
+    "python -m clever_jax.main --config=configs/demo.py --workdir=runs/avg --config.model.head=avg": (
+        "tests/test_bench.py", '@pytest.mark.parametrize("head", ["clever", "avg", "att", "one"])'),
+    "python -m clever_jax.main --config=configs/demo.py --workdir=runs/vrd --config.model.head=vrd": (
+        "tests/test_train.py", 'model.clone(head="vrd", eval_head="vrd")'),
+    "python -m clever_jax.main --config=configs/demo.py --workdir=runs/clever9 --config.train.max_epochs=9": (
+        "tests/test_main.py", '"--config.train.max_epochs=3"'),
+    "python -m clever_jax.experiments.diagnose --config=configs/demo.py": (
+        "tests/test_diagnose.py", "diagnose.diagnose(config, str(tmp_path)"),
 }
 
 
-def readme_commands() -> list[str]:
-    """The commands of the README's code blocks: continuation lines joined, comments and spaces dropped."""
-    with open(README) as f:
+def pages() -> list[str]:
+    """The README and the manuals, whose code blocks hold the commands."""
+    return [README] + sorted(os.path.join(DOCS, name) for name in os.listdir(DOCS) if name.endswith(".md"))
+
+
+def page_commands(path: str) -> list[str]:
+    """The commands of a page's code blocks: continuation lines joined, comments and spaces dropped."""
+    with open(path) as f:
         blocks = re.findall(r"```[a-z]*\n(.*?)```", f.read(), re.S)
     commands = []
     for block in blocks:
@@ -108,14 +130,21 @@ def readme_commands() -> list[str]:
     return commands
 
 
+def starts(command: str, prefix: str) -> bool:
+    """`command` is `prefix` or `prefix` with more arguments (runs/clever9 is not runs/clever)."""
+    return command == prefix or command.startswith(prefix + " ")
+
+
 def test_every_readme_command_is_accounted_for():
-    commands = readme_commands()
-    unknown = [c for c in commands if c not in JOURNEY and not any(c.startswith(p) for p in (*REAL_DATA, *ELSEWHERE))]
-    assert not unknown, f"README commands no test runs (add them to tests/test_journey.py): {unknown}"
+    shown = {path: page_commands(path) for path in pages()}
+    commands = [c for page in shown.values() for c in page]
+    unknown = [f"{os.path.relpath(path, ROOT)}: {c}" for path, page in shown.items() for c in page
+               if c not in JOURNEY and not any(starts(c, p) for p in (*REAL_DATA, *ELSEWHERE))]
+    assert not unknown, f"commands no test runs (add them to tests/test_journey.py): {unknown}"
     missing = [c for c in JOURNEY if c not in commands]
-    assert not missing, f"commands this test runs that the README no longer shows: {missing}"
+    assert not missing, f"commands this test runs that no page shows any more: {missing}"
     for prefix in (*REAL_DATA, *ELSEWHERE):
-        assert any(c.startswith(prefix) for c in commands), f"{prefix!r} is no longer in the README"
+        assert any(starts(c, prefix) for c in commands), f"{prefix!r} is no longer in the README or docs/"
     for prefix, (path, runs_it) in ELSEWHERE.items():
         with open(os.path.join(ROOT, path)) as f:
             assert runs_it in f.read(), f"{path} no longer runs {prefix!r} ({runs_it!r})"
@@ -218,14 +247,14 @@ def test_the_journey(user):
         assert os.path.isfile(os.path.join(bundle, name)), name
 
     # A knowledge base from the world's features, filtered for precision 0.8 on validation.
-    user(EXTRACT_WORLD)
+    user(KB_WORLD)
     meta = json.load(open(os.path.join(demo, "kb", "kb_meta.json")))
     assert meta["filters"]["target_precision"] == 0.8 and "world_truth" in meta
     assert meta["triplets"] == len(read_jsonl(os.path.join(demo, "kb", "kb.jsonl")))
 
     # A knowledge base from a detector's output for other images, with the workdir's model, then with the bundle
     # in a fresh folder: the same triplets and scores.
-    user(EXTRACT_OWN)
+    user(KB_OWN)
     own = json.load(open(os.path.join(demo, "kb", "kb_meta.json")))
     assert own["features_path"] == user.features and "world_truth" not in own and "filters" not in own
     kb = read_jsonl(os.path.join(demo, "kb", "kb.jsonl"))
@@ -234,7 +263,7 @@ def test_the_journey(user):
     assert {t["subject"] for t in kb} <= set(benchmark_vocab().entities)
     with open(os.path.join(demo, "kb", "kb.csv")) as f:
         assert len(list(csv.DictReader(f))) == len(kb)
-    user(EXTRACT_BUNDLE)
+    user(KB_BUNDLE)
     from_bundle = read_jsonl(os.path.join(my_kb, "kb", "kb.jsonl"))
     assert [(t["subject"], t["relation"], t["object"]) for t in from_bundle] == [
         (t["subject"], t["relation"], t["object"]) for t in kb]
