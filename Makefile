@@ -38,9 +38,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.test-installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
 
-# The inner loop: everything but the subprocess, multi-process and end-to-end tests (marked slow).
+# The inner loop: the unit tier (tests not marked slow or multiprocess; tests/conftest.py).
 test-fast: $(VENV)/.test-installed
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m unit
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .

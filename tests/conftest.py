@@ -26,6 +26,13 @@ def pytest_configure(config):
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tiers: a test not marked slow (end to end) or multiprocess is a unit test (`make test-fast`)."""
+    for item in items:
+        if not any(next(item.iter_markers(name), None) for name in ("slow", "multiprocess")):
+            item.add_marker(pytest.mark.unit)
+
+
 def pytest_unconfigure(config):
     if getattr(config, "xla_cache_dir", None):
         shutil.rmtree(config.xla_cache_dir, ignore_errors=True)

@@ -97,18 +97,18 @@ ELSEWHERE = {  # A page's command -> (the file that runs it, what that file must
     "make predcls": ("Makefile", "predcls: $(VENV)/.installed\n\t$(PY) -m clever_jax.experiments.predcls "
                      "--config=configs/demo.py --workdir=runs/predcls"),
     "python -m clever_jax.experiments.predcls --config=configs/demo.py": (
-        "tests/test_predcls.py", 'predcls.measure(demo.get_config("tiny")'),
+        "tests/experiments/test_predcls.py", 'predcls.measure(demo.get_config("tiny")'),
     # docs/attention.md's runs of the diagnosis (issue 11): MAIN into another folder, and the settings they
     # change, each run at the tiny size by the named test; the diagnosis' settings check.
     "python -m clever_jax.main --config=configs/demo.py --workdir=runs/clever": MAKE_DEMO,
     "python -m clever_jax.main --config=configs/demo.py --workdir=runs/avg --config.model.head=avg": (
-        "tests/test_bench.py", '@pytest.mark.parametrize("head", ["clever", "avg", "att", "one"])'),
+        "tests/perf/test_throughput.py", '@pytest.mark.parametrize("head", ["clever", "avg", "att", "one"])'),
     "python -m clever_jax.main --config=configs/demo.py --workdir=runs/vrd --config.model.head=vrd": (
-        "tests/test_train.py", 'model.clone(head="vrd", eval_head="vrd")'),
+        "tests/training/test_train.py", 'model.clone(head="vrd", eval_head="vrd")'),
     "python -m clever_jax.main --config=configs/demo.py --workdir=runs/clever9 --config.train.max_epochs=9": (
         "tests/test_main.py", '"--config.train.max_epochs=3"'),
     "python -m clever_jax.experiments.diagnose --config=configs/demo.py": (
-        "tests/test_diagnose.py", "diagnose.diagnose(config, str(tmp_path)"),
+        "tests/experiments/test_diagnose.py", "diagnose.diagnose(config, str(tmp_path)"),
 }
 
 

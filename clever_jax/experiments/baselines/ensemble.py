@@ -7,7 +7,7 @@ same on validation and test). The combination sum_k w_k s_k / m_k takes its weig
 of the simplex with step 1 / `steps`; the weights whose validation score AUC + w x mAUC (the
 checkpoint selection's) is best are applied once to test. A sum of scaled scores, rather than
 of ranks: a rank average spreads one source's noise over the candidates another source is sure
-of, and loses both (tests/test_ensemble.py has such a pair).
+of, and loses both (tests/experiments/test_ensemble.py has such a pair).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One process of a multi-host run on CPU (see test_multihost.py), or the one-process reference.
 
-  python tests/multihost_check.py ROOT PROCESS_ID NUM_PROCESSES PORT
+  python tests/training/multihost_check.py ROOT PROCESS_ID NUM_PROCESSES PORT
 
 Every process: prepares the tiny world's records (process 0 first), trains 2 epochs (4 steps, a
 validation after each), restores the latest checkpoint (the state, and its own input position: it

@@ -13,23 +13,23 @@ from configs import demo
 
 @pytest.fixture(scope="module")
 def multidevice():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": root}
-    result = subprocess.run([sys.executable, os.path.join(root, "tests", "multidevice_check.py")],
+    result = subprocess.run([sys.executable, os.path.join(root, "tests", "training", "multidevice_check.py")],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_data_parallel_step_equals_single_device(multidevice):
     assert multidevice["devices"] == 8
     assert multidevice["data8"]["allclose"], multidevice["data8"]["max_abs_diff"]
     assert all("fsdp" not in spec and "data" not in spec for spec in multidevice["data8"]["specs"].values())
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_fsdp_step_equals_single_device_and_shards_parameters(multidevice):
     fsdp = multidevice["fsdp"]
     assert fsdp["allclose"], fsdp["max_abs_diff"]
@@ -40,7 +40,7 @@ def test_fsdp_step_equals_single_device_and_shards_parameters(multidevice):
     assert "fsdp" not in specs["['classifier']['hidden']['bias']"]
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_accumulated_step_on_four_devices_equals_one_device(multidevice):
     assert multidevice["accumulate"]["allclose"], multidevice["accumulate"]["max_abs_diff"]
 

@@ -14,6 +14,7 @@ def small_config(**train):
     return config
 
 
+@pytest.mark.slow  # End to end: the estimate compiles the paper-size step.
 def test_estimate_splits_the_batch_and_reports_both_figures():
     one = memory.estimate(small_config())
     accumulated = memory.estimate(small_config(grad_accum_steps=2))

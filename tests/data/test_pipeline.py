@@ -121,7 +121,7 @@ def test_processes_read_disjoint_shards_that_cover_the_split(built):
     assert sum(shards, []) == everything  # Contiguous ranges, in order.
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_worker_processes_are_deterministic(built):
     # Grain batches within each worker, so batches depend on worker_count, but not on the run.
     config, _, build_dir = built

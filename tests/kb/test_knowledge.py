@@ -55,6 +55,7 @@ def annotated_features(world_dir: str, image_ids: set[int], path) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # End to end: records of a detector's output and of the benchmark, both scored.
 def test_extraction_from_detections_alone_scores_like_the_benchmark(tmp_path, world_dir):
     """The world's features file alone, cut to the test split's images and with each region's class
     the annotated object's name (a detector that names as the annotators do), gives the test pairs

@@ -41,6 +41,7 @@ def bag_model_state(run: builder.Run, seed: int = 1) -> dict[str, np.ndarray]:
     return state
 
 
+@pytest.mark.slow  # End to end: a built run over records, initialised from a bag model and scored.
 def test_the_bag_model_initialises_the_run_and_scores_like_a_reference_forward(tiny, tmp_path):
     config, records_dir, _ = tiny
     run = builder.build(config, records_dir)
@@ -73,6 +74,7 @@ def test_the_bag_model_initialises_the_run_and_scores_like_a_reference_forward(t
     np.testing.assert_array_equal(np.asarray(start.params["classifier"]["out_kernel"]), state["classifier.2.weight"].T)
 
 
+@pytest.mark.slow  # End to end: the eval mode of the main job.
 def test_a_bag_model_is_evaluated_without_training(tiny, tmp_path):
     config, _, root = tiny
     state = bag_model_state(builder.build(config, prepare.prepare(config, str(root / "prepared"))))

@@ -1,6 +1,6 @@
 """Two JAX processes on one machine (CPU collectives over loopback) against one process.
 
-tests/multihost_check.py runs once as one process on 4 CPU devices (the reference) and once as two
+tests/training/multihost_check.py runs once as one process on 4 CPU devices (the reference) and once as two
 processes on 2 CPU devices each (coordinator on localhost); each writes what it ended with. The two
 processes' training is stopped by a SIGTERM to process 1 only, then resumed.
 """
@@ -17,9 +17,9 @@ import pytest
 
 from clever_jax import workdir
 
-pytestmark = pytest.mark.slow  # Several processes.
+pytestmark = pytest.mark.multiprocess  # Several processes.
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Same flags in both runs; the lower LLVM optimisation only makes compiling (most of this test's time) faster.
 XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TIMEOUT_S = 300
@@ -39,7 +39,7 @@ def run_processes(root, num_processes: int, devices: int) -> list[dict]:
     for index in range(num_processes):
         logs.append(root / f"log{num_processes}_{index}.txt")
         processes.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "tests", "multihost_check.py"), str(root), str(index),
+            [sys.executable, os.path.join(ROOT, "tests", "training", "multihost_check.py"), str(root), str(index),
              str(num_processes), str(port)], stdout=open(logs[-1], "w"), stderr=subprocess.STDOUT, env=env))
     deadline = time.time() + TIMEOUT_S
     while any(p.poll() is None for p in processes) and time.time() < deadline:

@@ -61,6 +61,7 @@ def tiny_model(head: str, num_entities: int = 6, num_relations: int = 4) -> lang
         cls_id=CLS, sep_id=SEP, mask_id=MASK)
 
 
+@pytest.mark.slow  # End to end: training until a toy relation is learnt.
 @pytest.mark.parametrize("head", language.HEADS)
 def test_vanilla_and_prompt_fine_tuning_learn_a_toy_relation(head):
     """Every pair's relation is its subject's class mod 3, + 1 (NA never): both heads learn it

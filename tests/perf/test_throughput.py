@@ -40,6 +40,7 @@ def tiny_config(head: str = "clever"):
     return config
 
 
+@pytest.mark.slow  # End to end: a built run's steps compiled and timed.
 def test_compiled_steps_flops_and_report():
     compiled = throughput.compile_steps(tiny_config(), num_token_batches=3)
     for shapes in (compiled.train_shapes, compiled.eval_shapes):  # Trimmed as training trims.
@@ -121,7 +122,7 @@ def test_command_line(tmp_path):
         "--config.data.num_regions=4", "--config.data.world.feature_dim=8", "--repeats=2", "--warmup=1",
         "--peak_sizes=128,256", f"--out={out}",
     ]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run([sys.executable, "-m", "clever_jax.perf.throughput", *args], cwd=root, capture_output=True,
                             text=True,
                             timeout=300)
@@ -135,7 +136,7 @@ def test_command_line(tmp_path):
     assert report["config"]["file"] == "configs/demo.py"
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_weak_scaling_on_eight_forced_devices(tmp_path):
     out = tmp_path / "scaling.json"
     args = [
@@ -143,7 +144,7 @@ def test_weak_scaling_on_eight_forced_devices(tmp_path):
         "--config.data.bag_size=2", "--config.data.text_len=8", "--config.data.num_regions=4",
         "--config.data.world.feature_dim=8", "--repeats=2", "--warmup=1", "--weak_scaling=8", f"--out={out}",
     ]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-m", "clever_jax.perf.throughput", *args], cwd=root, capture_output=True,
                             text=True,

@@ -1,7 +1,7 @@
 """Length buckets: a batch's trailing padding cut to multiples of config.data.length_multiple changes
 no real token's computation (eval outputs, loss and gradients); processes agree on the bucket.
 
-  python tests/test_bucketing.py PORT PROCESS_ID    (one of the two processes of the last test)
+  python tests/training/test_bucketing.py PORT PROCESS_ID    (one of the two processes of the last test)
 """
 
 import functools
@@ -116,7 +116,7 @@ def test_trimmed_batches_give_the_same_outputs_loss_and_gradients():
 PROCESS_LENGTHS = (([[5, 3]], [[6, 2]]), ([[11, 2]], [[3, 2]]))
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_processes_trim_to_the_largest_bucket_of_any_process():
     port = free_port()
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}

@@ -288,6 +288,7 @@ def test_instance_loss_of_the_vrd_head():
     assert float(instance_loss(jnp.asarray(logits), jnp.asarray(annotations), jnp.asarray(mask))) == pytest.approx(want)
 
 
+@pytest.mark.slow  # End to end: training steps of a whole model.
 def test_the_vrd_head_trains_on_each_instances_annotations():
     """A train step of the vrd head optimises instance_loss of the instance logits (dropout off)."""
     from clever_jax.models.clever import Clever, instance_loss
@@ -504,7 +505,7 @@ def test_stop_signal_waits_for_a_step_boundary_inside_the_loop():
 
 def test_stop_signal_over_several_processes_stops_at_jax_preemption_sync_point(monkeypatch):
     # Two processes: JAX's preemption service handles SIGTERM; Ctrl-C is passed on to it, and the loop
-    # stops where the service's sync point says (tests/multihost_check.py runs the real thing).
+    # stops where the service's sync point says (tests/training/multihost_check.py runs the real thing).
     raised, asked = [], []
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(signal, "raise_signal", raised.append)

@@ -23,7 +23,7 @@ from clever_jax.experiments import results
 from clever_jax.kb import build
 from clever_jax.training import builder
 from configs import clever_release, demo
-from tests.test_knowledge import annotated_features
+from tests.kb.test_knowledge import annotated_features
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,7 @@ def test_the_authors_reader_limits_are_counted(both):
     assert after == trips["images_tripping_the_tag_count_assert"] + 1
 
 
+@pytest.mark.slow  # End to end: two built runs over records, both scored.
 def test_the_release_path_scores_like_the_world_path(both):
     world, world_records, from_release, release_records, _ = both
     world_run, release_run = builder.build(world, world_records), builder.build(from_release, release_records)
