@@ -71,7 +71,7 @@ def _run(config, workdir: str, mode: str) -> None:
     if mode == "report":
         from clever_jax.kb import report
 
-        kb_path = config.report.kb_path or os.path.join(workdir, "kb", "kb.jsonl")
+        kb_path = config.report.kb_path or os.path.join(workdir, build.KB_DIR, "kb.jsonl")
         out = os.path.join(os.path.dirname(os.path.abspath(kb_path)), "report.html")
         if distributed.is_main_process():
             shown = report.write_report(kb_path, out, config.report.images_dir, config.report.per_relation)

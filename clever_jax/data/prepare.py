@@ -194,6 +194,7 @@ def prepare_records(config: ml_collections.ConfigDict, workdir: str) -> str:
     distributed.barrier("prepare")
     return records_dir if main else build_here()
 
+
 def skip_report(skipped: dict[str, int]) -> str:
     """The counted skips of ingestion, largest first, one per line ("" when nothing was skipped)."""
     lines = [f"  {count:>10,d}  {name}" for name, count in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))]

@@ -160,7 +160,7 @@ def thresholds_of_run(config: ml_collections.ConfigDict, val_scores: str) -> fil
     with np.load(val_scores) as val:
         try:
             thresholds = filters.choose_thresholds(val["scores"], val["labels"], config.extract.target_precision,
-                                                      config.extract.min_val_facts)
+                                                   config.extract.min_val_facts)
         except ValueError as e:
             raise ConfigError(f"{val_scores}: {e}") from e
     summary = thresholds.summary()
@@ -215,10 +215,10 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
     keep, stages, filter_summary = None, [("candidates", candidates)], {}
     if thresholds is not None:
         filtered, counts = filters.cascade(outputs.scores, outputs.above_uniform, outputs.pairs, thresholds,
-                                              ex.min_evidence, rules, ex.consistency_quantile)
+                                           ex.min_evidence, rules, ex.consistency_quantile)
         logging.info("Filters: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
         filter_summary = {**thresholds.summary(), **counts, "min_evidence": ex.min_evidence,
-                   "consistency_quantile": ex.consistency_quantile}
+                          "consistency_quantile": ex.consistency_quantile}
         stages, keep = stages + filtered, filtered[-1][1]
     grades = world_truth(config, workdir)
     truth = filters.truth_of_stages(stages, outputs.pairs, grades) if grades is not None else None

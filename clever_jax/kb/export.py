@@ -28,7 +28,6 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from clever_jax import distributed, files
-from clever_jax.data import text
 from clever_jax.data.jsonio import DataError, load_json
 from clever_jax.data.records import split_facts
 from clever_jax.data.vg import GEOMETRY_DIM
@@ -83,7 +82,7 @@ def export_bundle(run: builder.Run, workdir: str) -> str:
         with open(os.path.join(out, "vocab", name), "w") as f:
             f.write("\n".join(items) + "\n")
     os.makedirs(os.path.join(out, "tokenizer"))
-    source = text.pretrained_dir(config)
+    source = run.pretrained_dir
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(source, name)):
             shutil.copyfile(os.path.join(source, name), os.path.join(out, "tokenizer", name))

@@ -216,7 +216,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl (or triplets.jsonl) of --mode=kb.")
+    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl of --mode=kb (or triplets.jsonl of --mode=extract).")
     flags.DEFINE_string("bundle", "", "Exported bundle whose vocabulary the names are checked against.")
     flags.DEFINE_string("relation", "", "List the entity pairs of this relation.")
     flags.DEFINE_integer("image", None, "List what the knowledge base says of this image's pairs.")

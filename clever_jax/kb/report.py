@@ -114,7 +114,7 @@ def check_count(kb_path: str, count: int) -> None:
     real = os.path.realpath(kb_path)
     meta_path = os.path.join(os.path.dirname(real), META)
     if os.path.basename(real) != KB or not os.path.isfile(meta_path):
-        return  # Not a knowledge base of --mode=kb (e.g. a triplets.jsonl of --mode=eval, or a filtered copy).
+        return  # Not a knowledge base of --mode=kb (e.g. a triplets.jsonl of --mode=extract, or a filtered copy).
     meta = load_json(meta_path)
     expected = meta.get("triplets") if isinstance(meta, dict) else None
     if not isinstance(expected, int) or isinstance(expected, bool):
@@ -158,7 +158,7 @@ def _number(x: object) -> bool:
 
 def check_triplet(t: object, where: str) -> None:
     """DataError naming `where` and what was expected unless `t` is a triplet as --mode=kb (or
-    --mode=eval) writes it: names as strings, a finite score, flags as booleans and well-formed evidence."""
+    --mode=extract) writes it: names as strings, a finite score, flags as booleans and well-formed evidence."""
     if not isinstance(t, dict):
         raise DataError(f"{where}: expected a JSON object (a triplet), found {type(t).__name__}")
     for key in REQUIRED:
@@ -389,7 +389,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl (or triplets.jsonl) of --mode=kb.")
+    flags.DEFINE_string("kb", None, "Knowledge base: kb.jsonl of --mode=kb (or triplets.jsonl of --mode=extract).")
     flags.DEFINE_string("out", None, "The HTML report to write.")
     flags.DEFINE_string("images_dir", "", "Visual Genome images (ID.jpg, VG_100K/ID.jpg or VG_100K_2/ID.jpg).")
     flags.DEFINE_integer("per_relation", 10, "Triplets shown per relation (its best).")

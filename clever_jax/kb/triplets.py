@@ -13,7 +13,6 @@ from clever_jax import distributed, files
 from clever_jax.data.records import open_records, read_manifest
 from clever_jax.data.vocab import Vocab, benchmark_vocab
 from clever_jax.evaluation import evaluate
-from clever_jax.evaluation.evaluate import top_instances
 
 if TYPE_CHECKING:
     from clever_jax.training.builder import Run
@@ -69,8 +68,8 @@ def write_triplets(
         best = outputs.top_evidence[rows, relations, :num_evidence].astype(np.int64)  # [K, E]
         best_weight = outputs.top_weight[rows, relations, :num_evidence].astype(np.float32)
     else:
-        best, best_weight = top_instances(outputs.evidence[rows, relations][:, None], outputs.instance_mask[rows],
-                                          num_evidence)
+        best, best_weight = evaluate.top_instances(outputs.evidence[rows, relations][:, None],
+                                                   outputs.instance_mask[rows], num_evidence)
         best, best_weight = best[:, 0].astype(np.int64), best_weight[:, 0]
     best = np.maximum(best, 0)  # Positions past the bag's instances (weight -1) are never written.
     image_index = outputs.images[rows[:, None], best]

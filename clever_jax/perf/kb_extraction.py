@@ -4,7 +4,7 @@
       --world=configs/world.py:vg --world.feature_dim=16
 
 1. Generates the world of --world (the `vg` preset: 108,077 images; 16-d features keep the file
-   small) unless runs/bench-kb already holds it (data/bench.generated_world), and takes its
+   small) unless runs/bench-kb already holds it (data/world.generated_world), and takes its
    features.tsv as the detector's output: boxes and class names, no annotations read.
 2. The model: --config with the world's feature size, its best checkpoint an untrained one saved
    in WORKDIR/model (the scoring work does not depend on the parameters' values).

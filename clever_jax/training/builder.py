@@ -1,9 +1,11 @@
 """One builder of a run: what the Trainer, the throughput benchmark and the memory estimate all run.
 
-`build(config, records_dir)` makes the run's parts in one place: the batch layout (from the
-records' manifest, or from the config for synthetic batches when there are no records), the
-model, the device mesh and shardings, the optimiser, the abstract parameters, the jitted train and
-evaluation steps, and the loaders and device batches that feed them. `Run.initial_state()`
+`build(config, records_dir, workdir=...)` makes the run's parts in one place, deriving what the
+config implies once: the pretrained encoder's folder, the generated world's graded truth (from the
+workdir), the batch layout (from the records' manifest, or from the config for synthetic batches
+when there are no records), the model, the device mesh and shardings, the optimiser, the abstract
+parameters, the jitted train and evaluation steps (clever_jax.training.steps), and the loaders and
+device batches that feed them; `Run.scorer(split)` is what evaluation scores a split with. `Run.initial_state()`
 places the step-0 state (fresh parameters with the pretrained encoder merged in, or another run's
 best checkpoint); nothing is computed before it is asked for.
 """
@@ -289,7 +291,6 @@ class Run:
                          "regions %d of %d", *shape[:2], self.shape.text_len, num_regions, self.shape.num_regions)
         return sharding.global_batch(pipeline.trim_padding(batch, text_len, num_regions), self.batch_sharding)
 
-
     def scorer(self, split: str) -> evaluate.Scorer:
         """What evaluation scores `split` with: the jitted eval step on device batches, its outputs
         back as this process's rows, over this process's loader; every process runs as many steps."""
@@ -306,10 +307,12 @@ class Run:
                                num_steps=math.ceil(math.ceil(num_bags / processes) / size),  # The largest shard's.
                                num_bags=num_bags, evidence_dtype=self.config.extract.evidence_dtype)
 
+
 def build(config: ml_collections.ConfigDict, records_dir: str = "", devices: list | None = None,
           workdir: str = "") -> Run:
     """The run of `config` over `records_dir` ("" = synthetic: sizes from the config) on `devices` (default: all),
-    evaluated against the graded truth of the world in `workdir` (or config.data.world_dir) when one was generated.
+    evaluated against the graded truth of the generated world of the run in `workdir` (config.data.world_dir, or
+    WORKDIR/world; none without a workdir, or for real data).
 
     The train step is jitted for config.data.batch_size bags per step, which must split evenly
     over the devices and config.train.grad_accum_steps micro-batches.
@@ -344,7 +347,7 @@ def build(config: ml_collections.ConfigDict, records_dir: str = "", devices: lis
                           in_shardings=(state_shardings.params, batch_sharding), out_shardings=batch_sharding,
                           compiler_options=CPU_EVAL_COMPILER_OPTIONS if on_cpu else None)
     splits = open_records(records_dir)[1] if records_dir else {}
-    grades = evaluate.world_grades(config, workdir) if workdir or config.data.world_dir else None
+    grades = evaluate.world_grades(config, workdir) if workdir else None
     return Run(config=config, records_dir=records_dir, pretrained_dir=pretrained_dir, grades=grades, shape=shape,
                model=model, mesh=mesh, batch_sharding=batch_sharding, tx=tx, abstract_params=abstract_params,
                state_shardings=state_shardings, train_step=jitted_train, eval_step=jitted_eval,

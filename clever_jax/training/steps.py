@@ -64,6 +64,9 @@ def set_hyperparams(opt_state: Any, lr: jax.Array, config: ml_collections.Config
 
 
 # ---------------------------------------------------------------------------------------------
+# Steps (pure functions; clever_jax.training.builder jits them).
+
+
 def micro_batches(batch: dict, steps: int) -> dict:
     """Splits a batch [B, ...] into `steps` micro-batches [steps, B / steps, ...].
 

@@ -28,6 +28,7 @@ from clever_jax.training.checkpoints import Checkpoints
 if TYPE_CHECKING:
     from clever_jax.training.builder import Run
 
+
 @dataclasses.dataclass
 class Plateau:
     """Decay-on-plateau bookkeeping, updated on the host after each validation.

@@ -1,4 +1,4 @@
-"""The knowledge base's calibrated filters (clever_jax/filters.py)."""
+"""The knowledge base's calibrated filters (clever_jax/kb/filters.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A knowledge base from a detector's output alone (data/detections.py, clever_jax/build.py)."""
+"""A knowledge base from a detector's output alone (data/detections.py, clever_jax/kb/build.py)."""
 
 from __future__ import annotations
 
@@ -153,6 +153,13 @@ def test_other_feature_sizes_and_no_pairs_are_named(tmp_path):
     path = write_features(tmp_path / "g.tsv", [(1, [("man", [0, 0, 9, 9]), ("sky", [1, 1, 8, 8])])])
     with pytest.raises(DataError, match="no image has two or more regions of vocabulary classes"):
         detections.read_detections(path, benchmark_vocab())
+
+
+def test_kb_mode_needs_a_features_file(tmp_path, world_dir):
+    with pytest.raises(ConfigError, match=r"--mode=kb builds a knowledge base from a detector's output: give it with "
+                                          r"--config.extract.features_path"):
+        job.run(tiny_config(world_dir), str(tmp_path), "kb")
+    assert not os.listdir(tmp_path)  # Refused before the workdir is touched.
 
 
 @pytest.mark.slow

@@ -167,7 +167,7 @@ def main(root: str, process_id: int, num_processes: int, port: int) -> None:
     next_bags = next(iterator)["bag"]
     # The reference run's parameters (saved by one process on 4 devices, restored here on this topology).
     params = Checkpoints(os.path.join(root, "run1")).restore_params("latest", run.abstract_params)
-    metrics, outputs = evaluate.evaluate(run.scorer("test"), params, trainer.run.grades, keep_evidence=True)
+    metrics, outputs = evaluate.evaluate(run.scorer("test"), params, run.grades, keep_evidence=True)
     export.export_bundle(run, workdir)
     refused = ""
     try:  # ROOT/locked holds the lock of a live process (the test's): every process stops, none waits.

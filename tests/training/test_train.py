@@ -72,6 +72,7 @@ def test_training_learns_and_keeps_latest_and_best(trained):
     history = json.load(open(os.path.join(workdir, "history.json")))
     assert len(history) == 2 and best["score"] == max(h["score"] for h in history)
     assert best["auc"] > 5.0  # random scoring of this split is about the fact rate (~1-2 %)
+    assert -1 <= best["spearman"] <= 1  # Validated against the world's graded truth (the run's grades).
     assert os.listdir(os.path.join(workdir, "checkpoints", "latest")) and os.listdir(
         os.path.join(workdir, "checkpoints", "best"))
 
