@@ -69,7 +69,7 @@ def _run(config, workdir: str, mode: str) -> None:
         build.extract(config, workdir)
         return
     if mode == "report":
-        from clever_jax.kb import report
+        from clever_jax.kb import build, report
 
         kb_path = config.report.kb_path or os.path.join(workdir, build.KB_DIR, "kb.jsonl")
         out = os.path.join(os.path.dirname(os.path.abspath(kb_path)), "report.html")

@@ -39,7 +39,7 @@ def test_each_rows_settings():
 def test_a_table_with_a_language_model_and_the_ensemble_and_its_reuse(tmp_path):
     config = demo.get_config("tiny")
     methods = ["ensemble", "vanilla_ft", "rtp", "random", "lama"]
-    rows = results.run_all(config, str(tmp_path), methods, sources=("rtp", "vanilla_ft"), text_epochs=2)
+    rows = results.run_all(config, str(tmp_path), methods, sources=("rtp", "vanilla_ft"), text_epochs=1)
     assert list(rows) == ["Random", "RTP", "LAMA", "Vanilla-FT", "Ensemble"]  # In the table's order.
     assert "masked-LM head" in rows["LAMA"]["reason"] and "auc" not in rows["LAMA"]
     assert "attention_on_true" not in rows["Vanilla-FT"] and rows["Vanilla-FT"]["wall_s"] > 0
@@ -50,8 +50,8 @@ def test_a_table_with_a_language_model_and_the_ensemble_and_its_reuse(tmp_path):
 
     history = tmp_path / "vanilla_ft" / "history.json"
     trained_at = history.stat().st_mtime_ns
-    again = results.run_all(config, str(tmp_path), methods, sources=("rtp", "vanilla_ft"), text_epochs=2)
+    again = results.run_all(config, str(tmp_path), methods, sources=("rtp", "vanilla_ft"), text_epochs=1)
     assert history.stat().st_mtime_ns == trained_at and again["Vanilla-FT"] == rows["Vanilla-FT"]
     assert json.load(open(tmp_path / "results.json"))["Ensemble"]["auc"] == rows["Ensemble"]["auc"]
-    with_lama = results.run_all(config, str(tmp_path), methods, sources=("lama", "vanilla_ft"), text_epochs=2)
+    with_lama = results.run_all(config, str(tmp_path), methods, sources=("lama", "vanilla_ft"), text_epochs=1)
     assert with_lama["Ensemble"] == {"reason": "its sources LAMA have no scores (see their rows)"}
