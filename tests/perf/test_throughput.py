@@ -113,6 +113,16 @@ def test_synthetic_batch_layout():
     assert 0 < counts["real_token_share"] == counts["real_share_of_computed"] < 1 and counts["buckets"] == {"24x8": 1}
 
 
+def run_command(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m clever_jax.perf.throughput ARGS` from the repository's root (with `env` added to the
+    environment), checked to succeed."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, "-m", "clever_jax.perf.throughput", *args], cwd=root,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.slow
 def test_command_line(tmp_path):
     out = tmp_path / "throughput.json"
@@ -122,11 +132,7 @@ def test_command_line(tmp_path):
         "--config.data.num_regions=4", "--config.data.world.feature_dim=8", "--repeats=2", "--warmup=1",
         "--peak_sizes=128,256", f"--out={out}",
     ]
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    result = subprocess.run([sys.executable, "-m", "clever_jax.perf.throughput", *args], cwd=root, capture_output=True,
-                            text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_command(args)
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("train step:"), last
     mfu = float(last.rsplit("mfu=", 1)[1])
@@ -144,12 +150,7 @@ def test_weak_scaling_on_eight_forced_devices(tmp_path):
         "--config.data.bag_size=2", "--config.data.text_len=8", "--config.data.num_regions=4",
         "--config.data.world.feature_dim=8", "--repeats=2", "--warmup=1", "--weak_scaling=8", f"--out={out}",
     ]
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-m", "clever_jax.perf.throughput", *args], cwd=root, capture_output=True,
-                            text=True,
-                            timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_command(args, {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"})
     last = result.stdout.strip().splitlines()[-1]
     report = json.loads(out.read_text())
     assert float(last.rsplit("time_ratio=", 1)[1]) == pytest.approx(report["time_ratio"], abs=1e-3)
