@@ -3,21 +3,23 @@
   python3 launch/gpu_check.py [--out=runs/gpu_check/report.json] [--python=.venv/bin/python]
       [--skip_install] [--budget_s=480] [--dry_run]
 
-Steps, in order, each with its command, wall time, exit status and the tail of its output:
+Steps, most wanted first (the budget may end the list), each with its command, wall time, exit status and the
+tail of its output:
   device   `nvidia-smi -L`, then the environment's `jax.devices()` after the install
   install  the test environment and jax[cuda12] into .venv (`make .venv/.test-installed install-cuda`),
            unless the environment's JAX already sees a GPU or --skip_install; timed and counted in
            --budget_s like the steps
-  tests    the test suite (pytest -n 4, GPU memory allocated on demand so that the workers share the
-           card; the multi-device tests use forced host devices as on CPU)
-  bench    clever_jax.perf.throughput in float32, bfloat16 and float16 (with its dynamic loss scale) at the
-           demo shapes (configs/demo.py) and at the paper's (configs/vg_gpu.py: BERT-base sizes from
+  bench    clever_jax.perf.throughput in bfloat16 (after the demo also float32, and float16 with its dynamic
+           loss scale) at the demo shapes (configs/demo.py) and at the paper's (configs/vg_gpu.py: BERT-base sizes from
            configs/bert_base, bag 50, 70 word pieces, 50 regions; PAPER_BAGS bags a step); MFU against
            the measured matmul peak (the bench's own) and against the card's published dense peak
            (PUBLISHED_TFLOPS, matched on the name nvidia-smi gives)
   memory   clever_jax.perf.memory of configs/vg_gpu10.py: one 11 GB RTX 2080 Ti's share of the paper's
            60-bag step (1 bag of 50 per device, 6 accumulation steps), as XLA:GPU assigns it
   demo     what `make demo` runs, on the GPU, into runs/gpu_check/demo (its test metrics)
+  tests    the test suite (pytest -n 8, GPU memory allocated on demand so that the workers share the
+           card; the multi-device tests use forced host devices as on CPU), last: the figures come first
+           when the budget is short
 
 A step that fails is recorded and the next one runs; steps left when --budget_s is spent are
 recorded as skipped. Exit status 1 when any step failed. --dry_run prints the commands, one per
@@ -40,6 +42,9 @@ import common
 DTYPES = ("float32", "bfloat16", "float16")
 PAPER_BAGS = 8  # 400 instances of 120 tokens: BERT-base's train step fits an 80 GB card with room to spare.
 DEMO_DIR = "runs/gpu_check/demo"
+# Seconds per bench run. On an H100 (2026-12-06) a demo-shape run took 41-44 s, 16-18 s of it compiling the train
+# step; a paper-shape run (12 layers) had not written its report after 120 s.
+BENCH_TIMEOUT_S = {"demo": 120, "paper": 300}
 # Published dense (no sparsity) peaks in TFLOP/s: float32 without tensor cores, tf32 for float32 matrix products
 # on tensor cores (what XLA uses by default on Ampere and later), bfloat16 and float16 tensor cores.
 PUBLISHED_TFLOPS = {
@@ -72,14 +77,17 @@ def steps(args: argparse.Namespace) -> list[tuple[str, str, float]]:
     """(name, shell command, timeout in seconds) of every step after the install, in order."""
     out_dir, python = os.path.dirname(args.out), args.python
     devices = shlex.join([python, "-c", "import jax; print(jax.devices()); print(jax.default_backend())"])
-    tests = f"XLA_PYTHON_CLIENT_PREALLOCATE=false {shlex.quote(python)} -m pytest -q -n 4 --dist loadfile"
+    tests = f"XLA_PYTHON_CLIENT_PREALLOCATE=false {shlex.quote(python)} -m pytest -q -n 8 --dist loadfile"
     memory = shlex.join([python, "-m", "clever_jax.perf.memory", "--config=configs/vg_gpu10.py",
                          "--config.model.pretrained_dir=configs/bert_base", f"--out={out_dir}/memory_vg_gpu10.json"])
     demo = shlex.join([python, "-m", "clever_jax.main", "--config=configs/demo.py", f"--workdir={DEMO_DIR}"])
-    return ([("devices", devices, 120), ("tests", tests, 360)]
-            + [(f"bench_{name}_{dtype}", command, 120) for (name, dtype), command in
-               bench_commands(python, out_dir).items()]
-            + [("memory", memory, 180), ("demo", demo, 300)])
+    bench = bench_commands(python, out_dir)
+    first = [("paper", "bfloat16"), ("demo", "bfloat16")]  # The headline precision; the rest after the demo.
+    rest = [key for key in bench if key not in first]
+    bench_step = lambda key: (f"bench_{key[0]}_{key[1]}", bench[key], BENCH_TIMEOUT_S[key[0]])  # noqa: E731
+    return ([("devices", devices, 120)] + [bench_step(key) for key in first]
+            + [("memory", memory, 180), ("demo", demo, 300)] + [bench_step(key) for key in rest]
+            + [("tests", tests, 360)])
 
 
 def run_step(name: str, command: str, timeout: float) -> dict:
@@ -90,9 +98,10 @@ def run_step(name: str, command: str, timeout: float) -> dict:
         result = subprocess.run(command, shell=True, cwd=common.ROOT, executable="/bin/bash", capture_output=True,
                                 text=True, timeout=timeout)
         status, output = result.returncode, result.stdout + result.stderr
-    except subprocess.TimeoutExpired as e:
-        status, output = "timeout", f"{e.stdout or ''}{e.stderr or ''}"
-        output = output.decode(errors="replace") if isinstance(output, bytes) else output
+    except subprocess.TimeoutExpired as e:  # Its partial output comes as bytes.
+        status = "timeout"
+        output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                         for part in (e.stdout, e.stderr))
     return {"name": name, "command": command, "seconds": round(time.time() - start, 1), "status": status,
             "output_tail": output[-3000:]}
 

@@ -199,13 +199,16 @@ def test_gpu_check_dry_run_prints_every_step(fake_path):
     assert lines[:3] == [f"cd {ROOT}", "nvidia-smi -L",
                          ".venv/bin/python -c \"import jax; assert jax.default_backend() == 'gpu'\" 2>/dev/null "
                          "|| make .venv/.test-installed install-cuda"]
-    assert any(line.startswith("XLA_PYTHON_CLIENT_PREALLOCATE=false .venv/bin/python -m pytest -q") for line in lines)
     for shapes in ("configs/demo.py", "configs/vg_gpu.py --config.model.pretrained_dir=configs/bert_base"):
         for dtype in ("float32", "bfloat16", "float16"):
             assert sum(f"-m clever_jax.perf.throughput --config={shapes}" in line
                        and f"--config.model.dtype={dtype}" in line for line in lines) == 1, (shapes, dtype)
     assert any("-m clever_jax.perf.memory --config=configs/vg_gpu10.py" in line for line in lines)
-    assert lines[-1] == ".venv/bin/python -m clever_jax.main --config=configs/demo.py --workdir=runs/gpu_check/demo"
+    demo = lines.index(".venv/bin/python -m clever_jax.main --config=configs/demo.py --workdir=runs/gpu_check/demo")
+    paper_bf16 = next(i for i, line in enumerate(lines) if "vg_gpu.py" in line and "dtype=bfloat16" in line)
+    paper_f32 = next(i for i, line in enumerate(lines) if "vg_gpu.py" in line and "dtype=float32" in line)
+    assert 3 < paper_bf16 < demo < paper_f32  # The most wanted figures first: a short budget ends the list.
+    assert lines[-1].startswith("XLA_PYTHON_CLIENT_PREALLOCATE=false .venv/bin/python -m pytest -q")  # Last.
     assert not os.path.exists(calls) or "make" not in open(calls).read()  # A dry run runs nothing.
     no_gpu = launch("gpu_check.py", env=env)
     assert no_gpu.returncode != 0 and "lists no GPU" in no_gpu.stderr

@@ -200,29 +200,40 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
     the first device), its batches, and compiles the train step and (`with_eval`) the eval step."""
     config = config.copy_and_resolve_references()
     config.model.pretrained = pretrained
+    start = time.perf_counter()
     run = builder.build(config, records_dir, devices or jax.devices()[:1])
     s = Shapes.of(run)
+    logging.info("Built the run in %.1f s; making %d batches of %d bags", time.perf_counter() - start,
+                 num_token_batches, s.batch_size)
     if records_dir:
         train_batches = records_batches(run, num_token_batches, train_split=True)
         eval_batches = records_batches(run, 1, train_split=False)
     else:
         rng = np.random.default_rng(config.seed)
         objects = synthetic.objects_per_image(config.data)
-        train_batches = [synthetic.synthetic_batch(run.shape, s.batch_size, rng, objects)
+        train_batches = [synthetic.synthetic_batch(run.shape, s.batch_size, rng, objects, features=False)
                          for _ in range(num_token_batches)]
-        eval_batches = [synthetic.synthetic_batch(run.shape, s.eval_batch_size, rng, objects)]
+        eval_batches = [synthetic.synthetic_batch(run.shape, s.eval_batch_size, rng, objects, features=False)]
     multiple = config.data.length_multiple
     train_local, eval_local = timed_batch(train_batches, multiple), timed_batch(eval_batches, multiple)
+    if not records_dir:  # Features for the two timed batches only.
+        for local in (train_local, eval_local):
+            local["regions"] = synthetic.region_features(local["region_mask"], run.shape.region_dim, rng)
     trimmed = lambda b: Shapes.of(run, b["text_mask"].shape[-1], b["region_mask"].shape[-1])  # noqa: E731
     train_batch = sharding.global_batch(train_local, run.batch_sharding)
     eval_batch = sharding.global_batch(eval_local, run.batch_sharding) if with_eval else None
 
     state = run.initial_state()
+    logging.info("Initial state ready; compiling the train step (Lt %d, Lr %d)", train_local["text_mask"].shape[-1],
+                 train_local["region_mask"].shape[-1])
     start = time.perf_counter()
     train_compiled = run.train_step.lower(state, train_batch).compile()
     middle = time.perf_counter()
+    logging.info("Compiled the train step in %.1f s", middle - start)
     eval_compiled = run.eval_step.lower(state.params, eval_batch).compile() if with_eval else None
     compile_s = {"train": middle - start, "eval": time.perf_counter() - middle}
+    if with_eval:
+        logging.info("Compiled the eval step in %.1f s", compile_s["eval"])  # Each phase logged: GPUs compile long.
     return Compiled(shapes=s, train_shapes=trimmed(train_local), eval_shapes=trimmed(eval_local), config=config,
                     train_step=train_compiled, eval_step=eval_compiled, state=state, train_batch=train_batch,
                     eval_batch=eval_batch, tokens=token_counts(train_batches, multiple),
