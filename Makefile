@@ -36,11 +36,11 @@ demo: $(VENV)/.installed
 	$(PY) -m clever_jax.main --config=configs/demo.py --workdir=$(WORKDIR)
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=10
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10
 
 # The inner loop: the unit tier (tests not marked slow or multiprocess; tests/conftest.py).
 test-fast: $(VENV)/.test-installed
-	$(PY) -m pytest -q -n 2 --dist loadfile -m unit
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m unit
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .

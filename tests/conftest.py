@@ -27,10 +27,20 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tiers: a test not marked slow (end to end) or multiprocess is a unit test (`make test-fast`)."""
+    """The tiers: a test not marked slow (end to end) or multiprocess is a unit test (`make test-fast`).
+
+    The longest files run first (each file's tests in their order): the journey's and the several-process
+    ones, then the other end-to-end ones. With them last, one worker ran the last of them alone while the
+    other waited.
+    """
+    rank = {}  # File -> 0 (journey, multiprocess), 1 (slow) or 2 (unit only).
     for item in items:
-        if not any(next(item.iter_markers(name), None) for name in ("slow", "multiprocess")):
+        markers = {marker.name for marker in item.iter_markers()}
+        if not markers & {"slow", "multiprocess"}:
             item.add_marker(pytest.mark.unit)
+        first = 0 if markers & {"journey", "multiprocess"} else 1 if "slow" in markers else 2
+        rank[item.path] = min(rank.get(item.path, 2), first)
+    items.sort(key=lambda item: rank[item.path])
 
 
 def pytest_unconfigure(config):

@@ -194,8 +194,8 @@ def test_an_old_format_is_refused(copy):
 
 
 @pytest.mark.parametrize("setting, value, message", [
-    ("classifier_width", 4, r"params: parameter classifier/hidden/bias: float32 \(3072,\) in the bundle, the model of "
-                            r"config\.json has float32 \(1536,\)"),
+    ("classifier_width", 4, r"params: parameter classifier/hidden/bias: float32 \(256,\) in the bundle, the model of "
+                            r"config\.json has float32 \(128,\)"),
     ("num_layers", 2, r"params: parameter instance_encoder/\S*layer_1\S*: missing; the model of config\.json has it"),
 ])
 def test_parameters_unlike_the_configs_model_are_named_before_any_records(bundle, copy, tmp_path, setting, value,

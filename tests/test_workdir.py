@@ -109,21 +109,21 @@ def test_changed_result_settings_stop_and_list_the_differences(tmp_path):
     saved = json.load(open(tmp_path / workdir.SETTINGS))
     assert saved["train.lr"] == config.train.lr and saved["seed"] == 0 and "train.log_every" not in saved
     changed = demo.get_config("tiny")
-    changed.train.lr = 1e-3
+    changed.train.lr = 5e-4
     workdir.check_settings(changed, run_dir, write=True)  # No checkpoint yet: a retry may change anything.
-    assert json.load(open(tmp_path / workdir.SETTINGS))["train.lr"] == 1e-3
+    assert json.load(open(tmp_path / workdir.SETTINGS))["train.lr"] == 5e-4
     workdir.check_settings(config, run_dir, write=True)
     os.makedirs(tmp_path / "checkpoints" / "latest" / "12")  # Now the workdir holds a run.
     faster = demo.get_config("tiny")
     faster.train.log_every, faster.model.remat = 1, True  # Not result settings.
     workdir.check_settings(faster, run_dir, write=True)
     changed = demo.get_config("tiny")
-    changed.train.lr, changed.model.head = 1e-3, "avg"
+    changed.train.lr, changed.model.head = 5e-4, "avg"
     with pytest.raises(workdir.ChangedSettings) as error:
         workdir.check_settings(changed, run_dir, write=True)
     message = str(error.value)
     assert "model.head: 'clever' (the run's) -> 'avg' (now)" in message
-    assert f"train.lr: {config.train.lr!r} (the run's) -> 0.001 (now)" in message and "allow_changed_config" in message
+    assert f"train.lr: {config.train.lr!r} (the run's) -> 0.0005 (now)" in message and "allow_changed_config" in message
     # Evaluating a CLEVER run as AVG stops before any work.
     with pytest.raises(workdir.ChangedSettings, match="model.head"):
         job.run(changed, run_dir, "eval")

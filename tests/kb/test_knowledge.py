@@ -183,7 +183,11 @@ def test_kb_mode_writes_the_knowledge_base(tmp_path, world_dir):
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     assert lines[0]["evidence"] and set(lines[0]["evidence"][0]) == {"image_id", "subject_box", "object_box", "weight",
                                                                      "image_size"}
-    assert 0 < meta["in_training_kb"] == sum(r["in_training_kb"] == "1" for r in rows) < 500
+    vocab, facts = benchmark_vocab(), build.model_source(config, workdir).facts  # [E, R + 1, E] training facts.
+    entity, relation = vocab.entity_index, vocab.relation_index
+    assert [r["in_training_kb"] == "1" for r in rows] == [
+        bool(facts[entity[r["subject"]], relation[r["relation"]], entity[r["object"]]]) for r in rows]
+    assert meta["in_training_kb"] == sum(r["in_training_kb"] == "1" for r in rows) < 500 and facts.any()
     assert meta["min_images"] == 2 and meta["pairs"] < 100 * 100
 
     config.extract.target_precision = 0.05  # An untrained model: it never gets there.

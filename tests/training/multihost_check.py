@@ -27,7 +27,6 @@ import numpy as np
 from clever_jax import distributed, job
 from clever_jax import workdir as workdir_lib
 from clever_jax.data import pipeline, prepare
-from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.evaluation import evaluate
 from clever_jax.kb import export
 from clever_jax.training import builder, train
@@ -37,27 +36,12 @@ from configs import demo
 SHARDS = 2  # Processes of the multi-process run (the reference imitates their input).
 
 
-def write_tiny_bert(folder: str) -> None:
-    """A BERT folder with a small random encoder (hidden size 32) and the benchmark's words as vocabulary."""
-    if os.path.isfile(os.path.join(folder, "vocab.txt")):
-        return  # Left as it is: the records' fingerprint includes its modification time.
-    words = sorted({w for name in benchmark_vocab().entities for w in name.lower().split()})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump({"model_type": "bert", "vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 1,
-                   "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}, f)
-    with open(os.path.join(folder, "vocab.txt"), "w") as f:
-        f.write("\n".join(vocab) + "\n")
-
-
 def tiny_config(root: str, process_id: int, num_processes: int, port: int):
     config = demo.get_config("tiny")
     config.data.world_dir = os.path.join(root, "world")
     # 18 train bags (2 steps an epoch), 131 val and 321 test bags: the test split's shards (161 and 160
     # bags) take 21 and 20 local batches of 8, so process 1 adds an empty batch.
     config.data.update(split_ratios=(0.1, 0.3, 0.6), na_ratio=0.5)
-    config.model.update(pretrained_dir=os.path.join(root, "bert"), pretrained=False)
     config.train.update(warmup_steps=2, log_every=2, lr=1e-3)
     config.distributed.update(enabled=num_processes > 1, coordinator_address=f"localhost:{port}",
                               num_processes=num_processes, process_id=process_id)
@@ -141,8 +125,6 @@ def main(root: str, process_id: int, num_processes: int, port: int) -> None:
         signal.signal(signum, stop.handle)
     distributed.initialize(config)
     assert jax.process_count() == num_processes and jax.process_index() == process_id
-    if distributed.is_main_process():
-        write_tiny_bert(config.model.pretrained_dir)
     records_dir = prepare.prepare_records(config, os.path.join(root, "prepared"))
     workdir = os.path.join(root, f"run{num_processes}")
     run = builder.build(config, records_dir, workdir=workdir)
