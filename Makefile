@@ -27,8 +27,8 @@ $(VENV)/.test-installed: $(VENV)/.installed
 install-cuda install-tpu: install-%: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[$*]"
 
-# On a machine with an NVIDIA GPU: CUDA JAX into .venv, then the tests, the step benchmark (3 precisions, demo and
-# paper shapes), the 11 GB memory estimate and the demo, into one report: runs/gpu_check/report.json.
+# On a machine with an NVIDIA GPU: CUDA JAX into .venv, then the step benchmark in bfloat16 (paper, then demo shapes),
+# the 11 GB memory estimate, the demo, the other precisions and the tests last: runs/gpu_check/report.json.
 gpu-check:
 	$(PYTHON) launch/gpu_check.py
 

@@ -16,8 +16,8 @@ VinVL brings and the text-only MiniLM lacks (docs/attention.md measures why).
 The tiny variant (tests, and the README's commands as tests run them) keeps the first layer of a
 two-layer BERT of width 32, on a 150-image world: configs/tiny_bert holds its config, a vocabulary
 of the benchmark's words and random weights (transformers' BertModel initialisation, seed 0).
-With MiniLM's 384-wide layer and 30,522-word table a tiny train step took 128 ms, with this one
-3.2 ms (docs/testing.md); tests of the packaged MiniLM name it themselves. Its learning rate is
+With MiniLM's 384-wide layer and 30,522-word table a tiny train step took 121 ms, with this one
+3-4 ms (docs/testing.md); tests of the packaged MiniLM name it themselves. Its learning rate is
 1e-3: at 3e-4 the small random encoder learned too little for the README's precision target of
 0.8 (test AUC 16.6 against 35.8; at 1e-3 runs with config.seed 0 to 3 all reach it).
 """

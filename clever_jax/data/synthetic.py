@@ -8,6 +8,9 @@ fills `pipeline.empty_batch` with realistic masks. On the demo config the synthe
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import ml_collections
 import numpy as np
 
@@ -41,18 +44,26 @@ def objects_per_image(data: ml_collections.ConfigDict) -> float:
     return VG_OBJECTS_PER_IMAGE
 
 
+def with_vocabulary(shape: InstanceShape, pretrained_dir: str) -> tuple[InstanceShape, int]:
+    """`shape` with the [CLS] and [SEP] ids of the BERT folder's vocab.txt, and the vocabulary's size."""
+    with open(os.path.join(pretrained_dir, "vocab.txt"), encoding="utf-8") as f:
+        words = [line.rstrip("\n") for line in f]
+    return dataclasses.replace(shape, cls_id=words.index("[CLS]"), sep_id=words.index("[SEP]")), len(words)
+
+
 def region_features(region_mask: np.ndarray, dim: int, rng: np.random.Generator) -> np.ndarray:
     """float32 [..., Lr, dim]: standard normal features where `region_mask` [..., Lr] is set, else 0."""
     return rng.standard_normal((*region_mask.shape, dim), dtype=np.float32) * region_mask[..., None]
 
 
-def synthetic_batch(shape: InstanceShape, batch_size: int, rng: np.random.Generator,
-                    objects_per_image: float, features: bool = True) -> dict[str, np.ndarray]:
+def synthetic_batch(shape: InstanceShape, batch_size: int, rng: np.random.Generator, objects_per_image: float,
+                    vocab_size: int, features: bool = True) -> dict[str, np.ndarray]:
     """A batch of `batch_size` bags in the pipeline's layout (pipeline.bag_layout) with realistic masks.
 
     Per bag, the instance count is min(N, candidates) with log-normal candidates; per instance,
     the image has 2 + Poisson(objects_per_image - 2) objects, of which the first Lr are regions,
-    and the text is [CLS] + their tags (1 + Poisson(0.05) pieces each) + [SEP], cut to Lt.
+    and the text is [CLS] + their tags (1 + Poisson(0.05) pieces each) + [SEP], cut to Lt, the
+    tags' ids drawn from the ids above [CLS] and [SEP] below `vocab_size` (`with_vocabulary`).
     Without `features` the regions stay zero (batches for token counts only: at the paper's shapes
     the features are most of a batch's 0.7 s and 160 MB).
     """
@@ -69,7 +80,7 @@ def synthetic_batch(shape: InstanceShape, batch_size: int, rng: np.random.Genera
     sep = np.minimum(1 + pieces.sum(-1), lt - 1)  # [B, N]
     positions = np.arange(lt)
     text_mask = (positions <= sep[..., None]) & instance_mask[..., None]  # [B, N, Lt]
-    text_ids = np.where(text_mask, rng.integers(1000, 30000, (b, n, lt)), 0)
+    text_ids = np.where(text_mask, rng.integers(max(shape.cls_id, shape.sep_id) + 1, vocab_size, (b, n, lt)), 0)
     text_ids = np.where(positions == 0, shape.cls_id, np.where(positions == sep[..., None], shape.sep_id, text_ids))
     batch["text_ids"][:] = text_ids * text_mask
     batch["text_mask"][:], batch["region_mask"][:], batch["instance_mask"][:] = text_mask, region_mask, instance_mask

@@ -123,6 +123,9 @@ def time_train(compiled: Any, state: steps.TrainState, batch: dict, warmup: int,
         state, metrics = compiled(state, batch)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
+    if not bool(metrics["finite"]):  # A non-finite step skips its update: not the step to time.
+        raise FloatingPointError(f"the timed train step is not finite (loss {float(metrics['loss'])}): "
+                                 "check the batch's token ids against the vocabulary and the precision")
     return _quartiles(times)
 
 
@@ -211,9 +214,10 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
     else:
         rng = np.random.default_rng(config.seed)
         objects = synthetic.objects_per_image(config.data)
-        train_batches = [synthetic.synthetic_batch(run.shape, s.batch_size, rng, objects, features=False)
+        shape, vocab_size = synthetic.with_vocabulary(run.shape, run.pretrained_dir)  # Ids the embeddings hold.
+        train_batches = [synthetic.synthetic_batch(shape, s.batch_size, rng, objects, vocab_size, features=False)
                          for _ in range(num_token_batches)]
-        eval_batches = [synthetic.synthetic_batch(run.shape, s.eval_batch_size, rng, objects, features=False)]
+        eval_batches = [synthetic.synthetic_batch(shape, s.eval_batch_size, rng, objects, vocab_size, features=False)]
     multiple = config.data.length_multiple
     train_local, eval_local = timed_batch(train_batches, multiple), timed_batch(eval_batches, multiple)
     if not records_dir:  # Features for the two timed batches only.

@@ -507,3 +507,20 @@ def test_bfloat16_compute():
     v = encode(bf16, params, batch)
     assert v.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(v, np.float32), np.asarray(encode(TINY, params, batch)), atol=0.15)
+
+
+def test_the_tiny_checkpoint_holds_every_benchmark_word_and_two_layers():
+    """configs/tiny_bert (the tests' encoder): every word of the benchmark's entity and predicate names is
+    one word piece of its vocabulary (a new name would otherwise become [UNK] in every tiny run), and its
+    weights are the two layers its config.json says."""
+    from clever_jax.data.vocab import benchmark_vocab
+    from configs import demo
+
+    tokenizer = text.load_tokenizer(demo.TINY_BERT)
+    vocab = benchmark_vocab()
+    words = sorted({w for name in (*vocab.entities, *vocab.predicates) for w in name.lower().split()})
+    assert all(tokenizer.tokenize(word) == [word] for word in words), [w for w in words if tokenizer.tokenize(w) != [w]]
+    config, state = weights.load_checkpoint_dir(demo.TINY_BERT)
+    assert config["num_hidden_layers"] == 2 and config["hidden_size"] == 32
+    assert {"encoder.layer.1.output.dense.weight", "embeddings.word_embeddings.weight"} <= set(state)
+    assert state["embeddings.word_embeddings.weight"].shape == (tokenizer.vocab_size, 32)

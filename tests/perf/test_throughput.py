@@ -79,7 +79,9 @@ def test_analytic_flops_of_each_head(head):
     lowered (unoptimised) programs: no compilation needed."""
     run = builder.build(tiny_config(head))
     model, shapes = run.model, Shapes.of(run)
-    batch = jax.device_put(synthetic.synthetic_batch(run.shape, shapes.batch_size, np.random.default_rng(0), 12.0))
+    shape, vocab_size = synthetic.with_vocabulary(run.shape, run.pretrained_dir)
+    batch = jax.device_put(synthetic.synthetic_batch(shape, shapes.batch_size, np.random.default_rng(0), 12.0,
+                                                     vocab_size))
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), batch)["params"])
 
     def loss(p):
@@ -96,7 +98,7 @@ def test_analytic_flops_of_each_head(head):
 
 def test_synthetic_batch_layout():
     shape = synthetic.instance_shape(tiny_config().data)
-    batch = synthetic.synthetic_batch(shape, 3, np.random.default_rng(0), 6.0)
+    batch = synthetic.synthetic_batch(shape, 3, np.random.default_rng(0), 6.0, 30522)
     layout = pipeline.bag_layout(shape)
     assert batch.keys() == layout.keys()
     for key, (bag_shape, dtype) in layout.items():
@@ -113,6 +115,23 @@ def test_synthetic_batch_layout():
     assert (spans[:, 0] >= 1).all() and (spans[:, 1] > spans[:, 0]).all()
     counts = throughput.token_counts([batch], 0)
     assert 0 < counts["real_token_share"] == counts["real_share_of_computed"] < 1 and counts["buckets"] == {"24x8": 1}
+    assert (batch["regions"][~batch["region_mask"]] == 0).all() and batch["regions"][batch["region_mask"]].std() > 0.5
+
+
+def test_synthetic_ids_are_the_vocabularys_and_features_can_wait():
+    """The tiny encoder's 189 words: [CLS], [SEP] and every word id inside them (an id past the table
+    embeds as NaN); without features the regions stay zero until `region_features` fills the real ones."""
+    shape, vocab_size = synthetic.with_vocabulary(synthetic.instance_shape(demo.get_config("tiny").data),
+                                                  demo.TINY_BERT)
+    assert (shape.cls_id, shape.sep_id, vocab_size) == (2, 3, 189)
+    rng = np.random.default_rng(0)
+    batch = synthetic.synthetic_batch(shape, 4, rng, 6.0, vocab_size, features=False)
+    real = batch["instance_mask"]
+    assert (batch["text_ids"][real][:, 0] == 2).all() and batch["text_ids"].max() < vocab_size
+    assert not batch["regions"].any()
+    regions = synthetic.region_features(batch["region_mask"], 5, rng)
+    assert regions.shape == (*batch["region_mask"].shape, 5) and regions.dtype == np.float32
+    assert (regions[~batch["region_mask"]] == 0).all() and (regions[batch["region_mask"]] != 0).all()
 
 
 def run_command(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
