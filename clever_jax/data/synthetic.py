@@ -9,6 +9,7 @@ fills `pipeline.empty_batch` with realistic masks. On the demo config the synthe
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import ml_collections
@@ -45,10 +46,16 @@ def objects_per_image(data: ml_collections.ConfigDict) -> float:
 
 
 def with_vocabulary(shape: InstanceShape, pretrained_dir: str) -> tuple[InstanceShape, int]:
-    """`shape` with the [CLS] and [SEP] ids of the BERT folder's vocab.txt, and the vocabulary's size."""
-    with open(os.path.join(pretrained_dir, "vocab.txt"), encoding="utf-8") as f:
+    """`shape` with the [CLS] and [SEP] ids of the BERT folder's vocab.txt (a folder with only a
+    config.json, as configs/bert_base, keeps BERT's), and the vocab_size of its config.json."""
+    with open(os.path.join(pretrained_dir, "config.json"), encoding="utf-8") as f:
+        size = json.load(f)["vocab_size"]
+    path = os.path.join(pretrained_dir, "vocab.txt")
+    if not os.path.isfile(path):
+        return shape, size
+    with open(path, encoding="utf-8") as f:
         words = [line.rstrip("\n") for line in f]
-    return dataclasses.replace(shape, cls_id=words.index("[CLS]"), sep_id=words.index("[SEP]")), len(words)
+    return dataclasses.replace(shape, cls_id=words.index("[CLS]"), sep_id=words.index("[SEP]")), size
 
 
 def region_features(region_mask: np.ndarray, dim: int, rng: np.random.Generator) -> np.ndarray:

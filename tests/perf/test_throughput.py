@@ -121,9 +121,11 @@ def test_synthetic_batch_layout():
 def test_synthetic_ids_are_the_vocabularys_and_features_can_wait():
     """The tiny encoder's 189 words: [CLS], [SEP] and every word id inside them (an id past the table
     embeds as NaN); without features the regions stay zero until `region_features` fills the real ones."""
-    shape, vocab_size = synthetic.with_vocabulary(synthetic.instance_shape(demo.get_config("tiny").data),
-                                                  demo.TINY_BERT)
+    bert = synthetic.instance_shape(demo.get_config("tiny").data)
+    shape, vocab_size = synthetic.with_vocabulary(bert, demo.TINY_BERT)
     assert (shape.cls_id, shape.sep_id, vocab_size) == (2, 3, 189)
+    base_dir = os.path.join(os.path.dirname(demo.TINY_BERT), "bert_base")  # Only a config.json: BERT's ids.
+    assert synthetic.with_vocabulary(bert, base_dir) == (bert, 30522) and (bert.cls_id, bert.sep_id) == (101, 102)
     rng = np.random.default_rng(0)
     batch = synthetic.synthetic_batch(shape, 4, rng, 6.0, vocab_size, features=False)
     real = batch["instance_mask"]
