@@ -17,9 +17,9 @@ tail of its output:
   memory   clever_jax.perf.memory of configs/vg_gpu10.py: one 11 GB RTX 2080 Ti's share of the paper's
            60-bag step (1 bag of 50 per device, 6 accumulation steps), as XLA:GPU assigns it
   demo     what `make demo` runs, on the GPU, into runs/gpu_check/demo (its test metrics)
-  tests    the test suite (pytest -n 8, GPU memory allocated on demand so that the workers share the
-           card; the multi-device tests use forced host devices as on CPU), last: the figures come first
-           when the budget is short
+  tests    the test suite (pytest -n 8, the 20 slowest listed; GPU memory allocated on demand so that
+           the workers share the card; the multi-device tests use forced host devices as on CPU), last:
+           the figures come first when the budget is short
 
 A step that fails is recorded and the next one runs; steps left when --budget_s is spent are
 recorded as skipped. Exit status 1 when any step failed. --dry_run prints the commands, one per
@@ -77,7 +77,8 @@ def steps(args: argparse.Namespace) -> list[tuple[str, str, float]]:
     """(name, shell command, timeout in seconds) of every step after the install, in order."""
     out_dir, python = os.path.dirname(args.out), args.python
     devices = shlex.join([python, "-c", "import jax; print(jax.devices()); print(jax.default_backend())"])
-    tests = f"XLA_PYTHON_CLIENT_PREALLOCATE=false {shlex.quote(python)} -m pytest -q -n 8 --dist loadfile"
+    tests = (f"XLA_PYTHON_CLIENT_PREALLOCATE=false {shlex.quote(python)} -m pytest -q -n 8 --dist loadfile "
+             "--durations=20")
     memory = shlex.join([python, "-m", "clever_jax.perf.memory", "--config=configs/vg_gpu10.py",
                          "--config.model.pretrained_dir=configs/bert_base", f"--out={out_dir}/memory_vg_gpu10.json"])
     demo = shlex.join([python, "-m", "clever_jax.main", "--config=configs/demo.py", f"--workdir={DEMO_DIR}"])
