@@ -1,5 +1,5 @@
-"""Sizes of a run (`Shapes`) and the analytic FLOP count of its steps; clever_jax.perf.throughput and
-clever_jax.perf.memory share both.
+"""Sizes of a run (`Shapes`), the analytic FLOP count of its steps (clever_jax.perf.throughput and
+clever_jax.perf.memory share both) and the measured matmul peak that MFU divides by.
 
 `step_flops` counts the matrix multiplies of one step analytically, 2 FLOPs per
 multiply-add; gathers (embeddings), elementwise work (GELU, LayerNorm, softmax, dropout, the
@@ -30,7 +30,12 @@ optimiser, so it is a little higher).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 if TYPE_CHECKING:
     from clever_jax.training.builder import Run
@@ -135,3 +140,31 @@ def xla_flops(program: Any) -> float:
     if isinstance(analysis, dict):
         analysis = [analysis]
     return float(sum(a.get("flops", 0.0) for a in analysis or []))
+
+
+# ---------------------------------------------------------------------------------------------
+# The measured peak that MFU divides by.
+
+
+def matmul_peak(dtype: Any, sizes: list[int], repeats: int = 5) -> dict[str, Any]:
+    """Best throughput (FLOP/s) of a jitted square matmul a @ b in `dtype` over `sizes`."""
+    by_size = {}
+    for n in sizes:
+        ka, kb = jax.random.split(jax.random.key(n))
+        a = jax.random.normal(ka, (n, n), dtype)
+        b = jax.random.normal(kb, (n, n), dtype)
+        matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+        jax.block_until_ready(matmul(a, b))
+        best = np.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(matmul(a, b))
+            best = min(best, time.perf_counter() - start)
+        by_size[str(n)] = 2.0 * n**3 / best
+    size = max(by_size, key=by_size.get)
+    return {"flops_per_s": by_size[size], "size": int(size), "dtype": jnp.dtype(dtype).name, "by_size": by_size}
+
+
+def default_peak_sizes(platform_name: str) -> list[int]:
+    """Matrix sizes `matmul_peak` tries on a platform (larger ones on accelerators)."""
+    return [1024, 2048, 3072] if platform_name == "cpu" else [2048, 4096, 8192]

@@ -141,29 +141,6 @@ def time_eval(compiled: Any, params: Any, batch: dict, warmup: int, repeats: int
     return _quartiles(times)
 
 
-def matmul_peak(dtype: Any, sizes: list[int], repeats: int = 5) -> dict[str, Any]:
-    """Best throughput (FLOP/s) of a jitted square matmul a @ b in `dtype` over `sizes`."""
-    by_size = {}
-    for n in sizes:
-        ka, kb = jax.random.split(jax.random.key(n))
-        a = jax.random.normal(ka, (n, n), dtype)
-        b = jax.random.normal(kb, (n, n), dtype)
-        matmul = jax.jit(jnp.matmul).lower(a, b).compile()
-        jax.block_until_ready(matmul(a, b))
-        best = np.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(matmul(a, b))
-            best = min(best, time.perf_counter() - start)
-        by_size[str(n)] = 2.0 * n**3 / best
-    size = max(by_size, key=by_size.get)
-    return {"flops_per_s": by_size[size], "size": int(size), "dtype": jnp.dtype(dtype).name, "by_size": by_size}
-
-
-def default_peak_sizes(platform_name: str) -> list[int]:
-    return [1024, 2048, 3072] if platform_name == "cpu" else [2048, 4096, 8192]
-
-
 # ---------------------------------------------------------------------------------------------
 # The benchmark.
 
@@ -255,12 +232,12 @@ def run(config: ml_collections.ConfigDict, *, repeats: int = 10, warmup: int = 2
 def measure(c: Compiled, *, repeats: int = 10, warmup: int = 2, peak_sizes: list[int] | None = None) -> dict[str, Any]:
     """Times compiled steps (consumes c.state: it is donated), measures the peak; returns the report."""
     flops_xla = {"train": flops.xla_flops(c.train_step), "eval": flops.xla_flops(c.eval_step)}
-    peak_args = (jnp.dtype(c.config.model.dtype), peak_sizes or default_peak_sizes(jax.devices()[0].platform))
-    peaks = [matmul_peak(*peak_args)]
+    peak_args = (jnp.dtype(c.config.model.dtype), peak_sizes or flops.default_peak_sizes(jax.devices()[0].platform))
+    peaks = [flops.matmul_peak(*peak_args)]
     # Eval first: the train step donates (and so deletes) the state's parameters.
     eval_times = time_eval(c.eval_step, c.state.params, c.eval_batch, warmup, repeats)
     train_times = time_train(c.train_step, c.state, c.train_batch, warmup, repeats)
-    peaks.append(matmul_peak(*peak_args))
+    peaks.append(flops.matmul_peak(*peak_args))
     peak = {**max(peaks, key=lambda p: p["flops_per_s"]), "runs": [p["flops_per_s"] for p in peaks]}
     return make_report(c, flops.step_flops(c.train_shapes, c.eval_shapes), flops_xla, train_times, eval_times,
                        peak)
