@@ -136,6 +136,12 @@ def test_synthetic_ids_are_the_vocabularys_and_features_can_wait():
     assert (regions[~batch["region_mask"]] == 0).all() and (regions[batch["region_mask"]] != 0).all()
 
 
+# The command line's tiny run: 2 bags of 2 instances, 8 word pieces and 4 regions; two timed steps.
+COMMAND_ARGS = ["--config=configs/demo.py:tiny", "--config.data.batch_size=2", "--config.data.bag_size=2",
+                "--config.data.text_len=8", "--config.data.num_regions=4", "--config.data.world.feature_dim=8",
+                "--repeats=2", "--warmup=1"]
+
+
 def run_command(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m clever_jax.perf.throughput ARGS` from the repository's root (with `env` added to the
     environment), checked to succeed."""
@@ -149,13 +155,7 @@ def run_command(args: list[str], env: dict[str, str] | None = None) -> subproces
 @pytest.mark.slow
 def test_command_line(tmp_path):
     out = tmp_path / "throughput.json"
-    args = [
-        "--config=configs/demo.py:tiny", "--config.data.batch_size=2",
-        "--config.data.eval_batch_size=2", "--config.data.bag_size=2", "--config.data.text_len=8",
-        "--config.data.num_regions=4", "--config.data.world.feature_dim=8", "--repeats=2", "--warmup=1",
-        "--peak_sizes=128,256", f"--out={out}",
-    ]
-    result = run_command(args)
+    result = run_command([*COMMAND_ARGS, "--config.data.eval_batch_size=2", "--peak_sizes=128,256", f"--out={out}"])
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("train step:"), last
     mfu = float(last.rsplit("mfu=", 1)[1])
@@ -168,11 +168,7 @@ def test_command_line(tmp_path):
 @pytest.mark.multiprocess
 def test_weak_scaling_on_eight_forced_devices(tmp_path):
     out = tmp_path / "scaling.json"
-    args = [
-        "--config=configs/demo.py:tiny", "--config.data.batch_size=2",
-        "--config.data.bag_size=2", "--config.data.text_len=8", "--config.data.num_regions=4",
-        "--config.data.world.feature_dim=8", "--repeats=2", "--warmup=1", "--weak_scaling=8", f"--out={out}",
-    ]
+    args = [*COMMAND_ARGS, "--weak_scaling=8", f"--out={out}"]
     result = run_command(args, {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"})
     last = result.stdout.strip().splitlines()[-1]
     report = json.loads(out.read_text())
