@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
         # Batches of 60 x 50 instances nearly always fill Lt and Lr, so buckets would not pay; with several
         # processes agreeing on one costs a host all-gather per step that waits for the previous step.
         length_multiple=0,
+        # Only the real tokens (61% of the vg world's): the same results, 1.4x the train steps per second on
+        # the 2-core machine (docs/performance.md, "Packing").
+        packing=True,
     )
     # bag_dropout applies to the AVG model CLEVER starts from (and ONE, ATT); CLEVER's bags have none.
     config.model.update(

@@ -17,4 +17,7 @@ from configs import vg_gpu
 def get_config() -> ml_collections.ConfigDict:
     config = vg_gpu.get_config()
     config.distributed.enabled = True
+    # Packed capacities must agree over processes: a host all-gather per step that waits for the step in
+    # flight (as length buckets would). Not measured on a pod; padded until it is (docs/performance.md).
+    config.data.packing = False
     return config

@@ -13,7 +13,8 @@ tail of its output:
            loss scale) at the demo shapes (configs/demo.py) and at the paper's (configs/vg_gpu.py: BERT-base sizes from
            configs/bert_base, bag 50, 70 word pieces, 50 regions; PAPER_BAGS bags a step); MFU against
            the measured matmul peak (the bench's own) and against the card's published dense peak
-           (PUBLISHED_TFLOPS, matched on the name nvidia-smi gives)
+           (PUBLISHED_TFLOPS, matched on the name nvidia-smi gives); the paper's shapes in bfloat16 without
+           and with packing (--compare_packing: the same batches, timed alternately; the others pack)
   memory   clever_jax.perf.memory of configs/vg_gpu10.py: one 11 GB RTX 2080 Ti's share of the paper's
            60-bag step (1 bag of 50 per device, 6 accumulation steps), as XLA:GPU assigns it
   demo     what `make demo` runs, on the GPU, into runs/gpu_check/demo (its test metrics)
@@ -44,7 +45,7 @@ PAPER_BAGS = 8  # 400 instances of 120 tokens: BERT-base's train step fits an 80
 DEMO_DIR = "runs/gpu_check/demo"
 # Seconds per bench run. On an H100 (2026-12-06) a demo-shape run took 41-44 s, 16-18 s of it compiling the train
 # step; a paper-shape run (12 layers) had not written its report after 120 s.
-BENCH_TIMEOUT_S = {"demo": 120, "paper": 300}
+BENCH_TIMEOUT_S = {"demo": 120, "paper": 300, "paper_packing": 420}  # The comparison compiles two steps.
 # Published dense (no sparsity) peaks in TFLOP/s: float32 without tensor cores, tf32 for float32 matrix products
 # on tensor cores (what XLA uses by default on Ampere and later), bfloat16 and float16 tensor cores.
 PUBLISHED_TFLOPS = {
@@ -67,8 +68,9 @@ def bench_commands(python: str, out_dir: str) -> dict[tuple[str, str], str]:
     shapes = {"demo": ["--config=configs/demo.py"],
               "paper": ["--config=configs/vg_gpu.py", "--config.model.pretrained_dir=configs/bert_base",
                         f"--config.data.batch_size={PAPER_BAGS}", f"--config.data.eval_batch_size={PAPER_BAGS}"]}
+    compare = lambda name, dtype: ["--compare_packing"] if (name, dtype) == ("paper", "bfloat16") else []  # noqa: E731
     return {(name, dtype): shlex.join([python, "-m", "clever_jax.perf.throughput", *flags,
-                                       f"--config.model.dtype={dtype}", "--repeats=5",
+                                       f"--config.model.dtype={dtype}", "--repeats=5", *compare(name, dtype),
                                        f"--out={out_dir}/bench_{name}_{dtype}.json"])
             for name, flags in shapes.items() for dtype in DTYPES}
 
@@ -85,7 +87,8 @@ def steps(args: argparse.Namespace) -> list[tuple[str, str, float]]:
     bench = bench_commands(python, out_dir)
     first = [("paper", "bfloat16"), ("demo", "bfloat16")]  # The headline precision; the rest after the demo.
     rest = [key for key in bench if key not in first]
-    bench_step = lambda key: (f"bench_{key[0]}_{key[1]}", bench[key], BENCH_TIMEOUT_S[key[0]])  # noqa: E731
+    timeout = lambda key: BENCH_TIMEOUT_S["paper_packing" if "--compare_packing" in bench[key] else key[0]]  # noqa: E731
+    bench_step = lambda key: (f"bench_{key[0]}_{key[1]}", bench[key], timeout(key))  # noqa: E731
     return ([("devices", devices, 120)] + [bench_step(key) for key in first]
             + [("memory", memory, 180), ("demo", demo, 300)] + [bench_step(key) for key in rest]
             + [("tests", tests, 360)])
@@ -117,9 +120,14 @@ def summarise(report: dict, out_dir: str, card: str) -> dict:
                 continue
             with open(path) as f:
                 bench = json.load(f)
+            row = {}
+            if "speedup" in bench:  # --compare_packing: the packed step's figures, and the padded one's time.
+                row = {"padded_train_step_s": bench["padded"]["train"]["median_s"],
+                       "packing_speedup": bench["speedup"]["train"]}
+                bench = bench["packed"]
             train = bench["train"]
-            row = {"train_step_s": train["median_s"], "instances_per_s": bench["instances_per_s"],
-                   "mfu_vs_measured_peak": bench["mfu"], "measured_peak_tflops": bench["peak_flops"] / 1e12}
+            row.update(train_step_s=train["median_s"], instances_per_s=bench["instances_per_s"],
+                       mfu_vs_measured_peak=bench["mfu"], measured_peak_tflops=bench["peak_flops"] / 1e12)
             for kind in (dtype, "tf32") if dtype == "float32" else (dtype,):
                 if kind in peaks:
                     row[f"mfu_vs_published_{kind}"] = train["flops_per_s"] / (peaks[kind] * 1e12)

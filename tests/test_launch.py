@@ -206,6 +206,7 @@ def test_gpu_check_dry_run_prints_every_step(fake_path):
     assert any("-m clever_jax.perf.memory --config=configs/vg_gpu10.py" in line for line in lines)
     demo = lines.index(".venv/bin/python -m clever_jax.main --config=configs/demo.py --workdir=runs/gpu_check/demo")
     paper_bf16 = next(i for i, line in enumerate(lines) if "vg_gpu.py" in line and "dtype=bfloat16" in line)
+    assert [i for i, line in enumerate(lines) if "--compare_packing" in line] == [paper_bf16]
     paper_f32 = next(i for i, line in enumerate(lines) if "vg_gpu.py" in line and "dtype=float32" in line)
     assert 3 < paper_bf16 < demo < paper_f32  # The most wanted figures first: a short budget ends the list.
     assert lines[-1].startswith("XLA_PYTHON_CLIENT_PREALLOCATE=false .venv/bin/python -m pytest -q")  # Last.
@@ -225,12 +226,16 @@ def test_gpu_check_report_gives_mfu_against_the_cards_published_peak(tmp_path):
     assert gpu_check.published_peak("Tesla T4") == {}
     bench = {"train": {"median_s": 0.5, "flops_per_s": 494.7e12}, "instances_per_s": 800.0, "mfu": 0.6,
              "peak_flops": 800e12}
-    (tmp_path / "bench_paper_bfloat16.json").write_text(json.dumps(bench))
+    (tmp_path / "bench_paper_bfloat16.json").write_text(json.dumps(  # --compare_packing's report.
+        {"padded": {**bench, "train": {"median_s": 0.7}}, "packed": bench, "speedup": {"train": 1.4, "eval": 1.2}}))
     (tmp_path / "bench_demo_float32.json").write_text(json.dumps(bench))
     (tmp_path / "memory_vg_gpu10.json").write_text(json.dumps({"analytic_gib": 5.1, "xla_gib": 12.0}))
     figures = gpu_check.summarise({"steps": []}, str(tmp_path), "NVIDIA H200")["figures"]
     assert figures["bench_paper_bfloat16"]["mfu_vs_published_bfloat16"] == pytest.approx(0.5)
     assert figures["bench_demo_float32"]["mfu_vs_published_tf32"] == pytest.approx(1.0)
     assert figures["bench_paper_bfloat16"]["measured_peak_tflops"] == pytest.approx(800)
+    assert figures["bench_paper_bfloat16"]["packing_speedup"] == 1.4
+    assert figures["bench_paper_bfloat16"]["padded_train_step_s"] == 0.7
+    assert figures["bench_paper_bfloat16"]["train_step_s"] == 0.5
     assert figures["memory_vg_gpu10_gib"] == {"analytic": 5.1, "xla": 12.0, "fits_11gb": False}
     assert "bench_paper_float16" not in figures

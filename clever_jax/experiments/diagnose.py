@@ -45,7 +45,7 @@ from clever_jax.data import pipeline, prepare
 from clever_jax.data.jsonio import DataError
 from clever_jax.evaluation import grounding
 from clever_jax.models.clever import Clever
-from clever_jax.models.encoder import pair_geometry, query_geometry
+from clever_jax.models.geometry import pair_geometry, query_geometry
 from clever_jax.training import builder
 from clever_jax.training.checkpoints import CheckpointError, Checkpoints
 
@@ -66,7 +66,7 @@ def score_instances(run: builder.Run, params, split: str) -> dict[str, np.ndarra
     parts: dict[str, list] = {k: [] for k in (*keys, "v", "logits", "geometry")}
     for batch in run.loader(split, train=False):
         batch = pipeline.pad_batch(batch, run.local_batch_size(train=False))  # Whole batches for the devices.
-        v, logits = jax.device_get(step(params, run.device_batch(batch)))
+        v, logits = jax.device_get(step(params, run.device_batch(batch, train=False)))
         parts["v"].append(np.asarray(v, np.float32))
         parts["logits"].append(np.asarray(logits))
         parts["geometry"].append(np.asarray(pair_geometry(*query_geometry(batch["regions"], batch["region_mask"]))))

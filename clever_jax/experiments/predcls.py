@@ -50,7 +50,7 @@ from clever_jax.data import prepare
 from clever_jax.data.bags import annotated_relations, enumerate_candidates
 from clever_jax.data.vg import Corpus, box_geometry, ingest
 from clever_jax.data.vocab import benchmark_vocab
-from clever_jax.models.encoder import pair_geometry
+from clever_jax.models.geometry import pair_geometry
 
 RECALL_AT = (20, 50, 100)
 PUBLISHED = {  # Zellers et al. 2018, Table 1, Visual Genome, PredCls with graph constraint.

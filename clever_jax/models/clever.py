@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from clever_jax.models import heads
 from clever_jax.models.encoder import Dropout, EncoderConfig, InstanceEncoder
+from clever_jax.models.packing import PACKING_KEYS
 from clever_jax.models.region_pair import RegionPairEncoder
 
 ENCODER_INPUTS = ("text_ids", "text_mask", "regions", "region_mask", "subject_span", "object_span")
@@ -50,8 +51,13 @@ class Clever(nn.Module):
         self.dropout = Dropout(self.bag_dropout)
 
     def encode(self, batch: dict, *, train: bool) -> jax.Array:
-        """Pair representations v [B, N, 4H]."""
-        return self.instance_encoder(*(batch[k] for k in ENCODER_INPUTS), deterministic=not train)
+        """Pair representations v [B, N, 4H]; a packed batch (its PACKING_KEYS) computes real tokens only."""
+        inputs = [batch[k] for k in ENCODER_INPUTS]
+        if PACKING_KEYS[0] not in batch:
+            return self.instance_encoder(*inputs, deterministic=not train)
+        if self.encoder_type != "vlp":
+            raise ValueError(f"packed batches are for the VLP encoder, not {self.encoder_type!r}")
+        return self.instance_encoder(*inputs, deterministic=not train, packed=tuple(batch[k] for k in PACKING_KEYS))
 
     def train_logits(self, batch: dict, target: jax.Array) -> jax.Array:
         """Bag logits [B, R+1] for the cross-entropy with target [B] (dropout on); vrd: instance logits [B, N, R+1]."""

@@ -34,7 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clever_jax.data.vg import GEOMETRY_DIM
+from clever_jax.models.geometry import pair_geometry, query_geometry
+from clever_jax.models.packing import Packing, gather_rows, locate, take_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +177,10 @@ class Dropout(nn.Module):
     rate: float
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, deterministic: bool, token_index: jax.Array | None = None) -> jax.Array:
+        """token_index int [...] (x's shape but the last axis): each row's index in the unpacked layout
+        (models/packing.py), so that element (row, j) gets the mask of element token_index x width + j
+        there; None: the row-major index in x."""
         if not 0.0 <= self.rate < 1.0:
             raise ValueError(f"dropout rate {self.rate} is not in [0, 1)")
         if deterministic or self.rate == 0.0:
@@ -185,7 +189,10 @@ class Dropout(nn.Module):
             raise ValueError(f"dropout on {x.size} elements: the mask's 32-bit element index allows < 2^32")
         threshold = min(round((1.0 - self.rate) * 2**32), 2**32 - 1)
         s0, s1 = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
-        index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+        width = x.shape[-1]
+        rows = (jax.lax.iota(jnp.uint32, x.size // width).reshape(x.shape[:-1]) if token_index is None
+                else token_index.astype(jnp.uint32))
+        index = rows[..., None] * jnp.uint32(width) + jax.lax.iota(jnp.uint32, width)
         keep = fmix32(fmix32(index ^ s0) + s1) < jnp.uint32(threshold)
         return jnp.where(keep, x * (2**32 / threshold), 0).astype(x.dtype)
 
@@ -198,15 +205,17 @@ def attention_bias(mask: jax.Array) -> jax.Array:
 class BertEmbeddings(nn.Module):
     """Word + position + token-type embeddings, LayerNorm, dropout: ids int [..., L] -> [..., L, H].
 
-    Token types int [..., L] (segments); None: type 0 everywhere."""
+    Token types int [..., L] (segments); None: type 0 everywhere. Positions int [..., L]: None: 0..L-1;
+    a packed batch gives each token's position in its instance, and its dropout index (models/packing.py)."""
 
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, ids: jax.Array, token_types: jax.Array | None = None, *, deterministic: bool) -> jax.Array:
+    def __call__(self, ids: jax.Array, token_types: jax.Array | None = None, *, deterministic: bool,
+                 positions: jax.Array | None = None, token_index: jax.Array | None = None) -> jax.Array:
         cfg = self.config
         length = ids.shape[-1]
-        if length > cfg.max_position_embeddings:
+        if positions is None and length > cfg.max_position_embeddings:
             raise ValueError(f"text length {length} > max_position_embeddings {cfg.max_position_embeddings}")
         init = nn.initializers.normal(cfg.initializer_range)
         embed = lambda num, name: nn.Embed(num, cfg.hidden_size, dtype=cfg.dtype, embedding_init=init, name=name)  # noqa: E731
@@ -214,37 +223,48 @@ class BertEmbeddings(nn.Module):
         if cfg.freeze_word_embeddings:
             x = jax.lax.stop_gradient(x)
         # Positions 0..L-1 and token type 0 are slices of their tables (a gather costs more on CPU).
-        x = x + embed(cfg.max_position_embeddings, "position_embeddings").embedding[:length].astype(cfg.dtype)
+        position_table = embed(cfg.max_position_embeddings, "position_embeddings")
+        x = x + (position_table(positions) if positions is not None
+                 else position_table.embedding[:length].astype(cfg.dtype))
         types = embed(cfg.type_vocab_size, "token_type_embeddings")
         x = x + (types.embedding[0].astype(cfg.dtype) if token_types is None else types(token_types))
         x = norm_layer(cfg, "layer_norm")(x)
-        return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+        return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic, token_index=token_index)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: x [..., L, H], bias float32 [..., 1, 1, L] -> [..., L, H]."""
+    """Multi-head self-attention: x [..., L, H], bias float32 [..., 1, 1, L] -> [..., L, H].
+
+    Packed (models/packing.py): x and the output are compact [G C, H], bias is the padded batch's
+    [B, N, 1, 1, L]; queries, keys and values are gathered into the padded layout to attend."""
 
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool, packing: Packing | None = None
+                 ) -> jax.Array:
         cfg = self.config
         head_dim = cfg.hidden_size // cfg.num_heads
-        split = lambda t: einops.rearrange(t, "... l (h d) -> ... l h d", h=cfg.num_heads)  # noqa: E731
+        padded = (lambda t: t) if packing is None else (  # noqa: E731
+            lambda t: packing.to_padded(t, (*bias.shape[:-3], bias.shape[-1])))
+        split = lambda t: einops.rearrange(padded(t), "... l (h d) -> ... h l d", h=cfg.num_heads)  # noqa: E731
         # The 1/sqrt(D) scale goes on q [..., L, H] rather than on the scores [..., heads, L, L].
-        q = split(dense_layer(cfg, cfg.hidden_size, "query")(x) * head_dim**-0.5)  # [..., L, heads, D]
+        q = split(dense_layer(cfg, cfg.hidden_size, "query")(x) * head_dim**-0.5)  # [..., heads, L, D]
         k = split(dense_layer(cfg, cfg.hidden_size, "key")(x))
         v = split(dense_layer(cfg, cfg.hidden_size, "value")(x))
-        scores = jnp.einsum("...qhd,...khd->...hqk", q, k)
+        scores = jnp.einsum("...hqd,...hkd->...hqk", q, k)
         probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(cfg.dtype)
         probs = Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-        context = jnp.einsum("...hqk,...khd->...qhd", probs, v)
-        context = einops.rearrange(context, "... l h d -> ... l (h d)")
+        context = jnp.einsum("...hqk,...hkd->...hqd", probs, v)
+        context = einops.rearrange(context, "... h l d -> ... l (h d)")
+        if packing is not None:
+            context = packing.to_compact(context)
         return dense_layer(cfg, cfg.hidden_size, "output")(context)
 
 
 class BertLayer(nn.Module):
-    """One post-LN BERT layer: x [..., L, H], bias float32 [..., 1, 1, L] -> [..., L, H].
+    """One post-LN BERT layer: x [..., L, H], bias float32 [..., 1, 1, L] -> [..., L, H] (packed: x compact
+    [G C, H], SelfAttention).
 
     `deterministic` is positional so that nn.remat can treat it as static (argument 3).
     """
@@ -252,27 +272,33 @@ class BertLayer(nn.Module):
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool, packing: Packing | None = None
+                 ) -> jax.Array:
         cfg = self.config
-        dropout = Dropout(cfg.hidden_dropout)
-        h = SelfAttention(cfg, name="attention")(x, bias, deterministic=deterministic)
-        x = norm_layer(cfg, "attention_layer_norm")(x + dropout(h, deterministic=deterministic))
+        hidden_dropout = Dropout(cfg.hidden_dropout)  # One module: its two calls draw two seeds, as before packing.
+        dropout = lambda t: hidden_dropout(  # noqa: E731
+            t, deterministic=deterministic, token_index=None if packing is None else packing.token_index)
+        h = SelfAttention(cfg, name="attention")(x, bias, deterministic=deterministic, packing=packing)
+        x = norm_layer(cfg, "attention_layer_norm")(x + dropout(h))
         h = gelu(dense_layer(cfg, cfg.intermediate_size, "intermediate")(x))
         h = dense_layer(cfg, cfg.hidden_size, "output")(h)
-        return norm_layer(cfg, "output_layer_norm")(x + dropout(h, deterministic=deterministic))
+        return norm_layer(cfg, "output_layer_norm")(x + dropout(h))
 
 
 class BertStack(nn.Module):
-    """config.num_layers BERT layers: x [..., L, H], mask bool [..., L] (True = real) -> [..., L, H]."""
+    """config.num_layers BERT layers: x [..., L, H], mask bool [..., L] (True = real) -> [..., L, H].
+
+    Packed: x compact [G C, H] -> [G C, H], mask the padded batch's [B, N, L] (models/packing.py)."""
 
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool, packing: Packing | None = None
+                 ) -> jax.Array:
         layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.config.remat else BertLayer
         bias = attention_bias(mask)
         for i in range(self.config.num_layers):
-            x = layer_cls(self.config, name=f"layer_{i}")(x, bias, deterministic)
+            x = layer_cls(self.config, name=f"layer_{i}")(x, bias, deterministic, packing)
         return x
 
 
@@ -291,33 +317,6 @@ class BertTextModel(nn.Module):
                  deterministic: bool) -> jax.Array:
         x = BertEmbeddings(self.config, name="embeddings")(text_ids, token_types, deterministic=deterministic)
         return BertStack(self.config, name="encoder")(x, text_mask, deterministic=deterministic)
-
-
-def pair_geometry(subject: jax.Array, obj: jax.Array) -> jax.Array:
-    """18 numbers of a box pair from their region geometry [..., 6] (x1, y1, x2, y2 over the image
-    size, width, height) -> float32 [..., 18]: both boxes, the centre offset, log width and height
-    ratios, the intersection over each box's area and over their union, and three vertical edge
-    offsets (subject bottom - object top, the bottoms, the tops). Sizes are floored at 1e-6."""
-    subject, obj = jnp.asarray(subject, jnp.float32), jnp.asarray(obj, jnp.float32)
-    eps = 1e-6
-    width = jnp.maximum(jnp.minimum(subject[..., 2], obj[..., 2]) - jnp.maximum(subject[..., 0], obj[..., 0]), 0)
-    height = jnp.maximum(jnp.minimum(subject[..., 3], obj[..., 3]) - jnp.maximum(subject[..., 1], obj[..., 1]), 0)
-    inter = width * height
-    size_s, size_o = jnp.maximum(subject[..., 4:6], eps), jnp.maximum(obj[..., 4:6], eps)
-    area_s, area_o = size_s[..., 0] * size_s[..., 1], size_o[..., 0] * size_o[..., 1]
-    centre = (subject[..., :2] + subject[..., 2:4]) / 2 - (obj[..., :2] + obj[..., 2:4]) / 2
-    return jnp.concatenate([
-        subject[..., :4], obj[..., :4], centre, jnp.log(size_s / size_o),
-        jnp.stack([inter / area_s, inter / area_o, inter / jnp.maximum(area_s + area_o - inter, eps),
-                   subject[..., 3] - obj[..., 1], subject[..., 3] - obj[..., 3], subject[..., 1] - obj[..., 1]], -1),
-    ], axis=-1)
-
-
-def query_geometry(regions: jax.Array, region_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The box geometry [..., 6] of region 0 (subject) and region 1 (object) of regions [..., Lr, F],
-    zero where region_mask [..., Lr] marks them as padding (a padding instance)."""
-    geometry = jnp.where(region_mask[..., :2, None], regions[..., :2, -GEOMETRY_DIM:], 0)
-    return geometry[..., 0, :], geometry[..., 1, :]
 
 
 def span_mean(hidden: jax.Array, span: jax.Array) -> jax.Array:
@@ -370,23 +369,65 @@ class InstanceEncoder(nn.Module):
         self.encoder = BertStack(cfg)
 
     def encode(self, text_ids: jax.Array, text_mask: jax.Array, regions: jax.Array, region_mask: jax.Array, *,
-               deterministic: bool) -> jax.Array:
-        """Final hidden states of the joint sequence [..., Lt+Lr, H] (text first, then regions)."""
-        if regions.shape[-1] != self.config.region_dim:
-            raise ValueError(f"regions have {regions.shape[-1]} features; config.region_dim={self.config.region_dim}")
+               deterministic: bool, packed: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> jax.Array:
+        """Final hidden states of the joint sequence [..., Lt+Lr, H] (text first, then regions).
+
+        packed: (packed_text, packed_regions, token_slots) of a packed batch (models/packing.py; inputs
+        [B, N, ...]): the tokens are computed compact, the result is the same padded array."""
+        cfg = self.config
+        if regions.shape[-1] != cfg.region_dim:
+            raise ValueError(f"regions have {regions.shape[-1]} features; config.region_dim={cfg.region_dim}")
+        pair = None
+        if cfg.pair_geometry:  # The same pair embedding joins the subject's and the object's region.
+            pair = self.pair_layer_norm(self.pair_embedding(pair_geometry(*query_geometry(regions, region_mask))))
+        mask = jnp.concatenate([text_mask, region_mask], axis=-1).astype(bool)
+        if packed is not None:
+            packing = Packing.of(*packed)
+            hidden = self.encoder(self._packed_tokens(text_ids, regions, pair, *packed, deterministic=deterministic),
+                                  mask, deterministic=deterministic, packing=packing)
+            return packing.to_padded(hidden, mask.shape)
         text = self.embeddings(text_ids, deterministic=deterministic)
         r = self.region_embedding(regions)
-        if self.config.region_layer_norm:
+        if cfg.region_layer_norm:
             r = self.region_layer_norm(r)
-        if self.config.pair_geometry:  # The same pair embedding joins the subject's and the object's region.
-            pair = self.pair_layer_norm(self.pair_embedding(pair_geometry(*query_geometry(regions, region_mask))))
+        if pair is not None:
             r = jnp.concatenate([r[..., :2, :] + pair[..., None, :].astype(r.dtype), r[..., 2:, :]], axis=-2)
         r = self.region_dropout(r, deterministic=deterministic)
         x = jnp.concatenate([text, r.astype(text.dtype)], axis=-2)
-        mask = jnp.concatenate([text_mask, region_mask], axis=-1).astype(bool)
         return self.encoder(x, mask, deterministic=deterministic)
 
+    def _packed_tokens(self, text_ids: jax.Array, regions: jax.Array, pair: jax.Array | None, packed_text: jax.Array,
+                       packed_regions: jax.Array, token_slots: jax.Array, *, deterministic: bool) -> jax.Array:
+        """The encoder's input for the compact slots [G (Ct + Cr), H]: what `encode` computes for each real token,
+        with each token's own text position and dropout index (text_ids [B, N, Lt], regions [B, N, Lr, F])."""
+        cfg = self.config
+        b, n, lt = text_ids.shape
+        lr, groups = regions.shape[-2], packed_text.shape[0]
+        instances = b // groups * n  # per group
+        first = jnp.arange(groups)[:, None] * instances  # The group's first instance in the batch.
+
+        used, instance, position = locate(packed_text, instances * (lt + lr), lt + lr)
+        ids = take_rows(text_ids.reshape(groups, -1), jnp.where(used, instance * lt + position, instances * lt))
+        text = self.embeddings(ids, positions=position, deterministic=deterministic,
+                               token_index=(first + instance) * lt + position)
+
+        used, instance, position = locate(packed_regions, instances * (lt + lr), lt + lr)
+        slot = position - lt  # The region's slot in its instance.
+        features = take_rows(regions.reshape(groups, instances * lr, -1), jnp.where(used, instance * lr + slot,
+                                                                                    instances * lr))
+        r = self.region_embedding(features)
+        if cfg.region_layer_norm:
+            r = self.region_layer_norm(r)
+        if pair is not None:  # Added at region slots 0 and 1; each instance's compact slot is its gradient's source.
+            slots = token_slots.reshape(groups, instances, lt + lr) - packed_text.shape[1]
+            pair = pair.reshape(groups, instances, -1).astype(r.dtype)
+            r = r + sum(gather_rows(pair, jnp.where(used & (slot == j), instance, instances), slots[:, :, lt + j])
+                        for j in (0, 1))
+        r = self.region_dropout(r, deterministic=deterministic, token_index=(first + instance) * lr + slot)
+        return jnp.concatenate([text, r.astype(text.dtype)], axis=1).reshape(-1, cfg.hidden_size)
+
     def __call__(self, text_ids: jax.Array, text_mask: jax.Array, regions: jax.Array, region_mask: jax.Array,
-                 subject_span: jax.Array, object_span: jax.Array, *, deterministic: bool) -> jax.Array:
-        hidden = self.encode(text_ids, text_mask, regions, region_mask, deterministic=deterministic)
+                 subject_span: jax.Array, object_span: jax.Array, *, deterministic: bool,
+                 packed: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> jax.Array:
+        hidden = self.encode(text_ids, text_mask, regions, region_mask, deterministic=deterministic, packed=packed)
         return pair_representation(hidden, text_ids.shape[-1], subject_span, object_span)

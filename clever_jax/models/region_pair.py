@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from clever_jax.data.vg import GEOMETRY_DIM
-from clever_jax.models.encoder import Dropout, EncoderConfig, dense_layer, norm_layer, pair_geometry, span_mean
+from clever_jax.models.encoder import Dropout, EncoderConfig, dense_layer, norm_layer, span_mean
+from clever_jax.models.geometry import pair_geometry
 
 
 class _WordVectors(nn.Module):

@@ -5,12 +5,13 @@ clever_jax.perf.memory share both) and the measured matmul peak that MFU divides
 multiply-add; gathers (embeddings), elementwise work (GELU, LayerNorm, softmax, dropout, the
 optimiser) are left out. Forward parts, for B bags, N instances, L = Lt + Lr tokens (the timed
 batch's bucket), hidden H, FFN size I, region size F, pair size D = 4H, classifier hidden C
-(8H: config.model.classifier_width), R + 1 relations:
+(8H: config.model.classifier_width), R + 1 relations, and T_r = B N Lr region tokens, T = B N L
+tokens (a packed batch: its compact slots G Cr and G (Ct + Cr), data/packing.py):
 
-  region projection        2 B N Lr F H
-  attention projections    per layer 2 B N L 4H^2  (query, key, value, output)
-  attention scores, mix    per layer 2 B N 2 L^2 H (q.k and probs.v)
-  FFN                      per layer 2 B N 2 L H I
+  region projection        2 T_r F H
+  attention projections    per layer 2 T 4H^2  (query, key, value, output)
+  attention scores, mix    per layer 2 B N 2 L^2 H (q.k and probs.v; in the padded layout, packed too)
+  FFN                      per layer 2 T 2 H I
   classifier (instances)   2 B N (D C + C (R+1))  (all heads but avg in training)
   head                     clever (train and eval) and att (eval), factorised (models/heads.py):
                            per-relation mixes of the instances' hidden pre-activations
@@ -51,6 +52,8 @@ class Shapes:
       hidden: H. intermediate: I (FFN). num_layers, num_heads: encoder layers and attention heads.
       head, eval_head: the training and evaluation heads.
       classifier_width: the classifier's hidden layer is classifier_width x H (C).
+      text_tokens, region_tokens: the text and region tokens a batch's per-token work runs on: 0 for
+        B N Lt and B N Lr (padded), else a packed batch's compact slots (data/packing.py).
     """
 
     batch_size: int
@@ -67,14 +70,23 @@ class Shapes:
     head: str
     eval_head: str
     classifier_width: int = 8
+    text_tokens: int = 0
+    region_tokens: int = 0
 
     @property
     def seq_len(self) -> int:
         return self.text_len + self.num_regions
 
+    def tokens(self, batch_size: int) -> tuple[int, int]:
+        """(text, region) tokens of a batch of `batch_size` bags that the per-token work runs on."""
+        sequences = batch_size * self.bag_size
+        return (self.text_tokens or sequences * self.text_len, self.region_tokens or sequences * self.num_regions)
+
     @classmethod
-    def of(cls, run: Run, text_len: int | None = None, num_regions: int | None = None) -> Shapes:
-        """The sizes of a built run (Lt and Lr: the padded lengths, or a batch's bucket if given)."""
+    def of(cls, run: Run, text_len: int | None = None, num_regions: int | None = None, text_tokens: int = 0,
+           region_tokens: int = 0) -> Shapes:
+        """The sizes of a built run (Lt and Lr: the padded lengths, or a batch's bucket if given; packed
+        batches: their compact slots)."""
         enc, data = run.model.encoder, run.config.data
         if run.model.encoder_type != "vlp":
             raise ValueError(f"FLOP and memory estimates count the VLP encoder, not "
@@ -83,7 +95,8 @@ class Shapes:
                    text_len=text_len or run.shape.text_len, num_regions=num_regions or run.shape.num_regions,
                    region_dim=run.shape.region_dim, num_relations=run.shape.num_relations, hidden=enc.hidden_size,
                    intermediate=enc.intermediate_size, num_layers=enc.num_layers, num_heads=enc.num_heads,
-                   head=run.model.head, eval_head=run.model.eval_head, classifier_width=run.model.classifier_width)
+                   head=run.model.head, eval_head=run.model.eval_head, classifier_width=run.model.classifier_width,
+                   text_tokens=text_tokens, region_tokens=region_tokens)
 
 
 def _head_flops(head: str, batch_size: int, s: Shapes, *, train: bool) -> float:
@@ -105,11 +118,12 @@ def forward_flops(s: Shapes, batch_size: int, head: str, *, train: bool) -> dict
     """Matmul FLOPs of one forward pass over `batch_size` bags, by part (module docstring)."""
     seqs, length, h = batch_size * s.bag_size, s.seq_len, s.hidden
     d, c = 4 * h, s.classifier_width * h
+    text_tokens, region_tokens = s.tokens(batch_size)
     return {
-        "region_projection": 2.0 * seqs * s.num_regions * s.region_dim * h,
-        "attention_projections": 2.0 * s.num_layers * seqs * length * 4 * h * h,
+        "region_projection": 2.0 * region_tokens * s.region_dim * h,
+        "attention_projections": 2.0 * s.num_layers * (text_tokens + region_tokens) * 4 * h * h,
         "attention_scores": 2.0 * s.num_layers * seqs * 2 * length * length * h,
-        "ffn": 2.0 * s.num_layers * seqs * 2 * length * h * s.intermediate,
+        "ffn": 2.0 * s.num_layers * (text_tokens + region_tokens) * 2 * h * s.intermediate,
         # Every head classifies the instances, except avg in training (it classifies only the mean).
         "classifier_instances": 0.0 if train and head == "avg" else 2.0 * seqs * (d * c + c * s.num_relations),
         "head": float(_head_flops(head, batch_size, s, train=train)),

@@ -18,6 +18,11 @@ I FFN size, A attention heads, K layers):
               A L^2 (4 + 1 + c)  float32 softmax output, its dropout mask, the dropped probs.
               With model.remat only the layer inputs (L H c per layer) stay, plus one layer's
               full set during its recomputation. Inputs (regions float32 Lr F) come on top.
+              Packed (config.data.packing, data/packing.py): the per-token parts (all but the
+              attention's A L^2 terms) scale with the share s of the padded tokens the compact slots
+              hold, and the queries, keys, values and context gathered into the padded layout add
+              4 L H c; s = 1 (--token_share, default) is the most a packed batch can need: the
+              size a device must hold.
 XLA: the train step of the run's builder (clever_jax.training.builder) is compiled for one device's share
 (b bags, grad_accum_steps micro-batches, a one-device mesh) on this machine's backend and
 `memory_analysis()` read: arguments + outputs - donated aliases +
@@ -43,6 +48,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from clever_jax import cli
+from clever_jax.data import packing
 from clever_jax.perf.flops import Shapes
 from clever_jax.training import builder
 
@@ -59,12 +65,16 @@ def devices_of(config: ml_collections.ConfigDict, devices: int) -> int:
     return int(np.prod(sizes))
 
 
-def analytic(s: Shapes, num_params: int, micro_bags: int, dtype: str, accumulate: bool, remat: bool
-             ) -> dict[str, float]:
-    """The analytic estimate in bytes, by part (module docstring)."""
+def analytic(s: Shapes, num_params: int, micro_bags: int, dtype: str, accumulate: bool, remat: bool,
+             token_share: float | None = None) -> dict[str, float]:
+    """The analytic estimate in bytes, by part (module docstring); token_share: packed, with compact slots
+    for that share of the padded tokens (None: padded)."""
     c = jnp.dtype(dtype).itemsize
     length, h, i, a, k = s.seq_len, s.hidden, s.intermediate, s.num_heads, s.num_layers
-    per_layer = length * h * (8 * c + 2) + 2 * length * i * c + a * length**2 * (5 + c)
+    per_token = length * h * (8 * c + 2) + 2 * length * i * c
+    if token_share is not None:
+        per_token = token_share * per_token + 4 * length * h * c
+    per_layer = per_token + a * length**2 * (5 + c)
     layers = k * length * h * c + per_layer if remat else k * per_layer
     instances = micro_bags * s.bag_size
     return {
@@ -76,19 +86,31 @@ def analytic(s: Shapes, num_params: int, micro_bags: int, dtype: str, accumulate
     }
 
 
-def abstract_step(config: ml_collections.ConfigDict, device_bags: int) -> tuple[Any, Any, Any, Shapes, int]:
-    """The jitted train step, the abstract state and the batch shapes of one device's share."""
+def abstract_step(config: ml_collections.ConfigDict, device_bags: int, token_share: float | None
+                  ) -> tuple[Any, Any, Any, Shapes, int]:
+    """The jitted train step, the abstract state and the batch shapes of one device's share (packed: with
+    compact slots for `token_share` of the padded text and region tokens, packing.capacity)."""
     config = config.copy_and_resolve_references()
     config.data.batch_size = device_bags
     config.mesh.update(data=1, fsdp=1)
     run = builder.build(config, devices=jax.devices()[:1])
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(run.abstract_params))
     batch = builder.batch_specs(run.shape, device_bags, keys=None)
+    if token_share is not None:
+        groups, shape = config.train.grad_accum_steps, run.shape
+        per_group = device_bags // groups * shape.bag_size
+        slots = [packing.capacity(int(np.ceil(token_share * per_group * n)), per_group * n,
+                                  config.data.packing_buckets) for n in (shape.text_len, shape.num_regions)]
+        batch.update({key: jax.ShapeDtypeStruct((groups, size), jnp.int32)
+                      for key, size in zip(("packed_text", "packed_regions"), slots, strict=True)})
+        batch["token_slots"] = jax.ShapeDtypeStruct((device_bags, shape.bag_size, shape.text_len + shape.num_regions),
+                                                    jnp.int32)
     return run.train_step, run.abstract_state(), batch, Shapes.of(run), num_params
 
 
-def estimate(config: ml_collections.ConfigDict, devices: int = 0) -> dict[str, Any]:
-    """The report: sizes, the analytic parts and XLA's figures, in bytes and GiB."""
+def estimate(config: ml_collections.ConfigDict, devices: int = 0, token_share: float = 1.0) -> dict[str, Any]:
+    """The report: sizes, the analytic parts and XLA's figures, in bytes and GiB; with config.data.packing (the
+    VLP encoder) for compact slots that hold `token_share` of the padded tokens."""
     config = config.copy_and_resolve_references()
     config.model.pretrained = False
     n_devices = devices_of(config, devices)
@@ -97,8 +119,11 @@ def estimate(config: ml_collections.ConfigDict, devices: int = 0) -> dict[str, A
     if remainder or device_bags % steps:
         raise ValueError(f"batch_size {config.data.batch_size} does not split into {n_devices} devices x "
                          f"{steps} micro-batches")
-    step, state, batch, s, num_params = abstract_step(config, device_bags)
-    parts = analytic(s, num_params, device_bags // steps, config.model.dtype, steps > 1, config.model.remat)
+    if not 0 < token_share <= 1:
+        raise ValueError(f"--token_share={token_share}: the share of the padded tokens a packed batch holds, in (0, 1]")
+    share = token_share if config.data.packing and config.model.encoder == "vlp" else None
+    step, state, batch, s, num_params = abstract_step(config, device_bags, share)
+    parts = analytic(s, num_params, device_bags // steps, config.model.dtype, steps > 1, config.model.remat, share)
     compiled = step.lower(state, batch).compile()
     m = compiled.memory_analysis()
     xla = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
@@ -108,7 +133,7 @@ def estimate(config: ml_collections.ConfigDict, devices: int = 0) -> dict[str, A
         "config": {"devices": n_devices, "bags_per_device": device_bags, "grad_accum_steps": steps,
                    "micro_batch_bags": device_bags // steps, "bag_size": s.bag_size, "tokens": s.seq_len,
                    "hidden": s.hidden, "layers": s.num_layers, "dtype": config.model.dtype,
-                   "remat": config.model.remat, "parameters": num_params},
+                   "remat": config.model.remat, "parameters": num_params, "packed_token_share": share},
         "analytic_bytes": parts, "analytic_gib": sum(parts.values()) / GIB,
         "xla_bytes": xla, "xla_gib": xla_total / GIB, "backend": jax.default_backend(),
     }
@@ -118,7 +143,8 @@ def table(report: dict[str, Any]) -> list[str]:
     c = report["config"]
     lines = [f"{c['devices']} devices x {c['bags_per_device']} bags ({c['grad_accum_steps']} micro-batches of "
              f"{c['micro_batch_bags']} x {c['bag_size']} instances, {c['tokens']} tokens), {c['layers']} layers "
-             f"H={c['hidden']}, {c['parameters'] / 1e6:.1f} M parameters, {c['dtype']}, remat={c['remat']}"]
+             f"H={c['hidden']}, {c['parameters'] / 1e6:.1f} M parameters, {c['dtype']}, remat={c['remat']}, "
+             + ("padded" if c["packed_token_share"] is None else f"packed ({c['packed_token_share']:.0%} of tokens)")]
     lines += [f"  analytic {name:<14} {value / GIB:7.2f} GiB" for name, value in report["analytic_bytes"].items()]
     lines.append(f"  analytic total          {report['analytic_gib']:7.2f} GiB")
     xla = f"XLA:{report['backend']}"
@@ -131,6 +157,8 @@ def define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
     flags.DEFINE_integer("devices", 0, "Device count where config.mesh has an axis of -1.")
     flags.DEFINE_string("out", "", "JSON report; default runs/memory/<config name>.json.")
+    flags.DEFINE_float("token_share", 1.0, "With config.data.packing: the share of the padded tokens the packed "
+                       "batch holds (1: the most a batch can need).")
     flags.mark_flags_as_required(["config"])
 
 
@@ -140,7 +168,7 @@ def main(argv: list[str]) -> None:
     args = flags.FLAGS
     name = os.path.splitext(os.path.basename(config_flags.get_config_filename(args["config"])))[0]
     out = args.out or os.path.join("runs", "memory", name + ".json")
-    report = estimate(args.config, args.devices)
+    report = estimate(args.config, args.devices, args.token_share)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(report, f, indent=1)

@@ -4,6 +4,8 @@
       [--records=DIR] [--pretrained]
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m clever_jax.perf.throughput --config=configs/demo.py \
       --weak_scaling=8     (weak scaling: see `weak_scaling`)
+  python -m clever_jax.perf.throughput --config=configs/vg.py --records=DIR --compare_packing
+                           (without and with packing, alternately: see `compare_packing`)
 
 Builds the run with the builder training uses (clever_jax.training.builder.build: model, optimiser,
 placed state and the jitted train and evaluation steps, here on a one-device mesh), on batches
@@ -24,19 +26,21 @@ device, before and after the step timings (the better of the two: a peak measure
 process briefly holds a core would flatter the MFU; `peak.runs` has both). MFU counts every
 token the step computes, the padding left in its bucket included; `useful_mfu` scales it by the
 real (unpadded) tokens' share of the computed ones (text + regions of real instances, over
-B N (Lt' + Lr') in each batch's bucket Lt' x Lr', means over the 20 token batches), and tokens/s
-are reported both ways.
+B N (Lt' + Lr') in each batch's bucket Lt' x Lr', or over a packed batch's compact slots
+(config.data.packing), means over the 20 token batches), and tokens/s are reported both ways.
 
 Report (JSON): device, jax_version, flax_version, precision, config (sizes, length_multiple), data
 (source, real/computed/padded tokens and instances per batch, real_token_share and
-computed_token_share of the padded tokens, real_share_of_computed, buckets "Lt'xLr'" -> batches;
+computed_token_share of the padded tokens, real_share_of_computed, buckets "Lt'xLr'" -> batches,
+instance_tokens (mean and percentiles);
 `eval`: the same for the eval batch), train and eval ({median,p25,p75}_s, times_s, compile_s,
 text_len and num_regions of the timed batch, bags/instances/tokens per second (real_* too),
 flops_analytic, flops_xla, xla_over_analytic, flops_parts, flops_per_s, mfu, useful_mfu}), peak
 (flops_per_s, size, dtype, by_size, runs), and at top level peak_flops, flops_analytic, flops_xla
 (train step), flops_{analytic,xla}_eval, bags_per_s, instances_per_s, tokens_per_s,
 real_tokens_per_s, mfu, mfu_eval, useful_mfu, useful_mfu_eval. With --weak_scaling=K: the report
-of `weak_scaling`, and a last line ending in `time_ratio=<value>`.
+of `weak_scaling`, and a last line ending in `time_ratio=<value>`; with --compare_packing: that of
+`compare_packing` and a last line ending in `speedup=<value>`.
 """
 
 from __future__ import annotations
@@ -45,11 +49,9 @@ import collections
 import dataclasses
 import json
 import os
-import platform
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -58,10 +60,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from clever_jax import cli
-from clever_jax.data import pipeline, synthetic
-from clever_jax.perf import flops
+from clever_jax.data import packing, pipeline, synthetic
+from clever_jax.perf import flops, report
 from clever_jax.perf.flops import Shapes
-from clever_jax.training import builder, sharding, steps
+from clever_jax.training import builder, steps
 
 
 def records_batches(run: builder.Run, count: int, *, train_split: bool) -> list[dict[str, np.ndarray]]:
@@ -75,16 +77,32 @@ def records_batches(run: builder.Run, count: int, *, train_split: bool) -> list[
     return batches
 
 
-def token_counts(batches: list[dict[str, np.ndarray]], multiple: int) -> dict[str, Any]:
+def token_counts(batches: list[dict[str, np.ndarray]], multiple: int, run: builder.Run | None = None,
+                 train: bool = True) -> dict[str, Any]:
     """Tokens and instances per batch (means over `batches`, padded to Lt and Lr) and their buckets.
 
     Tokens: real (text + regions of real instances), computed (B N (Lt' + Lr') in the batch's
-    bucket Lt' x Lr' for config.data.length_multiple = `multiple`: pipeline.bucket_lengths) and
-    padded (B N (Lt + Lr)); their shares; `buckets`: "Lt'xLr'" -> number of batches.
+    bucket Lt' x Lr' for config.data.length_multiple = `multiple`: pipeline.bucket_lengths; a `run`
+    that packs its `train` or evaluation batches: the compact slots G (Ct + Cr) that the encoder's
+    per-token work runs on, builder.Run.packed_slots) and padded (B N (Lt + Lr));
+    their shares; `buckets`: "Lt'xLr'" -> number of batches; `instance_tokens`: the mean and the 10th,
+    50th and 90th percentiles of a real instance's tokens (text + regions).
     """
     lengths = [pipeline.bucket_lengths(b, multiple) for b in batches]
+
+    groups = run.packing_groups(train) if run is not None else None
+
+    def computed_tokens(batch: dict[str, np.ndarray], bucket: np.ndarray) -> float:
+        if groups is None:
+            return batch["instance_mask"].size * float(bucket.sum())
+        trimmed = pipeline.trim_padding(batch, *bucket)
+        need = packing.token_counts(trimmed, *groups)
+        return float(groups[0] * groups[1] * sum(run.packed_slots(trimmed, need, train)))
+
     real = np.mean([float(b["text_mask"].sum() + b["region_mask"].sum()) for b in batches])
-    computed = np.mean([b["instance_mask"].size * float(n.sum()) for b, n in zip(batches, lengths, strict=True)])
+    per_instance = np.concatenate([(b["text_mask"].sum(-1) + b["region_mask"].sum(-1))[b["instance_mask"]]
+                                   for b in batches])
+    computed = np.mean([computed_tokens(b, n) for b, n in zip(batches, lengths, strict=True)])
     padded = np.mean([b["text_mask"].size + b["region_mask"].size for b in batches])
     buckets = collections.Counter(f"{lt}x{lr}" for lt, lr in lengths)
     return {
@@ -93,6 +111,8 @@ def token_counts(batches: list[dict[str, np.ndarray]], multiple: int) -> dict[st
         "padded_instances": float(batches[0]["instance_mask"].size),
         "real_token_share": float(real / padded), "computed_token_share": float(computed / padded),
         "real_share_of_computed": float(real / computed), "buckets": dict(sorted(buckets.items())),
+        "instance_tokens": {"mean": float(per_instance.mean()),
+                            **{f"p{q}": float(np.percentile(per_instance, q)) for q in (10, 50, 90)}},
     }
 
 
@@ -112,32 +132,40 @@ def _quartiles(times: list[float]) -> dict[str, Any]:
     return {"median_s": float(median), "p25_s": float(p25), "p75_s": float(p75), "times_s": [float(t) for t in times]}
 
 
-def time_train(compiled: Any, state: steps.TrainState, batch: dict, warmup: int, repeats: int) -> dict[str, Any]:
-    """Times `repeats` train steps one by one (the state is donated and threaded through)."""
-    for _ in range(warmup):
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(repeats):
+class TrainTimer:
+    """Runs and times one train step per call (the state is donated and threaded through)."""
+
+    def __init__(self, compiled: Any, state: steps.TrainState, batch: dict):
+        self.compiled, self.state, self.batch, self.metrics = compiled, state, batch, None
+
+    def __call__(self) -> float:
         start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
-    if not bool(metrics["finite"]):  # A non-finite step skips its update: not the step to time.
-        raise FloatingPointError(f"the timed train step is not finite (loss {float(metrics['loss'])}): "
-                                 "check the batch's token ids against the vocabulary and the precision")
-    return _quartiles(times)
+        self.state, self.metrics = self.compiled(self.state, self.batch)
+        jax.block_until_ready((self.state, self.metrics))
+        return time.perf_counter() - start
+
+    def check_finite(self) -> None:
+        if not bool(self.metrics["finite"]):  # A non-finite step skips its update: not the step to time.
+            raise FloatingPointError(f"the timed train step is not finite (loss {float(self.metrics['loss'])}): "
+                                     "check the batch's token ids against the vocabulary and the precision")
 
 
-def time_eval(compiled: Any, params: Any, batch: dict, warmup: int, repeats: int) -> dict[str, Any]:
-    """Times `repeats` evaluation steps one by one."""
-    for _ in range(warmup):
-        jax.block_until_ready(compiled(params, batch))
-    times = []
-    for _ in range(repeats):
+def eval_timer(compiled: Any, params: Any, batch: dict):
+    """A function that runs and times one evaluation step per call."""
+    def step() -> float:
         start = time.perf_counter()
         jax.block_until_ready(compiled(params, batch))
-        times.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+    return step
+
+
+def time_steps(timer, warmup: int, repeats: int) -> dict[str, Any]:
+    """Quartiles of `repeats` calls of `timer` (a TrainTimer or eval_timer) after `warmup` untimed ones."""
+    for _ in range(warmup):
+        timer()
+    times = [timer() for _ in range(repeats)]
+    if isinstance(timer, TrainTimer):
+        timer.check_finite()
     return _quartiles(times)
 
 
@@ -200,9 +228,8 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
     if not records_dir:  # Features for the two timed batches only.
         for local in (train_local, eval_local):
             local["regions"] = synthetic.region_features(local["region_mask"], run.shape.region_dim, rng)
-    trimmed = lambda b: Shapes.of(run, b["text_mask"].shape[-1], b["region_mask"].shape[-1])  # noqa: E731
-    train_batch = sharding.global_batch(train_local, run.batch_sharding)
-    eval_batch = sharding.global_batch(eval_local, run.batch_sharding) if with_eval else None
+    train_batch = run.device_batch(train_local, train=True)  # Packed with config.data.packing.
+    eval_batch = run.device_batch(eval_local, train=False)
 
     state = run.initial_state()
     logging.info("Initial state ready; compiling the train step (Lt %d, Lr %d)", train_local["text_mask"].shape[-1],
@@ -215,11 +242,20 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
     compile_s = {"train": middle - start, "eval": time.perf_counter() - middle}
     if with_eval:
         logging.info("Compiled the eval step in %.1f s", compile_s["eval"])  # Each phase logged: GPUs compile long.
-    return Compiled(shapes=s, train_shapes=trimmed(train_local), eval_shapes=trimmed(eval_local), config=config,
-                    train_step=train_compiled, eval_step=eval_compiled, state=state, train_batch=train_batch,
-                    eval_batch=eval_batch, tokens=token_counts(train_batches, multiple),
-                    eval_tokens=token_counts(eval_batches, multiple), source=records_dir or "synthetic",
-                    compile_s=compile_s)
+    return Compiled(shapes=s, train_shapes=timed_shapes(run, train_batch), eval_shapes=timed_shapes(run, eval_batch),
+                    config=config, train_step=train_compiled, eval_step=eval_compiled, state=state,
+                    train_batch=train_batch, eval_batch=eval_batch if with_eval else None,
+                    tokens=token_counts(train_batches, multiple, run), eval_tokens=token_counts(eval_batches, multiple,
+                                                                                                run, train=False),
+                    source=records_dir or "synthetic", compile_s=compile_s)
+
+
+def timed_shapes(run: builder.Run, batch: dict) -> Shapes:
+    """The run's sizes with the timed device batch's Lt and Lr (its bucket) and, packed, its compact slots."""
+    lt, lr = batch["text_mask"].shape[-1], batch["region_mask"].shape[-1]
+    if "packed_text" not in batch:
+        return Shapes.of(run, lt, lr)
+    return Shapes.of(run, lt, lr, text_tokens=batch["packed_text"].size, region_tokens=batch["packed_regions"].size)
 
 
 def run(config: ml_collections.ConfigDict, *, repeats: int = 10, warmup: int = 2, records_dir: str = "",
@@ -235,12 +271,46 @@ def measure(c: Compiled, *, repeats: int = 10, warmup: int = 2, peak_sizes: list
     peak_args = (jnp.dtype(c.config.model.dtype), peak_sizes or flops.default_peak_sizes(jax.devices()[0].platform))
     peaks = [flops.matmul_peak(*peak_args)]
     # Eval first: the train step donates (and so deletes) the state's parameters.
-    eval_times = time_eval(c.eval_step, c.state.params, c.eval_batch, warmup, repeats)
-    train_times = time_train(c.train_step, c.state, c.train_batch, warmup, repeats)
+    eval_times = time_steps(eval_timer(c.eval_step, c.state.params, c.eval_batch), warmup, repeats)
+    train_times = time_steps(TrainTimer(c.train_step, c.state, c.train_batch), warmup, repeats)
     peaks.append(flops.matmul_peak(*peak_args))
     peak = {**max(peaks, key=lambda p: p["flops_per_s"]), "runs": [p["flops_per_s"] for p in peaks]}
-    return make_report(c, flops.step_flops(c.train_shapes, c.eval_shapes), flops_xla, train_times, eval_times,
-                       peak)
+    return report.make_report(c, flops.step_flops(c.train_shapes, c.eval_shapes), flops_xla, train_times,
+                              eval_times, peak)
+
+
+def compare_packing(config: ml_collections.ConfigDict, *, repeats: int = 10, warmup: int = 2, records_dir: str = "",
+                    pretrained: bool = False, peak_sizes: list[int] | None = None) -> dict[str, Any]:
+    """The steps of `config` without and with config.data.packing on the same batches, timed alternately
+    (padded, packed, padded, ...; evaluation steps first, then train steps), so that both see the same
+    machine state. Returns {"padded": report, "packed": report, "speedup": {train, eval}}: speedups are
+    ratios of median step times, so of real instances and real tokens per second too."""
+    compiled = {}
+    for name, packed in (("padded", False), ("packed", True)):
+        variant = config.copy_and_resolve_references()
+        variant.data.packing = packed
+        compiled[name] = compile_steps(variant, records_dir=records_dir, pretrained=pretrained)
+    peak_args = (jnp.dtype(config.model.dtype), peak_sizes or flops.default_peak_sizes(jax.devices()[0].platform))
+    peaks = [flops.matmul_peak(*peak_args)]
+    timers = {"eval": {k: eval_timer(c.eval_step, c.state.params, c.eval_batch) for k, c in compiled.items()},
+              "train": {k: TrainTimer(c.train_step, c.state, c.train_batch) for k, c in compiled.items()}}
+    times = {}
+    for step, by_variant in timers.items():  # Eval first: the train step donates the state's parameters.
+        for timer in by_variant.values():
+            for _ in range(warmup):
+                timer()
+        runs = [{name: timer() for name, timer in by_variant.items()} for _ in range(repeats)]
+        times[step] = {name: _quartiles([r[name] for r in runs]) for name in by_variant}
+    for timer in timers["train"].values():
+        timer.check_finite()
+    peaks.append(flops.matmul_peak(*peak_args))
+    peak = {**max(peaks, key=lambda p: p["flops_per_s"]), "runs": [p["flops_per_s"] for p in peaks]}
+    out = {name: report.make_report(c, flops.step_flops(c.train_shapes, c.eval_shapes),
+                                    {"train": flops.xla_flops(c.train_step), "eval": flops.xla_flops(c.eval_step)},
+                                    times["train"][name], times["eval"][name], peak)
+           for name, c in compiled.items()}
+    out["speedup"] = {step: times[step]["padded"]["median_s"] / times[step]["packed"]["median_s"] for step in times}
+    return out
 
 
 def weak_scaling(config: ml_collections.ConfigDict, num_devices: int, *, repeats: int = 10, warmup: int = 2,
@@ -257,7 +327,7 @@ def weak_scaling(config: ml_collections.ConfigDict, num_devices: int, *, repeats
     cores better than one).
 
     Returns: devices, platform, cpu_count, per_device_batch, global_batch, single and sharded
-    (`time_train` timings plus bags_per_s and compile_s), time_ratio, ideal_time_ratio,
+    (`time_steps` timings plus bags_per_s and compile_s), time_ratio, ideal_time_ratio,
     normalised_time_ratio, config (sizes), mesh (axis sizes), params mode.
     """
     devices = jax.devices()
@@ -274,7 +344,7 @@ def weak_scaling(config: ml_collections.ConfigDict, num_devices: int, *, repeats
     for name, cfg, k in (("single", single_config, 1), ("sharded", sharded_config, num_devices)):
         c = compile_steps(cfg, records_dir=records_dir, pretrained=pretrained, num_token_batches=1,
                           devices=devices[:k], with_eval=False)
-        times = time_train(c.train_step, c.state, c.train_batch, warmup, repeats)
+        times = time_steps(TrainTimer(c.train_step, c.state, c.train_batch), warmup, repeats)
         runs[name] = {**times, "bags_per_s": cfg.data.batch_size / times["median_s"], "compile_s": c.compile_s["train"]}
         shapes = shapes or c.shapes
         mesh_shape = dict(c.train_batch["bag_mask"].sharding.mesh.shape)
@@ -288,107 +358,6 @@ def weak_scaling(config: ml_collections.ConfigDict, num_devices: int, *, repeats
         "params": config.mesh.params, "single": runs["single"], "sharded": runs["sharded"], "time_ratio": ratio,
         "ideal_time_ratio": ideal, "normalised_time_ratio": ratio / ideal,
     }
-
-
-def scaling_summary(report: dict[str, Any]) -> list[str]:
-    """Human-readable lines of a weak-scaling report; the last one ends in `time_ratio=<value>`."""
-    single, sharded, k = report["single"], report["sharded"], report["devices"]
-    ms = lambda t: f"{1e3 * t['median_s']:.1f} ms (IQR {1e3 * t['p25_s']:.1f}-{1e3 * t['p75_s']:.1f})"  # noqa: E731
-    return [
-        f"weak scaling on {k} {report['platform']} devices ({report['cpu_count']} CPU cores), mesh {report['mesh']}, "
-        f"params {report['params']}, jax {report['jax_version']}",
-        f"single device, {report['per_device_batch']} bags: {ms(single)}, {single['bags_per_s']:.1f} bags/s",
-        f"{k} devices, {report['global_batch']} bags: {ms(sharded)}, {sharded['bags_per_s']:.1f} bags/s",
-        f"ideal ratio {report['ideal_time_ratio']:.0f}; normalised_time_ratio={report['normalised_time_ratio']:.3f}; "
-        f"time_ratio={report['time_ratio']:.3f}",
-    ]
-
-
-def make_report(c: Compiled, flops: dict[str, Any], flops_xla: dict[str, float], train_times: dict,
-                eval_times: dict, peak: dict) -> dict[str, Any]:
-    """The JSON report: environment, sizes, times, throughputs, FLOPs and MFU."""
-    s, config = c.shapes, c.config
-    device = jax.devices()[0]
-    peak_flops = peak["flops_per_s"]
-
-    def throughput(times: dict, batch_size: int, timed: Shapes, tokens: dict, step_flops_: float,
-                   xla: float) -> dict[str, Any]:
-        t = times["median_s"]
-        computed_tokens = batch_size * s.bag_size * timed.seq_len
-        share = tokens["real_share_of_computed"]
-        return {
-            **times,
-            "text_len": timed.text_len,
-            "num_regions": timed.num_regions,
-            "bags_per_s": batch_size / t,
-            "instances_per_s": batch_size * s.bag_size / t,
-            "real_instances_per_s": tokens["real_instances"] / tokens["padded_instances"] * batch_size * s.bag_size / t,
-            "tokens_per_s": computed_tokens / t,
-            "real_tokens_per_s": share * computed_tokens / t,
-            "flops_analytic": step_flops_,
-            "flops_xla": xla,
-            "xla_over_analytic": xla / step_flops_,
-            "flops_per_s": step_flops_ / t,
-            "mfu": step_flops_ / t / peak_flops,
-            "useful_mfu": share * step_flops_ / t / peak_flops,
-        }
-
-    train_report = throughput(train_times, s.batch_size, c.train_shapes, c.tokens, flops["train"], flops_xla["train"])
-    eval_report = throughput(eval_times, s.eval_batch_size, c.eval_shapes, c.eval_tokens, flops["eval"],
-                             flops_xla["eval"])
-    train_report["compile_s"], eval_report["compile_s"] = c.compile_s["train"], c.compile_s["eval"]
-    train_report["flops_parts"], eval_report["flops_parts"] = flops["train_parts"], flops["eval_parts"]
-    return {
-        "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count(),
-                   "host": platform.node(), "cpu_count": os.cpu_count()},
-        "jax_version": jax.__version__,
-        "flax_version": flax.__version__,
-        "precision": jnp.dtype(config.model.dtype).name,
-        "config": {**dataclasses.asdict(s), "seq_len": s.seq_len, "remat": bool(config.model.remat),
-                   "length_multiple": config.data.length_multiple},
-        "data": {"source": c.source, **c.tokens, "eval": c.eval_tokens},
-        "train": train_report,
-        "eval": eval_report,
-        "peak": peak,
-        "peak_flops": peak_flops,
-        "flops_analytic": flops["train"],
-        "flops_xla": flops_xla["train"],
-        "flops_analytic_eval": flops["eval"],
-        "flops_xla_eval": flops_xla["eval"],
-        "bags_per_s": train_report["bags_per_s"],
-        "instances_per_s": train_report["instances_per_s"],
-        "tokens_per_s": train_report["tokens_per_s"],
-        "real_tokens_per_s": train_report["real_tokens_per_s"],
-        "mfu": train_report["mfu"],
-        "mfu_eval": eval_report["mfu"],
-        "useful_mfu": train_report["useful_mfu"],
-        "useful_mfu_eval": eval_report["useful_mfu"],
-    }
-
-
-def summary(report: dict[str, Any]) -> list[str]:
-    """Human-readable lines; the last one ends in `mfu=<value>`."""
-    c, tr, ev, peak, data = report["config"], report["train"], report["eval"], report["peak"], report["data"]
-    g = 1e9
-    return [
-        f"device: {report['device']['kind']} ({report['device']['platform']} x{report['device']['count']}), "
-        f"jax {report['jax_version']}, compute {report['precision']}",
-        f"model: {c['num_layers']} layers, H={c['hidden']}, head {c['head']}/{c['eval_head']}; "
-        f"batch: B={c['batch_size']} (eval {c['eval_batch_size']}), N={c['bag_size']}, Lt={c['text_len']}, "
-        f"Lr={c['num_regions']}, F={c['region_dim']}, length_multiple {c['length_multiple']}",
-        f"matmul peak ({peak['dtype']}, n={peak['size']}): {peak['flops_per_s'] / g:.1f} GFLOP/s",
-        f"FLOPs/step: train {tr['flops_analytic'] / g:.2f} G analytic, {tr['flops_xla'] / g:.2f} G XLA "
-        f"(x{tr['xla_over_analytic']:.3f}); eval {ev['flops_analytic'] / g:.2f} G, {ev['flops_xla'] / g:.2f} G XLA",
-        f"tokens ({data['source']}), of the padded Lt+Lr: {100 * data['computed_token_share']:.1f}% computed "
-        f"(buckets LtxLr: {data['buckets']}), {100 * data['real_token_share']:.1f}% real",
-        f"train batch {tr['text_len']}x{tr['num_regions']}: {tr['tokens_per_s']:.0f} tokens/s computed, "
-        f"{tr['real_tokens_per_s']:.0f} real; useful_mfu={tr['useful_mfu']:.3f}",
-        f"eval step ({ev['text_len']}x{ev['num_regions']}): {1e3 * ev['median_s']:.1f} ms "
-        f"(IQR {1e3 * ev['p25_s']:.1f}-{1e3 * ev['p75_s']:.1f}), "
-        f"{ev['bags_per_s']:.1f} bags/s, mfu_eval={ev['mfu']:.3f}",
-        f"train step: {1e3 * tr['median_s']:.1f} ms (IQR {1e3 * tr['p25_s']:.1f}-{1e3 * tr['p75_s']:.1f}), "
-        f"{tr['bags_per_s']:.1f} bags/s, {tr['instances_per_s']:.0f} instances/s, mfu={tr['mfu']:.3f}",
-    ]
 
 
 def define_flags() -> None:
@@ -406,6 +375,9 @@ def define_flags() -> None:
                          "(config.data.batch_size bags) and on K devices (K times as many); CPU needs "
                          "XLA_FLAGS=--xla_force_host_platform_device_count=K. Report default "
                          "runs/bench/<config name>_scaling.json.")
+    flags.DEFINE_boolean("compare_packing", False, "Instead of the benchmark, time the steps without and with "
+                         "config.data.packing on the same batches, alternately. Report default "
+                         "runs/bench/<config name>_packing.json.")
     flags.mark_flags_as_required(["config"])
 
 
@@ -414,20 +386,28 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
     config_path = config_flags.get_config_filename(args["config"])
-    name = os.path.splitext(os.path.basename(config_path))[0] + ("_scaling" if args.weak_scaling else "")
-    out = args.out or os.path.join("runs", "bench", name + ".json")
+    if args.weak_scaling and args.compare_packing:
+        raise app.UsageError("--weak_scaling and --compare_packing are two benchmarks: give one")
+    suffix = "_scaling" if args.weak_scaling else "_packing" if args.compare_packing else ""
+    name = os.path.splitext(os.path.basename(config_path))[0]
+    out = args.out or os.path.join("runs", "bench", name + suffix + ".json")
+    common = {"repeats": args.repeats, "warmup": args.warmup, "records_dir": args.records,
+              "pretrained": args.pretrained}
+    peak_sizes = [int(n) for n in args.peak_sizes] or None
     if args.weak_scaling:
-        report = weak_scaling(args.config, args.weak_scaling, repeats=args.repeats, warmup=args.warmup,
-                              records_dir=args.records, pretrained=args.pretrained)
-        lines = scaling_summary(report)
+        result = weak_scaling(args.config, args.weak_scaling, **common)
+        lines = report.scaling_summary(result)
+    elif args.compare_packing:
+        result = compare_packing(args.config, **common, peak_sizes=peak_sizes)
+        lines = report.packing_summary(result)
     else:
-        report = run(args.config, repeats=args.repeats, warmup=args.warmup, records_dir=args.records,
-                     pretrained=args.pretrained, peak_sizes=[int(n) for n in args.peak_sizes] or None)
-        lines = summary(report)
-    report["config"]["file"] = config_path
+        result = run(args.config, **common, peak_sizes=peak_sizes)
+        lines = report.summary(result)
+    for part in (result["padded"], result["packed"]) if args.compare_packing else (result,):
+        part["config"]["file"] = config_path
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
-        json.dump(report, f, indent=1)
+        json.dump(result, f, indent=1)
     logging.info("Report in %s", out)
     print("\n".join(lines), flush=True)
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
 from typing import Any
 
 import flax
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,7 +32,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from clever_jax.config_checks import ConfigError
-from clever_jax.data import pipeline, synthetic, text
+from clever_jax.data import packing, pipeline, synthetic, text
 from clever_jax.data.records import open_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.evaluation import evaluate
@@ -104,17 +106,22 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.Grad
     )
 
 
-def batch_bucket(batch: dict[str, np.ndarray], multiple: int) -> tuple[int, int]:
+def batch_bucket(batch: dict[str, np.ndarray], multiple: int, packing_groups: tuple[int, int] | None = None
+                 ) -> tuple[int, ...]:
     """(text length, regions) to trim this process's local batch to: the largest of every process's
-    pipeline.bucket_lengths, so that all processes assemble global arrays of the same shapes.
+    pipeline.bucket_lengths, so that all processes assemble global arrays of the same shapes. With
+    `packing_groups` (local devices, accumulation steps) also the real text tokens and regions of the
+    fullest group of any process (data.packing.token_counts), for capacities all processes share.
 
     With several processes that takes an all-gather, a device computation queued behind the step
     in flight: the host waits for that step before it can send the next batch (configs/vg.py turns
     buckets off for this reason)."""
-    lengths = pipeline.bucket_lengths(batch, multiple)
-    if multiple and jax.process_count() > 1:
-        lengths = multihost_utils.process_allgather(lengths).max(axis=0)
-    return int(lengths[0]), int(lengths[1])
+    sizes = pipeline.bucket_lengths(batch, multiple)
+    if packing_groups is not None:
+        sizes = np.concatenate([sizes, packing.token_counts(batch, *packing_groups)])
+    if (multiple or packing_groups is not None) and jax.process_count() > 1:
+        sizes = multihost_utils.process_allgather(sizes).max(axis=0)
+    return tuple(int(size) for size in sizes)
 
 
 def model_inputs(model: Clever | PairTextModel) -> tuple[str, ...]:
@@ -162,7 +169,10 @@ class Run:
       train_step: the jitted train_step (state donated): (state, device batch) -> (state, metrics).
       eval_step: the jitted eval_step: (params, device batch) -> (scores [B, R+1], evidence [B, R+1, N]).
       num_bags: bags per split of the records (empty without records).
-      batch_shapes_seen: (local bags, text length, regions) of every device batch made so far.
+      batch_shapes_seen: (local bags, text length, regions[, text and region slots]) of every device batch made
+        so far.
+      sampled_tokens_per_bag: with config.data.packing, the sample that sets the packed capacities
+        (`packing_tokens_per_bag`), once read.
     """
 
     config: ml_collections.ConfigDict
@@ -179,7 +189,8 @@ class Run:
     train_step: Any
     eval_step: Any
     num_bags: dict[str, int]
-    batch_shapes_seen: set[tuple[int, int, int]] = dataclasses.field(default_factory=set)
+    batch_shapes_seen: set[tuple[int, ...]] = dataclasses.field(default_factory=set)
+    sampled_tokens_per_bag: np.ndarray | None = None
 
     def init_params(self) -> Any:
         """Fresh parameters (config.seed), with the pretrained encoder merged in when config.model.pretrained."""
@@ -273,23 +284,60 @@ class Run:
                                     seed=data.shuffle_seed, worker_count=data.worker_count,
                                     with_images=not isinstance(self.model, PairTextModel))
 
-    def device_batch(self, batch: dict) -> dict:
-        """The global device batch of this process's `batch`, its padding trimmed to a bucket.
+    def device_batch(self, batch: dict, *, train: bool) -> dict:
+        """The global device batch of this process's `batch` (a training batch, or one to evaluate), its
+        padding trimmed to a bucket, and packed with config.data.packing.
 
         Text and region axes are cut to the smallest multiple of config.data.length_multiple that
-        holds every process's real tokens (`batch_bucket`); 0 keeps Lt and Lr. The jitted steps
-        compile once per bucket shape, logged when first seen. A language-model baseline gets
-        language.BATCH_KEYS only.
+        holds every process's real tokens (`batch_bucket`); 0 keeps Lt and Lr. Packing adds where
+        the real tokens are (data/packing.py), in groups of one device's bags of one accumulation
+        micro-batch (training batches), with the run's capacities (`packing_tokens_per_bag`) unless a
+        group of any process needs more. The jitted steps compile once per shape, logged when first
+        seen. A language-model baseline gets language.BATCH_KEYS only.
         """
         if isinstance(self.model, PairTextModel):
             return sharding.global_batch({k: batch[k] for k in language.BATCH_KEYS}, self.batch_sharding)
-        text_len, num_regions = batch_bucket(batch, self.config.data.length_multiple)
-        shape = (len(batch["bag_mask"]), text_len, num_regions)
+        groups = self.packing_groups(train)
+        text_len, num_regions, *need = batch_bucket(batch, self.config.data.length_multiple, groups)
+        batch = pipeline.trim_padding(batch, text_len, num_regions)
+        slots = self.packed_slots(batch, need, train) if groups else ()
+        shape = (len(batch["bag_mask"]), text_len, num_regions, *slots)
         if shape not in self.batch_shapes_seen:
             self.batch_shapes_seen.add(shape)
             logging.info("New batch shape (the step compiles for it): %d bags per process, text %d of %d, "
-                         "regions %d of %d", *shape[:2], self.shape.text_len, num_regions, self.shape.num_regions)
-        return sharding.global_batch(pipeline.trim_padding(batch, text_len, num_regions), self.batch_sharding)
+                         "regions %d of %d%s", *shape[:2], self.shape.text_len, num_regions, self.shape.num_regions,
+                         f", packed into {slots[0]} text and {slots[1]} region slots per group" if slots else "")
+        if slots:
+            batch = packing.pack(batch, *groups, slots)
+        return sharding.global_batch(batch, self.batch_sharding)
+
+    def packing_groups(self, train: bool) -> tuple[int, int] | None:
+        """(local devices, accumulation steps) that a training (`train`) or evaluation batch is packed by; None
+        without config.data.packing (or for encoders without a token sequence: CNN, language models)."""
+        if not self.config.data.packing or getattr(self.model, "encoder_type", None) != "vlp":
+            return None
+        return self.mesh.size // jax.process_count(), self.config.train.grad_accum_steps if train else 1
+
+    def packed_slots(self, batch: dict[str, np.ndarray], need: Any, train: bool) -> tuple[int, int]:
+        """(Ct, Cr) compact slots per group of a trimmed batch whose fullest group (of any process) needs
+        `need` [2]: the run's capacities where they hold it (data/packing.py)."""
+        data = self.config.data
+        return packing.capacities(batch, np.asarray(need), *self.packing_groups(train), data.packing_buckets,
+                                  self.packing_tokens_per_bag())
+
+    def packing_tokens_per_bag(self) -> np.ndarray | None:
+        """The most real text tokens and regions per bag [2] of any training group in the first
+        packing.SAMPLE_BATCHES training batches, which set the packed capacities (data/packing.py); the same
+        batches on every process, read once. None without training records (synthetic batches)."""
+        if self.sampled_tokens_per_bag is None and self.num_bags.get("train"):
+            loader = pipeline.make_loader(self.records_dir, "train", self.shape, self.local_batch_size(train=True),
+                                          train=True, seed=self.config.data.shuffle_seed,
+                                          shard_options=grain.sharding.NoSharding())
+            batches = list(itertools.islice(iter(loader), packing.SAMPLE_BATCHES))
+            if batches:
+                self.sampled_tokens_per_bag = packing.tokens_per_bag(
+                    batches, self.mesh.size // jax.process_count(), self.config.train.grad_accum_steps)
+        return self.sampled_tokens_per_bag
 
     def scorer(self, split: str) -> evaluate.Scorer:
         """What evaluation scores `split` with: the jitted eval step on device batches, its outputs
@@ -300,7 +348,7 @@ class Run:
             raise ValueError(f"split {split!r} has {num_bags} bags, fewer than the {processes} processes")
 
         def step_fn(params: Any, batch: dict) -> tuple[jax.Array, jax.Array]:
-            outputs = self.eval_step(params, self.device_batch(batch))
+            outputs = self.eval_step(params, self.device_batch(batch, train=False))
             return multihost_utils.global_array_to_host_local_array(outputs, self.mesh, self.batch_sharding.spec)
 
         return evaluate.Scorer(split=split, step_fn=step_fn, loader=self.loader(split, train=False), batch_size=size,

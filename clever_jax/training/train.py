@@ -102,7 +102,7 @@ class Trainer:
             while step < total_steps and plateau.decays < t.max_decays:
                 stop.check()  # Here, not after the step: a stop never skips the step's validation.
                 # Steps are dispatched asynchronously: the next batch loads while this one computes.
-                state, metrics = run.train_step(state, run.device_batch(next(iterator)))
+                state, metrics = run.train_step(state, run.device_batch(next(iterator), train=True))
                 step += 1
                 window.append(metrics)
                 last = step == total_steps

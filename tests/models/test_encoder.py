@@ -13,8 +13,7 @@ import pytest
 from flax import traverse_util
 
 from clever_jax.data import text
-from clever_jax.models import encoder as encoder_module
-from clever_jax.models import weights
+from clever_jax.models import geometry, weights
 from clever_jax.models.encoder import BertTextModel, Dropout, EncoderConfig, InstanceEncoder, fmix32, span_mean
 from clever_jax.models.region_pair import RegionPairEncoder
 
@@ -297,16 +296,16 @@ def test_pair_geometry_numbers():
     # A 0.2 x 0.4 subject inside a 0.5 x 0.6 object, their bottoms 0.1 apart (region geometry: x1, y1, x2, y2, w, h).
     subject = np.array([0.2, 0.3, 0.4, 0.7, 0.2, 0.4], np.float32)
     obj = np.array([0.1, 0.2, 0.6, 0.8, 0.5, 0.6], np.float32)
-    g = np.asarray(encoder_module.pair_geometry(subject, obj))
+    g = np.asarray(geometry.pair_geometry(subject, obj))
     expected = [*subject[:4], *obj[:4], 0.3 - 0.35, 0.5 - 0.5, np.log(0.2 / 0.5), np.log(0.4 / 0.6),
                 1.0, 0.08 / 0.30, 0.08 / 0.30, 0.7 - 0.2, 0.7 - 0.8, 0.3 - 0.2]
     np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-6)
     # Disjoint boxes overlap by nothing; swapping the roles negates the offsets and log ratios.
-    apart = np.asarray(encoder_module.pair_geometry(subject, subject + np.array([0.5, 0, 0.5, 0, 0, 0], np.float32)))
+    apart = np.asarray(geometry.pair_geometry(subject, subject + np.array([0.5, 0, 0.5, 0, 0, 0], np.float32)))
     np.testing.assert_allclose(apart[12:15], 0.0)
-    swapped = np.asarray(encoder_module.pair_geometry(obj, subject))
+    swapped = np.asarray(geometry.pair_geometry(obj, subject))
     np.testing.assert_allclose(swapped[8:12], -g[8:12], rtol=1e-5, atol=1e-6)
-    assert np.isfinite(np.asarray(encoder_module.pair_geometry(np.zeros(6), np.zeros(6)))).all()
+    assert np.isfinite(np.asarray(geometry.pair_geometry(np.zeros(6), np.zeros(6)))).all()
 
 
 def test_pair_geometry_embedding_joins_the_two_query_regions_only():
@@ -322,8 +321,8 @@ def test_pair_geometry_embedding_joins_the_two_query_regions_only():
     without = np.asarray(encode(flat, base, batch, method=InstanceEncoder.encode))
     np.testing.assert_array_equal(with_pair[..., lt + 2:, :], without[..., lt + 2:, :])
     np.testing.assert_array_equal(with_pair[..., :lt, :], without[..., :lt, :])
-    geometry = encoder_module.pair_geometry(batch["regions"][..., 0, :], batch["regions"][..., 1, :])
-    pair = InstanceEncoder(paired).apply({"params": params}, geometry, method=lambda m, g: m.pair_layer_norm(
+    numbers = geometry.pair_geometry(batch["regions"][..., 0, :], batch["regions"][..., 1, :])
+    pair = InstanceEncoder(paired).apply({"params": params}, numbers, method=lambda m, g: m.pair_layer_norm(
         m.pair_embedding(g)))
     for k in (lt, lt + 1):
         np.testing.assert_allclose(with_pair[..., k, :], without[..., k, :] + np.asarray(pair), atol=1e-5)

@@ -56,7 +56,7 @@ def test_the_bag_model_initialises_the_run_and_scores_like_a_reference_forward(t
                                   state["bert.img_embedding.weight"].T)
 
     batch = pipeline.pad_batch(next(iter(run.loader("test", train=False))), run.local_batch_size(train=False))
-    batch = run.device_batch(batch)
+    batch = run.device_batch(batch, train=False)
     v = np.asarray(run.model.apply({"params": params}, batch, train=False, method=Clever.encode), np.float64)
     scores, _ = run.model.apply({"params": params}, batch)
     # Reference: the published AVG bag model's forward on the same instance representations.

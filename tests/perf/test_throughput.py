@@ -43,29 +43,38 @@ def tiny_config(head: str = "clever"):
 
 
 @pytest.mark.slow  # End to end: a built run's steps compiled and timed.
-def test_compiled_steps_flops_and_report():
-    compiled = throughput.compile_steps(tiny_config(), num_token_batches=3)
+@pytest.mark.parametrize("packing", [False, True])
+def test_compiled_steps_flops_and_report(packing):
+    config = tiny_config()
+    config.data.packing = packing
+    compiled = throughput.compile_steps(config, num_token_batches=3)
     for shapes in (compiled.train_shapes, compiled.eval_shapes):  # Trimmed as training trims.
         assert shapes.text_len == 16 and shapes.num_regions == 8 and compiled.shapes.text_len == 24
     assert compiled.train_batch["text_ids"].shape == (2, 8, 16) and compiled.eval_batch["regions"].shape[2] == 8
+    # Packed: one group per step (one device, no accumulation), its slots a multiple of 1/32 of its tokens.
+    slots = (compiled.train_batch["packed_text"].shape[1] + compiled.train_batch["packed_regions"].shape[1]
+             if packing else 2 * 8 * (16 + 8))
+    assert (compiled.train_shapes.text_tokens > 0) == packing and slots <= 2 * 8 * (16 + 8)
     step_flops = flops.step_flops(compiled.train_shapes, compiled.eval_shapes)
     for step, executable in (("train", compiled.train_step), ("eval", compiled.eval_step)):
         ratio = flops.xla_flops(executable) / step_flops[step]
         assert abs(ratio - 1) < TOLERANCE, (step, ratio)
 
     report = throughput.measure(compiled, repeats=2, warmup=1, peak_sizes=[128, 256])
-    assert set(REPORT_KEYS) <= set(report)
+    assert set(REPORT_KEYS) <= set(report) and report["config"]["packing"] == packing
     for step in ("train", "eval"):
         assert set(STEP_KEYS) <= set(report[step])
         assert report[step]["p25_s"] <= report[step]["median_s"] <= report[step]["p75_s"]
         assert report[step]["real_tokens_per_s"] < report[step]["tokens_per_s"]
-        assert report[step]["tokens_per_s"] == pytest.approx(2 * 8 * (16 + 8) / report[step]["median_s"])
+    assert report["train"]["tokens_per_s"] == pytest.approx(slots / report["train"]["median_s"])
     data = report["data"]
-    assert data["buckets"] == {"16x8": 3} and data["computed_tokens"] == 3 * 2 * 8 * (16 + 8) / 3
-    assert data["real_tokens"] < data["computed_tokens"] < data["padded_tokens"] == 2 * 8 * (24 + 8)
+    assert data["buckets"] == {"16x8": 3}
+    assert data["computed_tokens"] == pytest.approx(3 * 2 * 8 * (16 + 8) / 3) if not packing else (
+        data["real_tokens"] <= data["computed_tokens"] < 2 * 8 * (16 + 8))
+    assert data["real_tokens"] <= data["computed_tokens"] < data["padded_tokens"] == 2 * 8 * (24 + 8)
     assert data["real_share_of_computed"] == pytest.approx(data["real_tokens"] / data["computed_tokens"])
     assert report["useful_mfu"] == pytest.approx(data["real_share_of_computed"] * report["mfu"])
-    assert report["mfu"] > 0 and report["mfu_eval"] > 0 and 0 < report["useful_mfu"] < report["mfu"]
+    assert report["mfu"] > 0 and report["mfu_eval"] > 0 and 0 < report["useful_mfu"] <= report["mfu"]
     assert report["peak_flops"] > 0 and report["precision"] == "float32"
     assert len(report["peak"]["runs"]) == 2 and report["peak_flops"] == max(report["peak"]["runs"])
     assert report["config"]["region_dim"] == 8 + 6 and report["config"]["num_relations"] == 101
@@ -163,6 +172,26 @@ def test_command_line(tmp_path):
     assert mfu > 0 and report["mfu"] == pytest.approx(mfu, abs=1e-3)
     assert report["config"]["num_layers"] == 1 and report["config"]["batch_size"] == 2
     assert report["config"]["file"] == "configs/demo.py:tiny"
+
+
+@pytest.mark.slow
+def test_command_line_compares_packing(tmp_path):
+    out = tmp_path / "packing.json"
+    result = run_command([*COMMAND_ARGS, "--config.data.eval_batch_size=2", "--peak_sizes=128", "--compare_packing",
+                          f"--out={out}"])
+    last = result.stdout.strip().splitlines()[-1]
+    report = json.loads(out.read_text())
+    assert float(last.rsplit("speedup=", 1)[1]) == pytest.approx(report["speedup"]["train"], abs=1e-3)
+    padded, packed = report["padded"], report["packed"]
+    assert (padded["config"]["packing"], packed["config"]["packing"]) == (False, True)
+    for step in ("train", "eval"):  # The same batches, timed alternately.
+        assert len(padded[step]["times_s"]) == len(packed[step]["times_s"]) == 2
+        assert report["speedup"][step] == pytest.approx(padded[step]["median_s"] / packed[step]["median_s"])
+        assert padded[step]["real_instances_per_s"] * padded[step]["median_s"] == pytest.approx(
+            packed[step]["real_instances_per_s"] * packed[step]["median_s"])
+    assert packed["data"]["real_tokens"] == padded["data"]["real_tokens"] <= packed["data"]["computed_tokens"]
+    assert packed["data"]["computed_tokens"] < padded["data"]["computed_tokens"]
+    assert packed["config"]["file"] == "configs/demo.py:tiny"
 
 
 @pytest.mark.multiprocess

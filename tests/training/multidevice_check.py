@@ -1,4 +1,5 @@
-"""Run under 8 forced CPU devices (see test_sharding.py): sharded train steps vs one device.
+"""Run under 8 forced CPU devices (see test_sharding.py): sharded train steps vs one device, padded and
+packed (data/packing.py).
 
 Prints one JSON line: max relative parameter differences and the shardings that landed.
 """
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clever_jax.data import packing
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
 from clever_jax.training import builder, sharding, steps
@@ -25,9 +27,9 @@ def batch(seed: int) -> dict:
     labels[np.arange(B), target] = 1
     return {
         "text_ids": rng.integers(1, 1000, (B, N, LT)).astype(np.int32),
-        "text_mask": rng.random((B, N, LT)) < 0.8,
+        "text_mask": (rng.random((B, N, LT)) < 0.8) | (np.arange(LT) < 4),  # The spans' pieces are real.
         "regions": rng.normal(size=(B, N, LR, F)).astype(np.float32),
-        "region_mask": rng.random((B, N, LR)) < 0.8,
+        "region_mask": (rng.random((B, N, LR)) < 0.8) | (np.arange(LR) < 2),  # So are the query regions.
         "subject_span": np.tile(np.array([1, 3], np.int32), (B, N, 1)),
         "object_span": np.tile(np.array([3, 4], np.int32), (B, N, 1)),
         "instance_mask": rng.random((B, N)) < 0.9,
@@ -37,7 +39,13 @@ def batch(seed: int) -> dict:
     }
 
 
-def run(config, devices, mode):
+def packed(batch: dict, devices: int, steps: int) -> dict:
+    """The batch with where its real tokens are, for `devices` devices and `steps` micro-batches."""
+    need = packing.token_counts(batch, devices, steps)
+    return packing.pack(batch, devices, steps, packing.capacities(batch, need, devices, steps, buckets=4))
+
+
+def run(config, devices, mode, pack=False):
     config.mesh.params = mode
     model = Clever(EncoderConfig(vocab_size=1000, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                                  max_position_embeddings=16, region_dim=F), num_relations=R1, head="clever",
@@ -58,7 +66,8 @@ def run(config, devices, mode):
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated))
     for seed in range(3):
-        state, metrics = step(state, sharding.global_batch(batch(seed), sharding.batch_sharding(mesh)))
+        local = packed(batch(seed), mesh.size, config.train.grad_accum_steps) if pack else batch(seed)
+        state, metrics = step(state, sharding.global_batch(local, sharding.batch_sharding(mesh)))
     specs = {jax.tree_util.keystr(path): str(leaf.sharding.spec)
              for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]}
     return jax.device_get(state.params), specs, float(metrics["loss"])
@@ -73,11 +82,12 @@ def main():
     accumulated, _, _ = run(config, jax.devices()[:1], "replicated")
     results = {"devices": jax.device_count(), "loss": loss}
     cases = {"data8": (8, 1, "replicated", 1, reference), "fsdp": (2, 4, "fsdp", 1, reference),
-             "accumulate": (4, 1, "replicated", 2, accumulated)}  # 2 bags per device, 1 per micro-batch.
+             "accumulate": (4, 1, "replicated", 2, accumulated),  # 2 bags per device, 1 per micro-batch.
+             "packed8": (8, 1, "replicated", 1, reference), "packed_accumulate": (4, 1, "replicated", 2, accumulated)}
     for name, (data, fsdp, mode, accum, expected) in cases.items():
         config.mesh.update(data=data, fsdp=fsdp)
         config.train.grad_accum_steps = accum
-        params, specs, _ = run(config, jax.devices()[:data * fsdp], mode)
+        params, specs, _ = run(config, jax.devices()[:data * fsdp], mode, pack=name.startswith("packed"))
         # Parameters agree to rtol 1e-5, with atol 1e-5 (1% of one step of lr 1e-3) for entries whose
         # gradient is near zero (the attention key bias, or a weight whose gradient is ~1e-7): their gradient
         # is rounding noise, which Adam scales up to ~lr.

@@ -46,10 +46,10 @@ def world(tmp_path_factory):
     return config.data.world_dir, records_dir
 
 
-def trainer_for(world, workdir, **train_overrides):
+def trainer_for(world, workdir, data_overrides=None, **train_overrides):
     world_dir, records_dir = world
     config = tiny_config(**train_overrides)
-    config.data.world_dir = world_dir
+    config.data.update(world_dir=world_dir, **(data_overrides or {}))
     return train.Trainer(builder.build(config, records_dir, workdir=str(workdir)), str(workdir))
 
 
@@ -115,13 +115,27 @@ def test_training_and_evaluation_batches_are_trimmed_to_buckets(trained):
     assert trainer.config.data.length_multiple == 8  # The demo config's, capped at Lt 16 and Lr 6 here.
     # This world's batches need 8 or up to 16 text positions and all 6 regions: both buckets, in training
     # (8 bags per batch) and in validation (16 bags).
-    assert {(8, 8, 6), (8, 16, 6), (16, 8, 6)} <= trainer.run.batch_shapes_seen <= {(b, t, 6) for b in (8, 16)
-                                                                                 for t in (8, 16)}
+    buckets = {shape[:3] for shape in trainer.run.batch_shapes_seen}  # Packed: (..., text slots, region slots).
+    assert {(8, 8, 6), (8, 16, 6), (16, 8, 6)} <= buckets <= {(b, t, 6) for b in (8, 16) for t in (8, 16)}
     batch = next(iter(trainer.run.loader("val", train=False)))
     text_len, num_regions = pipeline.bucket_lengths(batch, 8)
-    device_batch = trainer.run.device_batch(batch)
+    device_batch = trainer.run.device_batch(batch, train=True)
     assert device_batch["text_ids"].shape == device_batch["text_mask"].shape == (16, 4, text_len)
     assert device_batch["regions"].shape[:3] == device_batch["region_mask"].shape == (16, 4, num_regions)
+
+
+@pytest.mark.slow
+def test_the_padded_run_learns_what_the_packed_run_learns(trained, world, tmp_path):
+    trainer, workdir, _ = trained
+    assert trainer.config.data.packing and all(len(shape) == 5 for shape in trainer.run.batch_shapes_seen)
+    padded = trainer_for(world, tmp_path, {"packing": False})
+    padded.train()
+    assert all(len(shape) == 3 for shape in padded.run.batch_shapes_seen)
+    packed_history, padded_history = (json.load(open(os.path.join(w, "history.json"))) for w in (workdir, tmp_path))
+    assert [h["step"] for h in packed_history] == [h["step"] for h in padded_history]
+    for packed, padded in zip(packed_history, padded_history, strict=True):  # The same dropout masks: float noise.
+        for key in ("auc", "score", "mauc", "spearman"):
+            np.testing.assert_allclose(packed[key], padded[key], rtol=1e-3, err_msg=key)
 
 
 @pytest.mark.slow

@@ -1,0 +1,135 @@
+"""Packing: the encoder computes the real tokens only, and loss, gradients and scores equal the padded
+batch's, dropout included (the same masks), over devices and accumulation micro-batches."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clever_jax.data import packing, synthetic
+from clever_jax.data.pipeline import InstanceShape
+from clever_jax.models.clever import Clever
+from clever_jax.models.encoder import EncoderConfig
+from clever_jax.models.packing import PACKING_KEYS, gather_rows
+from clever_jax.training import steps
+from configs import demo
+
+SHAPE = InstanceShape(bag_size=5, text_len=12, num_regions=6, region_dim=10, num_relations=5, cls_id=1, sep_id=2)
+VOCAB = 40
+
+
+def padded_batch(num_bags: int = 8, seed: int = 0) -> dict:
+    """Bags like the pipeline's: prefix masks, padding instances, spans inside the real text."""
+    return synthetic.synthetic_batch(SHAPE, num_bags, np.random.default_rng(seed), 5.0, VOCAB)
+
+
+def packed(batch: dict, devices: int, accumulation: int, buckets: int = 8) -> dict:
+    need = packing.token_counts(batch, devices, accumulation)
+    return packing.pack(batch, devices, accumulation, packing.capacities(batch, need, devices, accumulation, buckets))
+
+
+def test_groups_are_each_devices_bags_of_each_micro_batch():
+    order = packing.group_order(8, devices=2, steps=2)
+    np.testing.assert_array_equal(order, [[0, 2], [1, 3], [4, 6], [5, 7]])
+    # steps.micro_batches gives micro-batch i the bags i, i + 2, ...; device d holds a contiguous half of them.
+    micro = steps.micro_batches({"bag": np.arange(8)}, 2)["bag"]  # [2, 4]
+    np.testing.assert_array_equal(np.asarray(micro).reshape(2, 2, 2).transpose(1, 0, 2).reshape(4, 2), order)
+
+
+@pytest.mark.parametrize("devices, accumulation", [(1, 1), (2, 1), (2, 2)])
+def test_every_real_token_has_one_slot_in_its_own_group(devices, accumulation):
+    batch = padded_batch()
+    out = packed(batch, devices, accumulation)
+    real = np.concatenate([batch["text_mask"], batch["region_mask"]], axis=-1)  # [B, N, L]
+    slots, text, regions = out["token_slots"], out["packed_text"], out["packed_regions"]
+    ct, cr = text.shape[1], regions.shape[1]
+    assert text.shape[0] == regions.shape[0] == devices * accumulation
+    assert (slots[real] < ct + cr).all() and (slots[~real] == ct + cr).all()
+    lt = batch["text_mask"].shape[-1]
+    assert (slots[..., :lt][real[..., :lt]] < ct).all() and (slots[..., lt:][real[..., lt:]] >= ct).all()
+    order = packing.group_order(len(slots), devices, accumulation)
+    grouped = slots[order].reshape(len(order), -1)  # [G, M]
+    index = np.concatenate([text, regions], axis=1)  # [G, C]
+    positions = grouped.shape[1]
+    for g in range(len(order)):  # Slots and positions are inverse maps within each group.
+        used = index[g] < positions
+        np.testing.assert_array_equal(grouped[g, index[g, used]], np.flatnonzero(used))
+        assert used.sum() == real[order[g]].sum()
+
+
+def test_capacities_come_in_buckets_and_a_group_too_full_is_named():
+    assert packing.capacity(need=0, padded=100, buckets=8) == 13
+    assert packing.capacity(need=14, padded=100, buckets=8) == 26
+    assert packing.capacity(need=100, padded=100, buckets=8) == 100  # The last bucket is the padded size.
+    assert packing.capacity(need=37, padded=100, buckets=1) == 100
+    batch = padded_batch()
+    need = packing.token_counts(batch, 1, 1)
+    with pytest.raises(ValueError, match=r"packed_text: a group of 8 bags has \d+ real tokens, more than its"):
+        packing.pack(batch, 1, 1, (int(need[0]) - 1, int(need[1])))
+    # A run's fixed capacities: the sampled tokens per bag x bags, in multiples of 8, when they hold the batch's
+    # fullest group; else the batch's own bucket.
+    per_bag = packing.tokens_per_bag([padded_batch(seed=1), padded_batch(seed=2)], devices=2, steps=1)
+    np.testing.assert_array_equal(per_bag, np.max([packing.token_counts(padded_batch(seed=s), 2, 1)
+                                                   for s in (1, 2)], axis=0) / 4)
+    fixed = [-(-int(np.ceil(rate * 4)) // 8) * 8 for rate in per_bag]
+    small = np.minimum(need // 2, fixed)  # Two groups of 4 bags, each within the fixed capacities.
+    assert packing.capacities(batch, small, 2, 1, 8, per_bag) == tuple(fixed)
+    too_full = np.array([fixed[0] + 1, 0])
+    assert packing.capacities(batch, too_full, 2, 1, 8, per_bag) == (
+        packing.capacity(fixed[0] + 1, 4 * 5 * 12, 8), fixed[1])
+    padded = (4 * 5 * 12, 4 * 5 * 6)  # A group's padded text and region tokens.
+    assert packing.capacities(batch, small, 2, 1, 8) == tuple(packing.capacity(int(n), p, 8)
+                                                             for n, p in zip(small, padded, strict=True))
+
+
+def test_gathered_rows_have_the_gradient_of_a_gather():
+    x = jnp.arange(12.0).reshape(1, 4, 3)
+    index, inverse = jnp.array([[2, 0, 4]]), jnp.array([[1, 5, 0, 5]])  # Row 1 and 3 unused; slot 2 empty.
+    y = gather_rows(x, index, inverse)
+    np.testing.assert_array_equal(y, [[[6, 7, 8], [0, 1, 2], [0, 0, 0]]])
+    weights = jnp.arange(9.0).reshape(1, 3, 3)
+    grad = jax.grad(lambda x: (gather_rows(x, index, inverse) * weights).sum())(x)
+    reference = jax.grad(lambda x: (jnp.take_along_axis(x, index[..., None], 1, mode="fill", fill_value=0)
+                                    * weights).sum())(x)
+    np.testing.assert_array_equal(grad, reference)
+
+
+def model_and_params(head: str, remat: bool = False) -> tuple[Clever, dict]:
+    encoder = EncoderConfig(vocab_size=VOCAB, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                            max_position_embeddings=16, region_dim=SHAPE.region_dim, region_layer_norm=True,
+                            pair_geometry=True, remat=remat)
+    model = Clever(encoder, num_relations=SHAPE.num_relations, head=head, temperature=2.0)
+    return model, model.init(jax.random.key(0), padded_batch())["params"]
+
+
+@pytest.mark.parametrize("head, devices, accumulation, remat", [("clever", 1, 1, False), ("clever", 2, 2, False),
+                                                                 ("avg", 2, 1, True)])
+def test_packed_loss_gradients_and_scores_equal_the_padded_ones(head, devices, accumulation, remat):
+    model, params = model_and_params(head, remat)
+    config = demo.get_config("tiny")
+    config.train.grad_accum_steps = accumulation
+    batch = padded_batch()
+    grads_of = jax.jit(functools.partial(steps.loss_and_grads, scale=1.0, model=model, config=config))
+    loss, grads = grads_of(params, batch, jax.random.key(1))
+    pack_loss, pack_grads = grads_of(params, packed(batch, devices, accumulation), jax.random.key(1))
+    np.testing.assert_allclose(pack_loss, loss, rtol=1e-6)
+    # Dropout is on, with the same masks: another key gives another loss.
+    assert abs(float(grads_of(params, batch, jax.random.key(2))[0]) - float(loss)) > 1e-3
+    # atol for entries that are zero up to rounding (the attention key bias: softmax ignores a shift).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), pack_grads, grads)
+
+    scores, evidence = jax.jit(model.apply)({"params": params}, batch)
+    pack_scores, pack_evidence = jax.jit(model.apply)({"params": params}, packed(batch, devices, 1))
+    np.testing.assert_allclose(pack_scores, scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(pack_evidence, evidence, rtol=1e-5, atol=1e-7)
+
+
+def test_packed_batches_are_for_the_vlp_encoder():
+    model, params = model_and_params("clever")
+    cnn = model.clone(encoder_type="cnn")
+    batch = packed(padded_batch(), 1, 1)
+    with pytest.raises(ValueError, match="packed batches are for the VLP encoder, not 'cnn'"):
+        cnn.init(jax.random.key(0), batch)
+    assert set(PACKING_KEYS) <= set(batch)
