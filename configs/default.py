@@ -34,11 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
     data.num_regions = 50  # Lr regions per instance (published code).
     data.length_multiple = 0  # Cut each batch's trailing padding to multiples of this; 0 = always Lt and Lr.
     # Compute only the real tokens of each batch (models/packing.py: the same results); for the VLP encoder, the
-    # others have no token sequence. Off here, on in the demo and configs/vg.py (docs/performance.md, "Packing").
+    # others have no token sequence. Capacities: the most tokens per bag in the first 20 training batches (a fuller
+    # batch computes padded). Off here, on in configs/vg.py (docs/performance.md, "Packing").
     data.packing = False
-    # Packed capacities: the most tokens per bag in 20 sampled training batches; a batch that needs more gets the
-    # next multiple of 1/packing_buckets of its padded tokens (a shape, so a compilation, of its own).
-    data.packing_buckets = 32
     data.batch_size = 60  # Bags per training batch, over all processes (paper).
     data.eval_batch_size = 60  # Bags per evaluation batch, over all processes.
     data.shuffle_seed = 0  # Order of the training bags and their sampled gold relations (not tied to seed).

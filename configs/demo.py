@@ -19,10 +19,10 @@ of the benchmark's words and random weights (transformers' BertModel initialisat
 With MiniLM's 384-wide layer and 30,522-word table a tiny train step took 121 ms, with this one
 3-4 ms (docs/testing.md); tests of the packaged MiniLM name it themselves. Its learning rate is
 1e-3: at 3e-4 the small random encoder learned too little for the README's precision target of
-0.8 (test AUC 16.6 against 35.8; at 1e-3 runs with config.seed 0 to 3 all reach it). It packs its
-batches (data.packing: the same results, computed on the real tokens only), so that the tests run
-the packed path; the demo itself stays padded until the README's demo figures are measured again
-with packing (docs/performance.md, "Packing", has the demo both ways).
+0.8 (test AUC 16.6 against 35.8; at 1e-3 runs with config.seed 0 to 3 all reach it).
+
+Both are padded (data.packing off): packing gives the same results faster (docs/performance.md,
+"Packing", has the demo both ways), and the README's demo figures were measured padded.
 """
 
 import os
@@ -42,7 +42,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.update(lr=2e-4, adam_b2=0.999, warmup_steps=50, max_epochs=3, eval_every_steps=0, log_every=10)
     if variant == "tiny":
         config.data.world.update(num_images=150, feature_dim=8)
-        config.data.update(bag_size=4, text_len=16, num_regions=6, packing=True)
+        config.data.update(bag_size=4, text_len=16, num_regions=6)
         config.model.update(num_layers=1, pretrained_dir=TINY_BERT)
         config.train.update(lr=1e-3, warmup_steps=5, max_epochs=2, log_every=5)
     elif variant is not None:

@@ -296,6 +296,7 @@ def test_the_journey(user):
     user(MEMORY)
     estimate = json.load(open(os.path.join(user.base, "runs", "memory", "vg_gpu10.json")))
     assert estimate["analytic_gib"] > 0 and estimate["xla_gib"] > 0
+    assert estimate["config"]["packed_token_share"] == 1.0  # vg.py packs: the most a batch can need.
 
     # The benchmark in the authors' release layout, read back and trained on.
     user(EXPORT_RELEASE)

@@ -8,9 +8,8 @@ moves a token between devices.
 The step compiles once per shape, so a group's compact capacity, for its text and for its regions,
 is fixed for the run (`capacities`): the most real tokens per bag of any group in SAMPLE_BATCHES
 training batches (`tokens_per_bag`, read once by the builder), times the group's bags. A batch whose
-fullest group needs more (or a run without records to sample) gets the smallest of
-`config.data.packing_buckets` sizes (k / packing_buckets of the group's padded tokens) that holds
-it, a shape of its own.
+fullest group needs more gets the group's padded size for that part: one more shape per length
+bucket at most, compiled once, for the few batches fuller than every sampled one.
 """
 
 from __future__ import annotations
@@ -51,30 +50,17 @@ def tokens_per_bag(batches: list[dict[str, np.ndarray]], devices: int, steps: in
     return np.max([token_counts(batch, devices, steps) for batch in batches], axis=0) / bags
 
 
-def capacity(need: int, padded: int, buckets: int) -> int:
-    """Compact slots for `need` tokens of a group of `padded` positions: the smallest multiple of
-    ceil(padded / buckets) that holds them (at least one), at most `padded`."""
-    if buckets < 1:
-        raise ValueError(f"config.data.packing_buckets={buckets}: expected >= 1 capacity sizes")
-    quantum = -(-padded // buckets)
-    return min(padded, max(1, -(-need // quantum)) * quantum)
-
-
-def capacities(batch: dict[str, np.ndarray], need: np.ndarray, devices: int, steps: int, buckets: int,
-               per_bag: np.ndarray | None = None) -> tuple[int, int]:
+def capacities(batch: dict[str, np.ndarray], need: np.ndarray, devices: int, steps: int, per_bag: np.ndarray
+               ) -> tuple[int, int]:
     """(Ct, Cr) for groups of the batch's bags whose fullest needs `need` [2] (text, regions) slots: the
     run's fixed per_bag [2] (`tokens_per_bag`) x bags per group, rounded up to a multiple of 8 and at
-    most the group's padded tokens, where that holds `need`; else (or without per_bag) the smallest
-    `capacity` that does."""
+    most the group's padded tokens, where that holds `need`; else the padded tokens."""
     bags = len(batch["bag_mask"]) // (devices * steps)
     padded = bags * batch["instance_mask"].shape[1] * np.array([batch["text_mask"].shape[-1],
                                                                 batch["region_mask"].shape[-1]])
-    slots = []
-    for part in (TEXT, REGIONS):
-        fixed = None if per_bag is None else min(int(padded[part]), -(-int(np.ceil(per_bag[part] * bags)) // 8) * 8)
-        fits = fixed is not None and need[part] <= fixed
-        slots.append(fixed if fits else capacity(int(need[part]), int(padded[part]), buckets))
-    return slots[TEXT], slots[REGIONS]
+    fixed = np.minimum(padded, -(-np.ceil(per_bag * bags).astype(np.int64) // 8) * 8)
+    slots = np.where(np.asarray(need) <= fixed, fixed, padded)
+    return int(slots[TEXT]), int(slots[REGIONS])
 
 
 def pack(batch: dict[str, np.ndarray], devices: int, steps: int, slots: tuple[int, int]) -> dict[str, np.ndarray]:

@@ -48,7 +48,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from clever_jax import cli
-from clever_jax.data import packing
 from clever_jax.perf.flops import Shapes
 from clever_jax.training import builder
 
@@ -89,7 +88,7 @@ def analytic(s: Shapes, num_params: int, micro_bags: int, dtype: str, accumulate
 def abstract_step(config: ml_collections.ConfigDict, device_bags: int, token_share: float | None
                   ) -> tuple[Any, Any, Any, Shapes, int]:
     """The jitted train step, the abstract state and the batch shapes of one device's share (packed: with
-    compact slots for `token_share` of the padded text and region tokens, packing.capacity)."""
+    compact slots for `token_share` of the padded text and region tokens, in multiples of 8)."""
     config = config.copy_and_resolve_references()
     config.data.batch_size = device_bags
     config.mesh.update(data=1, fsdp=1)
@@ -99,8 +98,8 @@ def abstract_step(config: ml_collections.ConfigDict, device_bags: int, token_sha
     if token_share is not None:
         groups, shape = config.train.grad_accum_steps, run.shape
         per_group = device_bags // groups * shape.bag_size
-        slots = [packing.capacity(int(np.ceil(token_share * per_group * n)), per_group * n,
-                                  config.data.packing_buckets) for n in (shape.text_len, shape.num_regions)]
+        slots = [min(per_group * n, -(-int(np.ceil(token_share * per_group * n)) // 8) * 8)
+                 for n in (shape.text_len, shape.num_regions)]
         batch.update({key: jax.ShapeDtypeStruct((groups, size), jnp.int32)
                       for key, size in zip(("packed_text", "packed_regions"), slots, strict=True)})
         batch["token_slots"] = jax.ShapeDtypeStruct((device_bags, shape.bag_size, shape.text_len + shape.num_regions),

@@ -228,6 +228,8 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
     if not records_dir:  # Features for the two timed batches only.
         for local in (train_local, eval_local):
             local["regions"] = synthetic.region_features(local["region_mask"], run.shape.region_dim, rng)
+    if not records_dir and config.data.packing:  # Capacities as training sets them, from these batches.
+        run.sampled_tokens_per_bag = packing.tokens_per_bag(train_batches, *run.groups(train=True))
     train_batch = run.device_batch(train_local, train=True)  # Packed with config.data.packing.
     eval_batch = run.device_batch(eval_local, train=False)
 

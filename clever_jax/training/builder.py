@@ -172,7 +172,7 @@ class Run:
       batch_shapes_seen: (local bags, text length, regions[, text and region slots]) of every device batch made
         so far.
       sampled_tokens_per_bag: with config.data.packing, the sample that sets the packed capacities
-        (`packing_tokens_per_bag`), once read.
+        (`packing_tokens_per_bag`), once read (empty: nothing to sample, the run stays padded).
     """
 
     config: ml_collections.ConfigDict
@@ -311,33 +311,38 @@ class Run:
             batch = packing.pack(batch, *groups, slots)
         return sharding.global_batch(batch, self.batch_sharding)
 
-    def packing_groups(self, train: bool) -> tuple[int, int] | None:
-        """(local devices, accumulation steps) that a training (`train`) or evaluation batch is packed by; None
-        without config.data.packing (or for encoders without a token sequence: CNN, language models)."""
-        if not self.config.data.packing or getattr(self.model, "encoder_type", None) != "vlp":
-            return None
+    def groups(self, train: bool) -> tuple[int, int]:
+        """(local devices, accumulation steps): the groups a training (`train`) or evaluation batch packs in."""
         return self.mesh.size // jax.process_count(), self.config.train.grad_accum_steps if train else 1
+
+    def packing_groups(self, train: bool) -> tuple[int, int] | None:
+        """`groups` where the run packs its batches; None without config.data.packing, for encoders without a
+        token sequence (CNN, language models), or without training batches to sample capacities from (a
+        knowledge base from a detector's output: padded)."""
+        packs = self.config.data.packing and getattr(self.model, "encoder_type", None) == "vlp"
+        return self.groups(train) if packs and self.packing_tokens_per_bag() is not None else None
 
     def packed_slots(self, batch: dict[str, np.ndarray], need: Any, train: bool) -> tuple[int, int]:
         """(Ct, Cr) compact slots per group of a trimmed batch whose fullest group (of any process) needs
         `need` [2]: the run's capacities where they hold it (data/packing.py)."""
-        data = self.config.data
-        return packing.capacities(batch, np.asarray(need), *self.packing_groups(train), data.packing_buckets,
-                                  self.packing_tokens_per_bag())
+        return packing.capacities(batch, np.asarray(need), *self.packing_groups(train), self.packing_tokens_per_bag())
 
     def packing_tokens_per_bag(self) -> np.ndarray | None:
         """The most real text tokens and regions per bag [2] of any training group in the first
         packing.SAMPLE_BATCHES training batches, which set the packed capacities (data/packing.py); the same
-        batches on every process, read once. None without training records (synthetic batches)."""
-        if self.sampled_tokens_per_bag is None and self.num_bags.get("train"):
-            loader = pipeline.make_loader(self.records_dir, "train", self.shape, self.local_batch_size(train=True),
-                                          train=True, seed=self.config.data.shuffle_seed,
-                                          shard_options=grain.sharding.NoSharding())
-            batches = list(itertools.islice(iter(loader), packing.SAMPLE_BATCHES))
-            if batches:
-                self.sampled_tokens_per_bag = packing.tokens_per_bag(
-                    batches, self.mesh.size // jax.process_count(), self.config.train.grad_accum_steps)
-        return self.sampled_tokens_per_bag
+        batches on every process, read once; None without a whole training batch. Synthetic batches (no
+        records: the benchmark) set `sampled_tokens_per_bag` from their own first batches instead."""
+        if self.sampled_tokens_per_bag is None:
+            batches = []
+            if self.num_bags.get("train"):
+                loader = pipeline.make_loader(self.records_dir, "train", self.shape,
+                                              self.local_batch_size(train=True), train=True,
+                                              seed=self.config.data.shuffle_seed,
+                                              shard_options=grain.sharding.NoSharding())
+                batches = list(itertools.islice(iter(loader), packing.SAMPLE_BATCHES))
+            self.sampled_tokens_per_bag = (packing.tokens_per_bag(batches, *self.groups(train=True)) if batches
+                                           else np.zeros(0))
+        return self.sampled_tokens_per_bag if self.sampled_tokens_per_bag.size else None
 
     def scorer(self, split: str) -> evaluate.Scorer:
         """What evaluation scores `split` with: the jitted eval step on device batches, its outputs

@@ -25,9 +25,11 @@ def padded_batch(num_bags: int = 8, seed: int = 0) -> dict:
     return synthetic.synthetic_batch(SHAPE, num_bags, np.random.default_rng(seed), 5.0, VOCAB)
 
 
-def packed(batch: dict, devices: int, accumulation: int, buckets: int = 8) -> dict:
+def packed(batch: dict, devices: int, accumulation: int) -> dict:
+    """The batch packed with capacities sampled from itself."""
     need = packing.token_counts(batch, devices, accumulation)
-    return packing.pack(batch, devices, accumulation, packing.capacities(batch, need, devices, accumulation, buckets))
+    per_bag = packing.tokens_per_bag([batch], devices, accumulation)
+    return packing.pack(batch, devices, accumulation, packing.capacities(batch, need, devices, accumulation, per_bag))
 
 
 def test_groups_are_each_devices_bags_of_each_micro_batch():
@@ -59,29 +61,21 @@ def test_every_real_token_has_one_slot_in_its_own_group(devices, accumulation):
         assert used.sum() == real[order[g]].sum()
 
 
-def test_capacities_come_in_buckets_and_a_group_too_full_is_named():
-    assert packing.capacity(need=0, padded=100, buckets=8) == 13
-    assert packing.capacity(need=14, padded=100, buckets=8) == 26
-    assert packing.capacity(need=100, padded=100, buckets=8) == 100  # The last bucket is the padded size.
-    assert packing.capacity(need=37, padded=100, buckets=1) == 100
+def test_capacities_are_the_runs_unless_a_group_needs_more_and_a_group_too_full_is_named():
     batch = padded_batch()
     need = packing.token_counts(batch, 1, 1)
     with pytest.raises(ValueError, match=r"packed_text: a group of 8 bags has \d+ real tokens, more than its"):
         packing.pack(batch, 1, 1, (int(need[0]) - 1, int(need[1])))
     # A run's fixed capacities: the sampled tokens per bag x bags, in multiples of 8, when they hold the batch's
-    # fullest group; else the batch's own bucket.
+    # fullest group; else that part's padded tokens.
     per_bag = packing.tokens_per_bag([padded_batch(seed=1), padded_batch(seed=2)], devices=2, steps=1)
     np.testing.assert_array_equal(per_bag, np.max([packing.token_counts(padded_batch(seed=s), 2, 1)
                                                    for s in (1, 2)], axis=0) / 4)
     fixed = [-(-int(np.ceil(rate * 4)) // 8) * 8 for rate in per_bag]
     small = np.minimum(need // 2, fixed)  # Two groups of 4 bags, each within the fixed capacities.
-    assert packing.capacities(batch, small, 2, 1, 8, per_bag) == tuple(fixed)
-    too_full = np.array([fixed[0] + 1, 0])
-    assert packing.capacities(batch, too_full, 2, 1, 8, per_bag) == (
-        packing.capacity(fixed[0] + 1, 4 * 5 * 12, 8), fixed[1])
-    padded = (4 * 5 * 12, 4 * 5 * 6)  # A group's padded text and region tokens.
-    assert packing.capacities(batch, small, 2, 1, 8) == tuple(packing.capacity(int(n), p, 8)
-                                                             for n, p in zip(small, padded, strict=True))
+    assert packing.capacities(batch, small, 2, 1, per_bag) == tuple(fixed)
+    assert packing.capacities(batch, np.array([fixed[0] + 1, 0]), 2, 1, per_bag) == (4 * 5 * 12, fixed[1])
+    assert packing.capacities(batch, small, 2, 1, per_bag * 100) == (4 * 5 * 12, 4 * 5 * 6)  # At most padded.
 
 
 def test_gathered_rows_have_the_gradient_of_a_gather():

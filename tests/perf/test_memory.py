@@ -8,7 +8,7 @@ from configs import demo
 
 def small_config(**train):
     config = demo.get_config("tiny")
-    config.data.update(text_len=8, num_regions=4)
+    config.data.update(text_len=8, num_regions=4, packing=True)
     config.mesh.data = 2
     config.train.update(train)
     return config
@@ -25,7 +25,7 @@ def test_estimate_splits_the_batch_and_reports_both_figures():
     assert b["activations"] == pytest.approx(a["activations"] / 2)  # Half the bags per micro-batch.
     assert b["gradients"] == pytest.approx(2 * a["gradients"])  # The accumulator.
     assert a["state"] == pytest.approx(12 * one["config"]["parameters"])
-    # The tiny config packs: by default for the most a batch can need (every token real), or for a share.
+    # Packed: by default for the most a batch can need (every token real), or for a share.
     half = memory.estimate(small_config(), token_share=0.5)
     padded_config = small_config()
     padded_config.data.packing = False

@@ -1,11 +1,14 @@
 """Run under 8 forced CPU devices (see test_sharding.py): sharded train steps vs one device, padded and
 packed (data/packing.py).
 
-Prints one JSON line: max relative parameter differences and the shardings that landed.
+Prints one JSON line: max relative parameter differences, the shardings that landed and the collectives
+of each compiled step.
 """
 
+import collections
 import functools
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +45,8 @@ def batch(seed: int) -> dict:
 def packed(batch: dict, devices: int, steps: int) -> dict:
     """The batch with where its real tokens are, for `devices` devices and `steps` micro-batches."""
     need = packing.token_counts(batch, devices, steps)
-    return packing.pack(batch, devices, steps, packing.capacities(batch, need, devices, steps, buckets=4))
+    per_bag = packing.tokens_per_bag([batch], devices, steps)
+    return packing.pack(batch, devices, steps, packing.capacities(batch, need, devices, steps, per_bag))
 
 
 def run(config, devices, mode, pack=False):
@@ -65,21 +69,27 @@ def run(config, devices, mode, pack=False):
     step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, config=config),
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated))
+    collectives = None
     for seed in range(3):
         local = packed(batch(seed), mesh.size, config.train.grad_accum_steps) if pack else batch(seed)
-        state, metrics = step(state, sharding.global_batch(local, sharding.batch_sharding(mesh)))
+        global_batch = sharding.global_batch(local, sharding.batch_sharding(mesh))
+        if collectives is None:  # What the compiled step sends between devices.
+            text = step.lower(state, global_batch).compile().as_text()
+            collectives = dict(collections.Counter(re.findall(
+                r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(", text)))
+        state, metrics = step(state, global_batch)
     specs = {jax.tree_util.keystr(path): str(leaf.sharding.spec)
              for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]}
-    return jax.device_get(state.params), specs, float(metrics["loss"])
+    return jax.device_get(state.params), specs, float(metrics["loss"]), collectives
 
 
 def main():
     config = demo.get_config("tiny")
     config.train.update(lr=1e-3, warmup_steps=1)
-    reference, _, loss = run(config, jax.devices()[:1], "replicated")
+    reference, _, loss, _ = run(config, jax.devices()[:1], "replicated")
     config.train.grad_accum_steps = 2
     config.mesh.update(data=1, fsdp=1)
-    accumulated, _, _ = run(config, jax.devices()[:1], "replicated")
+    accumulated, _, _, _ = run(config, jax.devices()[:1], "replicated")
     results = {"devices": jax.device_count(), "loss": loss}
     cases = {"data8": (8, 1, "replicated", 1, reference), "fsdp": (2, 4, "fsdp", 1, reference),
              "accumulate": (4, 1, "replicated", 2, accumulated),  # 2 bags per device, 1 per micro-batch.
@@ -87,14 +97,14 @@ def main():
     for name, (data, fsdp, mode, accum, expected) in cases.items():
         config.mesh.update(data=data, fsdp=fsdp)
         config.train.grad_accum_steps = accum
-        params, specs, _ = run(config, jax.devices()[:data * fsdp], mode, pack=name.startswith("packed"))
+        params, specs, _, collectives = run(config, jax.devices()[:data * fsdp], mode, pack=name.startswith("packed"))
         # Parameters agree to rtol 1e-5, with atol 1e-5 (1% of one step of lr 1e-3) for entries whose
         # gradient is near zero (the attention key bias, or a weight whose gradient is ~1e-7): their gradient
         # is rounding noise, which Adam scales up to ~lr.
         close = jax.tree.map(lambda a, b: bool(np.allclose(a, b, rtol=1e-5, atol=1e-5)), params, expected)
         diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, expected)
         results[name] = {"allclose": all(jax.tree.leaves(close)), "max_abs_diff": max(jax.tree.leaves(diffs)),
-                         "specs": specs}
+                         "specs": specs, "collectives": collectives}
     print(json.dumps(results))
 
 

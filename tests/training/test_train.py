@@ -115,8 +115,8 @@ def test_training_and_evaluation_batches_are_trimmed_to_buckets(trained):
     assert trainer.config.data.length_multiple == 8  # The demo config's, capped at Lt 16 and Lr 6 here.
     # This world's batches need 8 or up to 16 text positions and all 6 regions: both buckets, in training
     # (8 bags per batch) and in validation (16 bags).
-    buckets = {shape[:3] for shape in trainer.run.batch_shapes_seen}  # Packed: (..., text slots, region slots).
-    assert {(8, 8, 6), (8, 16, 6), (16, 8, 6)} <= buckets <= {(b, t, 6) for b in (8, 16) for t in (8, 16)}
+    assert {(8, 8, 6), (8, 16, 6), (16, 8, 6)} <= trainer.run.batch_shapes_seen <= {(b, t, 6) for b in (8, 16)
+                                                                                 for t in (8, 16)}
     batch = next(iter(trainer.run.loader("val", train=False)))
     text_len, num_regions = pipeline.bucket_lengths(batch, 8)
     device_batch = trainer.run.device_batch(batch, train=True)
@@ -125,17 +125,31 @@ def test_training_and_evaluation_batches_are_trimmed_to_buckets(trained):
 
 
 @pytest.mark.slow
-def test_the_padded_run_learns_what_the_packed_run_learns(trained, world, tmp_path):
+def test_a_packed_run_learns_what_the_padded_run_learns(trained, world, tmp_path):
     trainer, workdir, _ = trained
-    assert trainer.config.data.packing and all(len(shape) == 5 for shape in trainer.run.batch_shapes_seen)
-    padded = trainer_for(world, tmp_path, {"packing": False})
-    padded.train()
-    assert all(len(shape) == 3 for shape in padded.run.batch_shapes_seen)
-    packed_history, padded_history = (json.load(open(os.path.join(w, "history.json"))) for w in (workdir, tmp_path))
+    assert not trainer.config.data.packing and all(len(shape) == 3 for shape in trainer.run.batch_shapes_seen)
+    packed = trainer_for(world, tmp_path, {"packing": True})
+    packed.train()
+    assert all(len(shape) == 5 for shape in packed.run.batch_shapes_seen)  # (..., text slots, region slots)
+    packed_history, padded_history = (json.load(open(os.path.join(w, "history.json"))) for w in (tmp_path, workdir))
     assert [h["step"] for h in packed_history] == [h["step"] for h in padded_history]
     for packed, padded in zip(packed_history, padded_history, strict=True):  # The same dropout masks: float noise.
         for key in ("auc", "score", "mauc", "spearman"):
             np.testing.assert_allclose(packed[key], padded[key], rtol=1e-3, err_msg=key)
+
+
+@pytest.mark.slow
+def test_packing_samples_the_training_batches_and_a_run_without_them_stays_padded(world):
+    world_dir, records_dir = world
+    config = tiny_config()
+    config.data.update(world_dir=world_dir, packing=True)
+    run = builder.build(config, records_dir)
+    assert run.packing_groups(train=False) == (1, 1) and run.packing_tokens_per_bag().shape == (2,)
+    batch = pipeline.pad_batch(next(iter(run.loader("val", train=False))), 16)
+    assert {"packed_text", "packed_regions", "token_slots"} <= set(run.device_batch(batch, train=False))
+    run = builder.build(config, records_dir)
+    del run.num_bags["train"]  # As a knowledge base from a detector's output: no training batch to sample.
+    assert run.packing_groups(train=False) is None and "packed_text" not in run.device_batch(batch, train=False)
 
 
 @pytest.mark.slow
