@@ -8,8 +8,9 @@ moves a token between devices.
 The step compiles once per shape, so a group's compact capacity, for its text and for its regions,
 is fixed for the run (`capacities`): the most real tokens per bag of any group in SAMPLE_BATCHES
 training batches (`tokens_per_bag`, read once by the builder), times the group's bags. A batch whose
-fullest group needs more gets the group's padded size for that part: one more shape per length
-bucket at most, compiled once, for the few batches fuller than every sampled one.
+fullest group needs more gets the group's padded size for that part (text, regions or both): at
+most three more shapes per length bucket, each compiled once, for the few batches fuller than every
+sampled one.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def pack(batch: dict[str, np.ndarray], devices: int, steps: int, slots: tuple[in
       ValueError: a group has more real tokens than its capacity.
     """
     num_bags, n = batch["instance_mask"].shape
+    if num_bags % (devices * steps):
+        raise ValueError(f"{num_bags} bags do not split into {devices} devices x {steps} micro-batches")
     length = batch["text_mask"].shape[-1] + batch["region_mask"].shape[-1]
     order = group_order(num_bags, devices, steps)
     groups, positions = len(order), order.shape[1] * n * length

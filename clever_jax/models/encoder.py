@@ -403,6 +403,14 @@ class InstanceEncoder(nn.Module):
         cfg = self.config
         b, n, lt = text_ids.shape
         lr, groups = regions.shape[-2], packed_text.shape[0]
+        if b % groups or token_slots.shape != (b, n, lt + lr):
+            raise ValueError(f"packing arrays of {groups} groups and token_slots {token_slots.shape} do not fit a "
+                             f"batch of {b} bags x {n} instances x {lt} + {lr} tokens")
+        if lt > cfg.max_position_embeddings:
+            raise ValueError(f"text length {lt} > max_position_embeddings {cfg.max_position_embeddings}")
+        if token_slots.size * cfg.hidden_size >= 2**32:  # The dropout masks' index runs over the padded layout.
+            raise ValueError(f"{token_slots.size} padded tokens x {cfg.hidden_size}: the dropout masks' 32-bit "
+                             "element index allows < 2^32")
         instances = b // groups * n  # per group
         first = jnp.arange(groups)[:, None] * instances  # The group's first instance in the batch.
 

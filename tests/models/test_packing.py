@@ -66,6 +66,8 @@ def test_capacities_are_the_runs_unless_a_group_needs_more_and_a_group_too_full_
     need = packing.token_counts(batch, 1, 1)
     with pytest.raises(ValueError, match=r"packed_text: a group of 8 bags has \d+ real tokens, more than its"):
         packing.pack(batch, 1, 1, (int(need[0]) - 1, int(need[1])))
+    with pytest.raises(ValueError, match="8 bags do not split into 3 devices x 1 micro-batches"):
+        packing.pack(batch, 3, 1, tuple(need))
     # A run's fixed capacities: the sampled tokens per bag x bags, in multiples of 8, when they hold the batch's
     # fullest group; else that part's padded tokens.
     per_bag = packing.tokens_per_bag([padded_batch(seed=1), padded_batch(seed=2)], devices=2, steps=1)
@@ -126,4 +128,7 @@ def test_packed_batches_are_for_the_vlp_encoder():
     batch = packed(padded_batch(), 1, 1)
     with pytest.raises(ValueError, match="packed batches are for the VLP encoder, not 'cnn'"):
         cnn.init(jax.random.key(0), batch)
+    wrong = {**batch, "token_slots": batch["token_slots"][:, :, :-1]}  # A batch trimmed after packing.
+    with pytest.raises(ValueError, match=r"token_slots \(8, 5, 17\) do not fit a batch of 8 bags x 5 instances"):
+        model.init(jax.random.key(0), wrong)
     assert set(PACKING_KEYS) <= set(batch)
