@@ -38,6 +38,7 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     need(data.text_len >= 4, "data.text_len", data.text_len, "needs room for [CLS], two tags and [SEP] (>= 4)")
     need(data.num_regions >= 2, "data.num_regions", data.num_regions, "the subject and object regions need 2")
     need(data.length_multiple >= 0, "data.length_multiple", data.length_multiple, "0 (off) or a positive multiple")
+    need(data.packing_classes >= 1, "data.packing_classes", data.packing_classes, ">= 1 length class of instances")
     need(data.source in SOURCES, "data.source", data.source, f"one of {SOURCES}")
     need(data.sampler in SAMPLERS and (data.sampler != "listed" or data.source == "release"), "data.sampler",
          data.sampler, f"one of {SAMPLERS}; 'listed' (the release's own order) needs data.source='release'")

@@ -35,8 +35,11 @@ def get_config() -> ml_collections.ConfigDict:
     data.length_multiple = 0  # Cut each batch's trailing padding to multiples of this; 0 = always Lt and Lr.
     # Compute only the real tokens of each batch (models/packing.py: the same results); for the VLP encoder, the
     # others have no token sequence. Capacities: the most tokens per bag in the first 20 training batches (a fuller
-    # batch computes padded). Off here, on in configs/vg.py (docs/performance.md, "Packing").
+    # batch computes padded). Off here, on in configs/vg.py and configs/demo.py (docs/performance.md, "Packing").
     data.packing = False
+    # Packed attention runs in rows of one instance each, in this many length classes (a group's instances sorted
+    # by length, equal counts), each as long as its longest instance (docs/performance.md, "Packing").
+    data.packing_classes = 8
     data.batch_size = 60  # Bags per training batch, over all processes (paper).
     data.eval_batch_size = 60  # Bags per evaluation batch, over all processes.
     data.shuffle_seed = 0  # Order of the training bags and their sampled gold relations (not tied to seed).

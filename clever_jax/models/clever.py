@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from clever_jax.models import heads
-from clever_jax.models.encoder import Dropout, EncoderConfig, InstanceEncoder
+from clever_jax.models.dropout import Dropout
+from clever_jax.models.encoder import EncoderConfig, InstanceEncoder
 from clever_jax.models.packing import PACKING_KEYS
 from clever_jax.models.region_pair import RegionPairEncoder
 

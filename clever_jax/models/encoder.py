@@ -17,10 +17,7 @@ Parameter tree (checkpoint import in clever_jax/models/weights.py relies on thes
 Leading dimensions of every input are free ([B, N] for bags); params are float32, the compute
 dtype is config.dtype, the attention softmax and LayerNorm statistics are float32.
 
-Dropout (`Dropout`, also used by the bag head) keeps an element with probability
-round((1 - rate) 2^32) / 2^32 -- for rate 0.1, 0.9 to within 1.2e-10 -- and scales kept elements
-by the inverse of that exact probability. Its masks come from a counter-based hash of each
-element's index under a per-call seed drawn from the "dropout" rng collection.
+Dropout is models/dropout.py's (hashed masks; packed batches give each element its unpacked index).
 """
 
 from __future__ import annotations
@@ -34,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clever_jax.models.dropout import Dropout, row_index
 from clever_jax.models.geometry import pair_geometry, query_geometry
 from clever_jax.models.packing import Packing, gather_rows, locate, take_rows
 
@@ -148,55 +146,6 @@ def gelu(x: jax.Array) -> jax.Array:
     return x * (1.0 + jax.lax.erf(x * 2**-0.5)) * 0.5
 
 
-def fmix32(x: jax.Array) -> jax.Array:
-    """MurmurHash3's 32-bit finaliser: a bijection of uint32 in which every input bit flips each
-    output bit with probability ~1/2. x uint32 [...] -> uint32 [...]."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x85EBCA6B)
-    x = x ^ (x >> 13)
-    x = x * jnp.uint32(0xC2B2AE35)
-    return x ^ (x >> 16)
-
-
-class Dropout(nn.Module):
-    """Inverted dropout with hashed masks: x [...] -> [...].
-
-    Each call draws a seed (s0, s1) of two 32-bit words from the "dropout" rng collection (as
-    nn.Dropout draws its key). Element i, its row-major index in x, gets u_i = fmix32(fmix32(i ^ s0)
-    + s1) and is kept iff u_i < t, t = round((1 - rate) 2^32); kept elements are scaled by 2^32 / t,
-    so the expectation is exactly x. For a given seed i -> u_i is a bijection, so the u_i of one
-    call are distinct 32-bit values, spread like a draw without replacement.
-
-    Why not jax.random.bernoulli: threefry spends some 20 rounds of integer work per random word
-    and XLA:CPU writes the words to memory before using them; the hash is a few integer operations
-    that XLA fuses into the select that applies the mask (the demo train step's gain:
-    docs/performance.md). The index is the global one, so a sharded x gets the mask it gets on one
-    device.
-    """
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, deterministic: bool, token_index: jax.Array | None = None) -> jax.Array:
-        """token_index int [...] (x's shape but the last axis): each row's index in the unpacked layout
-        (models/packing.py), so that element (row, j) gets the mask of element token_index x width + j
-        there; None: the row-major index in x."""
-        if not 0.0 <= self.rate < 1.0:
-            raise ValueError(f"dropout rate {self.rate} is not in [0, 1)")
-        if deterministic or self.rate == 0.0:
-            return x
-        if x.size >= 2**32:
-            raise ValueError(f"dropout on {x.size} elements: the mask's 32-bit element index allows < 2^32")
-        threshold = min(round((1.0 - self.rate) * 2**32), 2**32 - 1)
-        s0, s1 = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
-        width = x.shape[-1]
-        rows = (jax.lax.iota(jnp.uint32, x.size // width).reshape(x.shape[:-1]) if token_index is None
-                else token_index.astype(jnp.uint32))
-        index = rows[..., None] * jnp.uint32(width) + jax.lax.iota(jnp.uint32, width)
-        keep = fmix32(fmix32(index ^ s0) + s1) < jnp.uint32(threshold)
-        return jnp.where(keep, x * (2**32 / threshold), 0).astype(x.dtype)
-
-
 def attention_bias(mask: jax.Array) -> jax.Array:
     """Additive float32 attention bias [..., 1, 1, L] from a key mask bool [..., L] (True = attend)."""
     return jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[..., None, None, :]
@@ -229,42 +178,64 @@ class BertEmbeddings(nn.Module):
         types = embed(cfg.type_vocab_size, "token_type_embeddings")
         x = x + (types.embedding[0].astype(cfg.dtype) if token_types is None else types(token_types))
         x = norm_layer(cfg, "layer_norm")(x)
-        return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic, token_index=token_index)
+        index = None if token_index is None else row_index(token_index, cfg.hidden_size)
+        return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic, index=index)
+
+
+class DenseParams(nn.Module):
+    """The parameters of a dense layer as dense_layer makes them, kernel float32 [in, features] and bias
+    [features], for layers applied together in one product (SelfAttention's query, key and value)."""
+
+    config: EncoderConfig
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+        init = nn.initializers.normal(self.config.initializer_range)
+        return (self.param("kernel", init, (in_features, self.features), jnp.float32),
+                self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32))
 
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention: x [..., L, H], bias float32 [..., 1, 1, L] -> [..., L, H].
 
-    Packed (models/packing.py): x and the output are compact [G C, H], bias is the padded batch's
-    [B, N, 1, 1, L]; queries, keys and values are gathered into the padded layout to attend."""
+    Packed (models/packing.py): x and the output are compact [G C, H] and bias is None; queries, keys
+    and values are gathered into the rows of the length classes, each attended at its own length."""
 
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool, packing: Packing | None = None
+    def __call__(self, x: jax.Array, bias: jax.Array | None, *, deterministic: bool, packing: Packing | None = None
                  ) -> jax.Array:
         cfg = self.config
         head_dim = cfg.hidden_size // cfg.num_heads
-        padded = (lambda t: t) if packing is None else (  # noqa: E731
-            lambda t: packing.to_padded(t, (*bias.shape[:-3], bias.shape[-1])))
-        split = lambda t: einops.rearrange(padded(t), "... l (h d) -> ... h l d", h=cfg.num_heads)  # noqa: E731
-        # The 1/sqrt(D) scale goes on q [..., L, H] rather than on the scores [..., heads, L, L].
-        q = split(dense_layer(cfg, cfg.hidden_size, "query")(x) * head_dim**-0.5)  # [..., heads, L, D]
-        k = split(dense_layer(cfg, cfg.hidden_size, "key")(x))
-        v = split(dense_layer(cfg, cfg.hidden_size, "value")(x))
-        scores = jnp.einsum("...hqd,...hkd->...hqk", q, k)
-        probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(cfg.dtype)
-        probs = Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-        context = jnp.einsum("...hqk,...hkd->...hqd", probs, v)
-        context = einops.rearrange(context, "... h l d -> ... l (h d)")
-        if packing is not None:
-            context = packing.to_compact(context)
+        # Query, key and value in one product [..., L, 3H] (and, packed, one gather). The 1/sqrt(D) scale goes on
+        # the queries [..., L, H] rather than on the scores [..., heads, L, L].
+        kernels, biases = zip(*(DenseParams(cfg, cfg.hidden_size, name=n)(x.shape[-1])
+                                for n in ("query", "key", "value")), strict=True)
+        qkv = (jnp.dot(x.astype(cfg.dtype), jnp.concatenate(kernels, axis=1).astype(cfg.dtype))
+               + jnp.concatenate(biases).astype(cfg.dtype))
+        qkv = qkv * jnp.array([head_dim**-0.5, 1.0, 1.0], cfg.dtype).repeat(cfg.hidden_size)
+        if packing is None:
+            rows, masks, index = [qkv], [bias], None
+        else:  # Each length class's rows [G, n_k, R_k, 3H], their key masks and dropout indices.
+            rows = packing.to_rows(qkv)
+            masks = [attention_bias(slots < packing.index.shape[1]) for slots in packing.rows]
+            index = [queries[..., None] + keys[..., None, None, :]
+                     for queries, keys in zip(packing.row_queries, packing.row_keys, strict=True)]
+        rows = [einops.rearrange(r, "... l (p h d) -> p ... h l d", p=3, h=cfg.num_heads) for r in rows]
+        probs = [jax.nn.softmax(jnp.einsum("...hqd,...hkd->...hqk", q, k).astype(jnp.float32) + b,
+                                axis=-1).astype(cfg.dtype) for (q, k, _), b in zip(rows, masks, strict=True)]
+        probs = Dropout(cfg.attention_dropout)(probs, deterministic=deterministic, index=index)
+        context = [einops.rearrange(jnp.einsum("...hqk,...hkd->...hqd", p, v), "... h l d -> ... l (h d)")
+                   for p, (_, _, v) in zip(probs, rows, strict=True)]
+        context = context[0] if packing is None else packing.from_rows(context)
         return dense_layer(cfg, cfg.hidden_size, "output")(context)
 
 
 class BertLayer(nn.Module):
     """One post-LN BERT layer: x [..., L, H], bias float32 [..., 1, 1, L] -> [..., L, H] (packed: x compact
-    [G C, H], SelfAttention).
+    [G C, H], bias None: SelfAttention).
 
     `deterministic` is positional so that nn.remat can treat it as static (argument 3).
     """
@@ -272,12 +243,12 @@ class BertLayer(nn.Module):
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool, packing: Packing | None = None
+    def __call__(self, x: jax.Array, bias: jax.Array | None, deterministic: bool, packing: Packing | None = None
                  ) -> jax.Array:
         cfg = self.config
         hidden_dropout = Dropout(cfg.hidden_dropout)  # One module: its two calls draw two seeds, as before packing.
-        dropout = lambda t: hidden_dropout(  # noqa: E731
-            t, deterministic=deterministic, token_index=None if packing is None else packing.token_index)
+        index = None if packing is None else row_index(packing.token_index, cfg.hidden_size)
+        dropout = lambda t: hidden_dropout(t, deterministic=deterministic, index=index)  # noqa: E731
         h = SelfAttention(cfg, name="attention")(x, bias, deterministic=deterministic, packing=packing)
         x = norm_layer(cfg, "attention_layer_norm")(x + dropout(h))
         h = gelu(dense_layer(cfg, cfg.intermediate_size, "intermediate")(x))
@@ -288,15 +259,15 @@ class BertLayer(nn.Module):
 class BertStack(nn.Module):
     """config.num_layers BERT layers: x [..., L, H], mask bool [..., L] (True = real) -> [..., L, H].
 
-    Packed: x compact [G C, H] -> [G C, H], mask the padded batch's [B, N, L] (models/packing.py)."""
+    Packed: x compact [G C, H] -> [G C, H], mask None (models/packing.py)."""
 
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool, packing: Packing | None = None
+    def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool, packing: Packing | None = None
                  ) -> jax.Array:
         layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.config.remat else BertLayer
-        bias = attention_bias(mask)
+        bias = None if mask is None else attention_bias(mask)
         for i in range(self.config.num_layers):
             x = layer_cls(self.config, name=f"layer_{i}")(x, bias, deterministic, packing)
         return x
@@ -369,11 +340,11 @@ class InstanceEncoder(nn.Module):
         self.encoder = BertStack(cfg)
 
     def encode(self, text_ids: jax.Array, text_mask: jax.Array, regions: jax.Array, region_mask: jax.Array, *,
-               deterministic: bool, packed: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> jax.Array:
+               deterministic: bool, packed: tuple[jax.Array, ...] | None = None) -> jax.Array:
         """Final hidden states of the joint sequence [..., Lt+Lr, H] (text first, then regions).
 
-        packed: (packed_text, packed_regions, token_slots) of a packed batch (models/packing.py; inputs
-        [B, N, ...]): the tokens are computed compact, the result is the same padded array."""
+        packed: a packed batch's PACKING_KEYS arrays, in that order (models/packing.py; inputs [B, N, ...]): the
+        tokens are computed compact, the result is the same padded array."""
         cfg = self.config
         if regions.shape[-1] != cfg.region_dim:
             raise ValueError(f"regions have {regions.shape[-1]} features; config.region_dim={cfg.region_dim}")
@@ -382,9 +353,9 @@ class InstanceEncoder(nn.Module):
             pair = self.pair_layer_norm(self.pair_embedding(pair_geometry(*query_geometry(regions, region_mask))))
         mask = jnp.concatenate([text_mask, region_mask], axis=-1).astype(bool)
         if packed is not None:
-            packing = Packing.of(*packed)
-            hidden = self.encoder(self._packed_tokens(text_ids, regions, pair, *packed, deterministic=deterministic),
-                                  mask, deterministic=deterministic, packing=packing)
+            packing = Packing.of(*packed, heads=cfg.num_heads)
+            tokens = self._packed_tokens(text_ids, regions, pair, *packed[:3], deterministic=deterministic)
+            hidden = self.encoder(tokens, None, deterministic=deterministic, packing=packing)
             return packing.to_padded(hidden, mask.shape)
         text = self.embeddings(text_ids, deterministic=deterministic)
         r = self.region_embedding(regions)
@@ -408,9 +379,10 @@ class InstanceEncoder(nn.Module):
                              f"batch of {b} bags x {n} instances x {lt} + {lr} tokens")
         if lt > cfg.max_position_embeddings:
             raise ValueError(f"text length {lt} > max_position_embeddings {cfg.max_position_embeddings}")
-        if token_slots.size * cfg.hidden_size >= 2**32:  # The dropout masks' index runs over the padded layout.
-            raise ValueError(f"{token_slots.size} padded tokens x {cfg.hidden_size}: the dropout masks' 32-bit "
-                             "element index allows < 2^32")
+        most = token_slots.size * max(cfg.hidden_size, cfg.num_heads * (lt + lr))
+        if most >= 2**32:  # The dropout masks' index runs over the padded layout (hidden states, attention).
+            raise ValueError(f"{token_slots.size} padded tokens x {most // token_slots.size}: the dropout masks' "
+                             "32-bit element index allows < 2^32")
         instances = b // groups * n  # per group
         first = jnp.arange(groups)[:, None] * instances  # The group's first instance in the batch.
 
@@ -431,11 +403,12 @@ class InstanceEncoder(nn.Module):
             pair = pair.reshape(groups, instances, -1).astype(r.dtype)
             r = r + sum(gather_rows(pair, jnp.where(used & (slot == j), instance, instances), slots[:, :, lt + j])
                         for j in (0, 1))
-        r = self.region_dropout(r, deterministic=deterministic, token_index=(first + instance) * lr + slot)
+        r = self.region_dropout(r, deterministic=deterministic,
+                                index=row_index((first + instance) * lr + slot, cfg.hidden_size))
         return jnp.concatenate([text, r.astype(text.dtype)], axis=1).reshape(-1, cfg.hidden_size)
 
     def __call__(self, text_ids: jax.Array, text_mask: jax.Array, regions: jax.Array, region_mask: jax.Array,
                  subject_span: jax.Array, object_span: jax.Array, *, deterministic: bool,
-                 packed: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> jax.Array:
+                 packed: tuple[jax.Array, ...] | None = None) -> jax.Array:
         hidden = self.encode(text_ids, text_mask, regions, region_mask, deterministic=deterministic, packed=packed)
         return pair_representation(hidden, text_ids.shape[-1], subject_span, object_span)

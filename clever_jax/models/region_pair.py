@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from clever_jax.data.vg import GEOMETRY_DIM
-from clever_jax.models.encoder import Dropout, EncoderConfig, dense_layer, norm_layer, span_mean
+from clever_jax.models.dropout import Dropout
+from clever_jax.models.encoder import EncoderConfig, dense_layer, norm_layer, span_mean
 from clever_jax.models.geometry import pair_geometry
 
 

@@ -10,7 +10,8 @@ tokens (a packed batch: its compact slots G Cr and G (Ct + Cr), data/packing.py)
 
   region projection        2 T_r F H
   attention projections    per layer 2 T 4H^2  (query, key, value, output)
-  attention scores, mix    per layer 2 B N 2 L^2 H (q.k and probs.v; in the padded layout, packed too)
+  attention scores, mix    per layer 2 P 2 H (q.k and probs.v) over P = B N L^2 pairs of positions
+                           (packed: sum over length classes of G n_k R_k^2, data/packing.py)
   FFN                      per layer 2 T 2 H I
   classifier (instances)   2 B N (D C + C (R+1))  (all heads but avg in training)
   head                     clever (train and eval) and att (eval), factorised (models/heads.py):
@@ -54,6 +55,8 @@ class Shapes:
       classifier_width: the classifier's hidden layer is classifier_width x H (C).
       text_tokens, region_tokens: the text and region tokens a batch's per-token work runs on: 0 for
         B N Lt and B N Lr (padded), else a packed batch's compact slots (data/packing.py).
+      attention_pairs: the pairs of positions attention scores: 0 for B N L^2 (padded), else a packed
+        batch's (its length classes' rows: sum G n_k R_k^2).
     """
 
     batch_size: int
@@ -72,21 +75,34 @@ class Shapes:
     classifier_width: int = 8
     text_tokens: int = 0
     region_tokens: int = 0
+    attention_pairs: int = 0
 
     @property
     def seq_len(self) -> int:
         return self.text_len + self.num_regions
+
+    def pairs(self, batch_size: int) -> int:
+        """Pairs of positions attention scores in a batch of `batch_size` bags."""
+        return self.attention_pairs or batch_size * self.bag_size * self.seq_len**2
 
     def tokens(self, batch_size: int) -> tuple[int, int]:
         """(text, region) tokens of a batch of `batch_size` bags that the per-token work runs on."""
         sequences = batch_size * self.bag_size
         return (self.text_tokens or sequences * self.text_len, self.region_tokens or sequences * self.num_regions)
 
+    def real(self, batch: dict[str, Any]) -> Shapes:
+        """These sizes with the real tokens of `batch` (padded arrays text_mask [B, N, Lt], region_mask [B, N, Lr])
+        as the tokens and pairs computed: what a step on that batch needs at the least (useful MFU)."""
+        text, regions = np.asarray(batch["text_mask"]), np.asarray(batch["region_mask"])
+        lengths = text.sum(axis=-1).astype(np.int64) + regions.sum(axis=-1)
+        return dataclasses.replace(self, text_tokens=max(int(text.sum()), 1), region_tokens=max(int(regions.sum()), 1),
+                                   attention_pairs=max(int((lengths**2).sum()), 1))
+
     @classmethod
     def of(cls, run: Run, text_len: int | None = None, num_regions: int | None = None, text_tokens: int = 0,
-           region_tokens: int = 0) -> Shapes:
+           region_tokens: int = 0, attention_pairs: int = 0) -> Shapes:
         """The sizes of a built run (Lt and Lr: the padded lengths, or a batch's bucket if given; packed
-        batches: their compact slots)."""
+        batches: their compact slots and attention rows)."""
         enc, data = run.model.encoder, run.config.data
         if run.model.encoder_type != "vlp":
             raise ValueError(f"FLOP and memory estimates count the VLP encoder, not "
@@ -96,7 +112,7 @@ class Shapes:
                    region_dim=run.shape.region_dim, num_relations=run.shape.num_relations, hidden=enc.hidden_size,
                    intermediate=enc.intermediate_size, num_layers=enc.num_layers, num_heads=enc.num_heads,
                    head=run.model.head, eval_head=run.model.eval_head, classifier_width=run.model.classifier_width,
-                   text_tokens=text_tokens, region_tokens=region_tokens)
+                   text_tokens=text_tokens, region_tokens=region_tokens, attention_pairs=attention_pairs)
 
 
 def _head_flops(head: str, batch_size: int, s: Shapes, *, train: bool) -> float:
@@ -116,13 +132,13 @@ def _head_flops(head: str, batch_size: int, s: Shapes, *, train: bool) -> float:
 
 def forward_flops(s: Shapes, batch_size: int, head: str, *, train: bool) -> dict[str, float]:
     """Matmul FLOPs of one forward pass over `batch_size` bags, by part (module docstring)."""
-    seqs, length, h = batch_size * s.bag_size, s.seq_len, s.hidden
+    seqs, h = batch_size * s.bag_size, s.hidden
     d, c = 4 * h, s.classifier_width * h
     text_tokens, region_tokens = s.tokens(batch_size)
     return {
         "region_projection": 2.0 * region_tokens * s.region_dim * h,
         "attention_projections": 2.0 * s.num_layers * (text_tokens + region_tokens) * 4 * h * h,
-        "attention_scores": 2.0 * s.num_layers * seqs * 2 * length * length * h,
+        "attention_scores": 2.0 * s.num_layers * s.pairs(batch_size) * 2 * h,
         "ffn": 2.0 * s.num_layers * (text_tokens + region_tokens) * 2 * h * s.intermediate,
         # Every head classifies the instances, except avg in training (it classifies only the mean).
         "classifier_instances": 0.0 if train and head == "avg" else 2.0 * seqs * (d * c + c * s.num_relations),

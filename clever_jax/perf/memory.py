@@ -20,9 +20,9 @@ I FFN size, A attention heads, K layers):
               full set during its recomputation. Inputs (regions float32 Lr F) come on top.
               Packed (config.data.packing, data/packing.py): the per-token parts (all but the
               attention's A L^2 terms) scale with the share s of the padded tokens the compact slots
-              hold, and the queries, keys, values and context gathered into the padded layout add
-              4 L H c; s = 1 (--token_share, default) is the most a packed batch can need: the
-              size a device must hold.
+              hold, and the queries, keys, values and context gathered into the length classes'
+              rows (at most the padded layout) add 4 L H c; s = 1 (--token_share, default) is the
+              most a packed batch can need: the size a device must hold.
 XLA: the train step of the run's builder (clever_jax.training.builder) is compiled for one device's share
 (b bags, grad_accum_steps micro-batches, a one-device mesh) on this machine's backend and
 `memory_analysis()` read: arguments + outputs - donated aliases +
@@ -48,6 +48,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from clever_jax import cli
+from clever_jax.data import packing
 from clever_jax.perf.flops import Shapes
 from clever_jax.training import builder
 
@@ -88,7 +89,8 @@ def analytic(s: Shapes, num_params: int, micro_bags: int, dtype: str, accumulate
 def abstract_step(config: ml_collections.ConfigDict, device_bags: int, token_share: float | None
                   ) -> tuple[Any, Any, Any, Shapes, int]:
     """The jitted train step, the abstract state and the batch shapes of one device's share (packed: with
-    compact slots for `token_share` of the padded text and region tokens, in multiples of 8)."""
+    compact slots for `token_share` of the padded text and region tokens, in multiples of 8, and attention rows
+    of the padded length)."""
     config = config.copy_and_resolve_references()
     config.data.batch_size = device_bags
     config.mesh.update(data=1, fsdp=1)
@@ -102,8 +104,12 @@ def abstract_step(config: ml_collections.ConfigDict, device_bags: int, token_sha
                  for n in (shape.text_len, shape.num_regions)]
         batch.update({key: jax.ShapeDtypeStruct((groups, size), jnp.int32)
                       for key, size in zip(("packed_text", "packed_regions"), slots, strict=True)})
-        batch["token_slots"] = jax.ShapeDtypeStruct((device_bags, shape.bag_size, shape.text_len + shape.num_regions),
-                                                    jnp.int32)
+        length = shape.text_len + shape.num_regions
+        batch["token_slots"] = jax.ShapeDtypeStruct((device_bags, shape.bag_size, length), jnp.int32)
+        # Length classes as long as the padded rows: the most they can be.
+        batch["attention_slots"] = tuple(jax.ShapeDtypeStruct((groups, int(n), length), jnp.int32)
+                                         for n in packing.class_sizes(per_group, config.data.packing_classes))
+        batch["attention_positions"] = jax.ShapeDtypeStruct((groups, sum(slots)), jnp.int32)
     return run.train_step, run.abstract_state(), batch, Shapes.of(run), num_params
 
 

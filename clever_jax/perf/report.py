@@ -11,6 +11,8 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from clever_jax.perf import flops as flops_lib
+
 if TYPE_CHECKING:
     from clever_jax.perf.flops import Shapes
 
@@ -22,9 +24,11 @@ def make_report(c: Any, flops: dict[str, Any], flops_xla: dict[str, float], trai
     s, config = c.shapes, c.config
     device = jax.devices()[0]
     peak_flops = peak["flops_per_s"]
+    useful = flops_lib.step_flops(c.train_shapes.real(c.train_batch),
+                                  c.eval_shapes.real(c.eval_batch) if c.eval_batch is not None else None)
 
     def throughput(times: dict, batch_size: int, timed: Shapes, tokens: dict, step_flops_: float,
-                   xla: float) -> dict[str, Any]:
+                   xla: float, useful_flops: float) -> dict[str, Any]:
         t = times["median_s"]
         computed_tokens = sum(timed.tokens(batch_size))
         share = tokens["real_share_of_computed"]
@@ -42,12 +46,14 @@ def make_report(c: Any, flops: dict[str, Any], flops_xla: dict[str, float], trai
             "xla_over_analytic": xla / step_flops_,
             "flops_per_s": step_flops_ / t,
             "mfu": step_flops_ / t / peak_flops,
-            "useful_mfu": share * step_flops_ / t / peak_flops,
+            "flops_useful": useful_flops,
+            "useful_mfu": useful_flops / t / peak_flops,
         }
 
-    train_report = throughput(train_times, s.batch_size, c.train_shapes, c.tokens, flops["train"], flops_xla["train"])
+    train_report = throughput(train_times, s.batch_size, c.train_shapes, c.tokens, flops["train"], flops_xla["train"],
+                              useful["train"])
     eval_report = throughput(eval_times, s.eval_batch_size, c.eval_shapes, c.eval_tokens, flops["eval"],
-                             flops_xla["eval"])
+                             flops_xla["eval"], useful["eval"])
     train_report["compile_s"], eval_report["compile_s"] = c.compile_s["train"], c.compile_s["eval"]
     train_report["flops_parts"], eval_report["flops_parts"] = flops["train_parts"], flops["eval_parts"]
     return {

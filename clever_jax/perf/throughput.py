@@ -24,10 +24,12 @@ MFU = analytic FLOPs per step / median step time / peak, where the peak is the b
 of a jitted square matmul in the compute dtype (config.model.dtype), measured here on the same
 device, before and after the step timings (the better of the two: a peak measured while another
 process briefly holds a core would flatter the MFU; `peak.runs` has both). MFU counts every
-token the step computes, the padding left in its bucket included; `useful_mfu` scales it by the
-real (unpadded) tokens' share of the computed ones (text + regions of real instances, over
-B N (Lt' + Lr') in each batch's bucket Lt' x Lr', or over a packed batch's compact slots
-(config.data.packing), means over the 20 token batches), and tokens/s are reported both ways.
+token the step computes, the padding left in its bucket included; `useful_mfu` counts only what
+the timed batch needs at the least (`flops_useful`: its real tokens, text + regions of real
+instances, and attention over each instance's real tokens: flops.Shapes.real), the same for
+padded and packed steps of one batch. Tokens/s are reported both ways, real ones with the real
+tokens' share of the computed ones (over B N (Lt' + Lr') in each batch's bucket Lt' x Lr', or over
+a packed batch's compact slots (config.data.packing), means over the 20 token batches).
 
 Report (JSON): device, jax_version, flax_version, precision, config (sizes, length_multiple), data
 (source, real/computed/padded tokens and instances per batch, real_token_share and
@@ -35,7 +37,7 @@ computed_token_share of the padded tokens, real_share_of_computed, buckets "Lt'x
 instance_tokens (mean and percentiles);
 `eval`: the same for the eval batch), train and eval ({median,p25,p75}_s, times_s, compile_s,
 text_len and num_regions of the timed batch, bags/instances/tokens per second (real_* too),
-flops_analytic, flops_xla, xla_over_analytic, flops_parts, flops_per_s, mfu, useful_mfu}), peak
+flops_analytic, flops_xla, xla_over_analytic, flops_parts, flops_per_s, mfu, flops_useful, useful_mfu}), peak
 (flops_per_s, size, dtype, by_size, runs), and at top level peak_flops, flops_analytic, flops_xla
 (train step), flops_{analytic,xla}_eval, bags_per_s, instances_per_s, tokens_per_s,
 real_tokens_per_s, mfu, mfu_eval, useful_mfu, useful_mfu_eval. With --weak_scaling=K: the report
@@ -84,7 +86,7 @@ def token_counts(batches: list[dict[str, np.ndarray]], multiple: int, run: build
     Tokens: real (text + regions of real instances), computed (B N (Lt' + Lr') in the batch's
     bucket Lt' x Lr' for config.data.length_multiple = `multiple`: pipeline.bucket_lengths; a `run`
     that packs its `train` or evaluation batches: the compact slots G (Ct + Cr) that the encoder's
-    per-token work runs on, builder.Run.packed_slots) and padded (B N (Lt + Lr));
+    per-token work runs on, builder.Run.packing_sizes) and padded (B N (Lt + Lr));
     their shares; `buckets`: "Lt'xLr'" -> number of batches; `instance_tokens`: the mean and the 10th,
     50th and 90th percentiles of a real instance's tokens (text + regions).
     """
@@ -96,8 +98,8 @@ def token_counts(batches: list[dict[str, np.ndarray]], multiple: int, run: build
         if groups is None:
             return batch["instance_mask"].size * float(bucket.sum())
         trimmed = pipeline.trim_padding(batch, *bucket)
-        need = packing.token_counts(trimmed, *groups)
-        return float(groups[0] * groups[1] * sum(run.packed_slots(trimmed, need, train)))
+        need = packing.needs(trimmed, *groups, run.config.data.packing_classes)
+        return float(groups[0] * groups[1] * sum(run.packing_sizes(trimmed, need, train)[:2]))
 
     real = np.mean([float(b["text_mask"].sum() + b["region_mask"].sum()) for b in batches])
     per_instance = np.concatenate([(b["text_mask"].sum(-1) + b["region_mask"].sum(-1))[b["instance_mask"]]
@@ -229,7 +231,7 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
         for local in (train_local, eval_local):
             local["regions"] = synthetic.region_features(local["region_mask"], run.shape.region_dim, rng)
     if not records_dir and config.data.packing:  # Capacities as training sets them, from these batches.
-        run.sampled_tokens_per_bag = packing.tokens_per_bag(train_batches, *run.groups(train=True))
+        run.packing_sampled = packing.sample(train_batches, *run.groups(train=True), config.data.packing_classes)
     train_batch = run.device_batch(train_local, train=True)  # Packed with config.data.packing.
     eval_batch = run.device_batch(eval_local, train=False)
 
@@ -253,11 +255,14 @@ def compile_steps(config: ml_collections.ConfigDict, *, records_dir: str = "", p
 
 
 def timed_shapes(run: builder.Run, batch: dict) -> Shapes:
-    """The run's sizes with the timed device batch's Lt and Lr (its bucket) and, packed, its compact slots."""
+    """The run's sizes with the timed device batch's Lt and Lr (its bucket) and, packed, its compact slots and
+    attention rows."""
     lt, lr = batch["text_mask"].shape[-1], batch["region_mask"].shape[-1]
     if "packed_text" not in batch:
         return Shapes.of(run, lt, lr)
-    return Shapes.of(run, lt, lr, text_tokens=batch["packed_text"].size, region_tokens=batch["packed_regions"].size)
+    pairs = sum(rows.size * rows.shape[-1] for rows in batch["attention_slots"])
+    return Shapes.of(run, lt, lr, text_tokens=batch["packed_text"].size, region_tokens=batch["packed_regions"].size,
+                     attention_pairs=pairs)
 
 
 def run(config: ml_collections.ConfigDict, *, repeats: int = 10, warmup: int = 2, records_dir: str = "",

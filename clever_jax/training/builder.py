@@ -106,20 +106,19 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.Grad
     )
 
 
-def batch_bucket(batch: dict[str, np.ndarray], multiple: int, packing_groups: tuple[int, int] | None = None
-                 ) -> tuple[int, ...]:
+def batch_bucket(batch: dict[str, np.ndarray], multiple: int, need: np.ndarray | None = None) -> tuple[int, ...]:
     """(text length, regions) to trim this process's local batch to: the largest of every process's
-    pipeline.bucket_lengths, so that all processes assemble global arrays of the same shapes. With
-    `packing_groups` (local devices, accumulation steps) also the real text tokens and regions of the
-    fullest group of any process (data.packing.token_counts), for capacities all processes share.
+    pipeline.bucket_lengths, so that all processes assemble global arrays of the same shapes. With a
+    packed batch's `need` (data.packing.needs: text and region slots, each length class's row), also the
+    most any process needs, for sizes all processes share.
 
     With several processes that takes an all-gather, a device computation queued behind the step
     in flight: the host waits for that step before it can send the next batch (configs/vg.py turns
     buckets off for this reason)."""
     sizes = pipeline.bucket_lengths(batch, multiple)
-    if packing_groups is not None:
-        sizes = np.concatenate([sizes, packing.token_counts(batch, *packing_groups)])
-    if (multiple or packing_groups is not None) and jax.process_count() > 1:
+    if need is not None:
+        sizes = np.concatenate([sizes, need])
+    if (multiple or need is not None) and jax.process_count() > 1:
         sizes = multihost_utils.process_allgather(sizes).max(axis=0)
     return tuple(int(size) for size in sizes)
 
@@ -169,10 +168,10 @@ class Run:
       train_step: the jitted train_step (state donated): (state, device batch) -> (state, metrics).
       eval_step: the jitted eval_step: (params, device batch) -> (scores [B, R+1], evidence [B, R+1, N]).
       num_bags: bags per split of the records (empty without records).
-      batch_shapes_seen: (local bags, text length, regions[, text and region slots]) of every device batch made
+      batch_shapes_seen: (local bags, text length, regions[, packing_sizes]) of every device batch made
         so far.
-      sampled_tokens_per_bag: with config.data.packing, the sample that sets the packed capacities
-        (`packing_tokens_per_bag`), once read (empty: nothing to sample, the run stays padded).
+      packing_sampled: with config.data.packing, the sample that sets the packed capacities
+        (`packing_sample`), once read (empty: nothing to sample, the run stays padded).
     """
 
     config: ml_collections.ConfigDict
@@ -190,7 +189,7 @@ class Run:
     eval_step: Any
     num_bags: dict[str, int]
     batch_shapes_seen: set[tuple[int, ...]] = dataclasses.field(default_factory=set)
-    sampled_tokens_per_bag: np.ndarray | None = None
+    packing_sampled: np.ndarray | None = None
 
     def init_params(self) -> Any:
         """Fresh parameters (config.seed), with the pretrained encoder merged in when config.model.pretrained."""
@@ -291,22 +290,24 @@ class Run:
         Text and region axes are cut to the smallest multiple of config.data.length_multiple that
         holds every process's real tokens (`batch_bucket`); 0 keeps Lt and Lr. Packing adds where
         the real tokens are (data/packing.py), in groups of one device's bags of one accumulation
-        micro-batch (training batches), with the run's capacities (`packing_tokens_per_bag`) unless a
+        micro-batch (training batches), with the run's capacities (`packing_sample`) unless a
         group of any process needs more. The jitted steps compile once per shape, logged when first
         seen. A language-model baseline gets language.BATCH_KEYS only.
         """
         if isinstance(self.model, PairTextModel):
             return sharding.global_batch({k: batch[k] for k in language.BATCH_KEYS}, self.batch_sharding)
-        groups = self.packing_groups(train)
-        text_len, num_regions, *need = batch_bucket(batch, self.config.data.length_multiple, groups)
+        groups, classes = self.packing_groups(train), self.config.data.packing_classes
+        text_len, num_regions, *need = batch_bucket(batch, self.config.data.length_multiple,
+                                                    packing.needs(batch, *groups, classes) if groups else None)
         batch = pipeline.trim_padding(batch, text_len, num_regions)
-        slots = self.packed_slots(batch, need, train) if groups else ()
+        slots = self.packing_sizes(batch, need, train) if groups else ()
         shape = (len(batch["bag_mask"]), text_len, num_regions, *slots)
         if shape not in self.batch_shapes_seen:
             self.batch_shapes_seen.add(shape)
             logging.info("New batch shape (the step compiles for it): %d bags per process, text %d of %d, "
                          "regions %d of %d%s", *shape[:2], self.shape.text_len, num_regions, self.shape.num_regions,
-                         f", packed into {slots[0]} text and {slots[1]} region slots per group" if slots else "")
+                         f", packed into {slots[0]} text and {slots[1]} region slots per group, attention rows "
+                         f"{'/'.join(map(str, slots[2:]))}" if slots else "")
         if slots:
             batch = packing.pack(batch, *groups, slots)
         return sharding.global_batch(batch, self.batch_sharding)
@@ -320,19 +321,21 @@ class Run:
         token sequence (CNN, language models), or without training batches to sample capacities from (a
         knowledge base from a detector's output: padded)."""
         packs = self.config.data.packing and getattr(self.model, "encoder_type", None) == "vlp"
-        return self.groups(train) if packs and self.packing_tokens_per_bag() is not None else None
+        return self.groups(train) if packs and self.packing_sample() is not None else None
 
-    def packed_slots(self, batch: dict[str, np.ndarray], need: Any, train: bool) -> tuple[int, int]:
-        """(Ct, Cr) compact slots per group of a trimmed batch whose fullest group (of any process) needs
-        `need` [2]: the run's capacities where they hold it (data/packing.py)."""
-        return packing.capacities(batch, np.asarray(need), *self.packing_groups(train), self.packing_tokens_per_bag())
+    def packing_sizes(self, batch: dict[str, np.ndarray], need: Any, train: bool) -> tuple[int, ...]:
+        """(Ct, Cr, R_1, ..., R_K): compact slots per group of a trimmed batch and the rows of its length
+        classes, where its fullest groups (of any process) need `need` [2 + K]: the run's capacities where they
+        hold it (data/packing.py)."""
+        return packing.capacities(batch, np.asarray(need), *self.packing_groups(train), self.packing_sample())
 
-    def packing_tokens_per_bag(self) -> np.ndarray | None:
-        """The most real text tokens and regions per bag [2] of any training group in the first
-        packing.SAMPLE_BATCHES training batches, which set the packed capacities (data/packing.py); the same
-        batches on every process, read once; None without a whole training batch. Synthetic batches (no
-        records: the benchmark) set `sampled_tokens_per_bag` from their own first batches instead."""
-        if self.sampled_tokens_per_bag is None:
+    def packing_sample(self) -> np.ndarray | None:
+        """What the training groups of the first packing.SAMPLE_BATCHES training batches need at most
+        (data.packing.sample: text and region tokens per bag, each length class's longest instance), which sets
+        the packed capacities; the same batches on every process, read once; None without a whole training
+        batch. Synthetic batches (no records: the benchmark) set `packing_sampled` from their own first
+        batches instead."""
+        if self.packing_sampled is None:
             batches = []
             if self.num_bags.get("train"):
                 loader = pipeline.make_loader(self.records_dir, "train", self.shape,
@@ -340,9 +343,9 @@ class Run:
                                               seed=self.config.data.shuffle_seed,
                                               shard_options=grain.sharding.NoSharding())
                 batches = list(itertools.islice(iter(loader), packing.SAMPLE_BATCHES))
-            self.sampled_tokens_per_bag = (packing.tokens_per_bag(batches, *self.groups(train=True)) if batches
-                                           else np.zeros(0))
-        return self.sampled_tokens_per_bag if self.sampled_tokens_per_bag.size else None
+            self.packing_sampled = (packing.sample(batches, *self.groups(train=True), self.config.data.packing_classes)
+                                    if batches else np.zeros(0))
+        return self.packing_sampled if self.packing_sampled.size else None
 
     def scorer(self, split: str) -> evaluate.Scorer:
         """What evaluation scores `split` with: the jitted eval step on device batches, its outputs

@@ -70,5 +70,6 @@ def tree_shardings(tree: Any, mesh: Mesh, mode: str, min_size: int) -> Any:
 
 
 def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """Assembles the global batch from this process's bags (each process loads its own shard)."""
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    """Assembles the global batch from this process's bags (each process loads its own shard; every array, a
+    packed batch's tuple of attention rows included, split over devices along its first axis)."""
+    return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v), batch)

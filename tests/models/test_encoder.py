@@ -14,7 +14,8 @@ from flax import traverse_util
 
 from clever_jax.data import text
 from clever_jax.models import geometry, weights
-from clever_jax.models.encoder import BertTextModel, Dropout, EncoderConfig, InstanceEncoder, fmix32, span_mean
+from clever_jax.models.dropout import Dropout, fmix32
+from clever_jax.models.encoder import BertTextModel, EncoderConfig, InstanceEncoder, span_mean
 from clever_jax.models.region_pair import RegionPairEncoder
 
 TINY = EncoderConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
@@ -465,6 +466,19 @@ def test_dropout_keeps_at_its_rate_rescales_and_draws_independent_masks():
     assert Dropout(0.1).apply({}, x, deterministic=True) is x
     with pytest.raises(ValueError, match=r"dropout rate 1.0 is not in \[0, 1\)"):
         Dropout(1.0).apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+
+
+def test_dropout_of_several_arrays_masks_each_element_by_its_index():
+    """Packed attention drops its length classes in one call: one seed, each element masked as the element of
+    the unpacked array at its index."""
+    x = jax.random.normal(jax.random.key(0), (6, 10)) + 3.0
+    rngs = {"dropout": jax.random.key(1)}
+    whole = np.asarray(Dropout(0.3).apply({}, x, deterministic=False, rngs=rngs))
+    index = jnp.arange(60, dtype=jnp.uint32).reshape(6, 10)
+    rows = [jnp.array([4, 1]), jnp.array([0, 5, 2])]  # Two "classes" of rows, in another order.
+    parts = Dropout(0.3).apply({}, [x[r] for r in rows], deterministic=False, rngs=rngs, index=[index[r] for r in rows])
+    for part, r in zip(parts, rows, strict=True):
+        np.testing.assert_array_equal(part, whole[np.asarray(r)])
 
 
 def test_frozen_word_embeddings_get_no_gradient():

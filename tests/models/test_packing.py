@@ -25,11 +25,11 @@ def padded_batch(num_bags: int = 8, seed: int = 0) -> dict:
     return synthetic.synthetic_batch(SHAPE, num_bags, np.random.default_rng(seed), 5.0, VOCAB)
 
 
-def packed(batch: dict, devices: int, accumulation: int) -> dict:
+def packed(batch: dict, devices: int, accumulation: int, classes: int = 3) -> dict:
     """The batch packed with capacities sampled from itself."""
-    need = packing.token_counts(batch, devices, accumulation)
-    per_bag = packing.tokens_per_bag([batch], devices, accumulation)
-    return packing.pack(batch, devices, accumulation, packing.capacities(batch, need, devices, accumulation, per_bag))
+    need = packing.needs(batch, devices, accumulation, classes)
+    sampled = packing.sample([batch], devices, accumulation, classes)
+    return packing.pack(batch, devices, accumulation, packing.capacities(batch, need, devices, accumulation, sampled))
 
 
 def test_groups_are_each_devices_bags_of_each_micro_batch():
@@ -61,23 +61,53 @@ def test_every_real_token_has_one_slot_in_its_own_group(devices, accumulation):
         assert used.sum() == real[order[g]].sum()
 
 
+@pytest.mark.parametrize("devices, accumulation, classes", [(1, 1, 1), (2, 2, 3)])
+def test_attention_rows_hold_each_instances_real_tokens_by_length_class(devices, accumulation, classes):
+    batch = padded_batch()
+    out = packed(batch, devices, accumulation, classes)
+    order = packing.group_order(len(batch["bag_mask"]), devices, accumulation)
+    compact = out["packed_text"].shape[1] + out["packed_regions"].shape[1]
+    slots = out["token_slots"][order].reshape(len(order), -1, out["token_slots"].shape[-1])  # [G, I, L]
+    lengths = (slots < compact).sum(-1)
+    rows = out["attention_slots"]
+    assert len(rows) == classes and [r.shape[1] for r in rows] == list(packing.class_sizes(lengths.shape[1], classes))
+    flat = np.concatenate([r.reshape(len(order), -1) for r in rows], axis=1)
+    for g in range(len(order)):
+        # Each instance's real slots, in padded order, then padding, in one row; rows longest first.
+        expected = sorted((tuple(s[s < compact]) for s in slots[g]), key=len, reverse=True)
+        got = [tuple(row[row < compact]) for r in rows for row in r[g]]
+        assert got == expected
+        assert all((row[(row < compact).sum():] == compact).all() for r in rows for row in r[g])
+        # attention_positions is the inverse map; unused compact slots point past the rows.
+        used = flat[g] < compact
+        np.testing.assert_array_equal(out["attention_positions"][g, flat[g, used]], np.flatnonzero(used))
+        unused = np.setdiff1d(np.arange(compact), flat[g, used])
+        assert (out["attention_positions"][g, unused] == flat.shape[1]).all()
+    assert max(r.shape[2] for r in rows) == min(-(-lengths.max() // 8) * 8, slots.shape[-1])
+
+
 def test_capacities_are_the_runs_unless_a_group_needs_more_and_a_group_too_full_is_named():
     batch = padded_batch()
-    need = packing.token_counts(batch, 1, 1)
+    need = packing.needs(batch, 1, 1, 2)
+    lengths = tuple(int(n) for n in need[2:])
     with pytest.raises(ValueError, match=r"packed_text: a group of 8 bags has \d+ real tokens, more than its"):
-        packing.pack(batch, 1, 1, (int(need[0]) - 1, int(need[1])))
+        packing.pack(batch, 1, 1, (int(need[0]) - 1, int(need[1]), *lengths))
+    with pytest.raises(ValueError, match=r"attention_slots: an instance has \d+ real tokens, more than its length "
+                                         r"class's \d+ positions"):
+        packing.pack(batch, 1, 1, (*need[:2], lengths[0], lengths[1] - 1))
     with pytest.raises(ValueError, match="8 bags do not split into 3 devices x 1 micro-batches"):
         packing.pack(batch, 3, 1, tuple(need))
-    # A run's fixed capacities: the sampled tokens per bag x bags, in multiples of 8, when they hold the batch's
-    # fullest group; else that part's padded tokens.
-    per_bag = packing.tokens_per_bag([padded_batch(seed=1), padded_batch(seed=2)], devices=2, steps=1)
-    np.testing.assert_array_equal(per_bag, np.max([packing.token_counts(padded_batch(seed=s), 2, 1)
-                                                   for s in (1, 2)], axis=0) / 4)
-    fixed = [-(-int(np.ceil(rate * 4)) // 8) * 8 for rate in per_bag]
+    # A run's fixed capacities: the sampled tokens per bag x bags and each class's longest instance, in multiples of
+    # 8, when they hold the batch's need; else that part's padded size.
+    sampled = packing.sample([padded_batch(seed=1), padded_batch(seed=2)], devices=2, steps=1, classes=2)
+    most = np.max([packing.needs(padded_batch(seed=s), 2, 1, 2) for s in (1, 2)], axis=0)
+    np.testing.assert_array_equal(sampled, np.concatenate([most[:2] / 4, most[2:]]))
+    fixed = [max(8, -(-int(np.ceil(n)) // 8) * 8) for n in (*(sampled[:2] * 4), *sampled[2:])]
     small = np.minimum(need // 2, fixed)  # Two groups of 4 bags, each within the fixed capacities.
-    assert packing.capacities(batch, small, 2, 1, per_bag) == tuple(fixed)
-    assert packing.capacities(batch, np.array([fixed[0] + 1, 0]), 2, 1, per_bag) == (4 * 5 * 12, fixed[1])
-    assert packing.capacities(batch, small, 2, 1, per_bag * 100) == (4 * 5 * 12, 4 * 5 * 6)  # At most padded.
+    assert packing.capacities(batch, small, 2, 1, sampled) == tuple(fixed)
+    assert packing.capacities(batch, np.array([fixed[0] + 1, 0, 0, fixed[3] + 1]), 2, 1, sampled) == (
+        4 * 5 * 12, fixed[1], fixed[2], 18)
+    assert packing.capacities(batch, small, 2, 1, sampled * 100) == (4 * 5 * 12, 4 * 5 * 6, 18, 18)  # At most padded.
 
 
 def test_gathered_rows_have_the_gradient_of_a_gather():

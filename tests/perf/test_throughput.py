@@ -74,13 +74,24 @@ def test_compiled_steps_flops_and_report(packing):
         data["real_tokens"] <= data["computed_tokens"] < 2 * 8 * (16 + 8))
     assert data["real_tokens"] <= data["computed_tokens"] < data["padded_tokens"] == 2 * 8 * (24 + 8)
     assert data["real_share_of_computed"] == pytest.approx(data["real_tokens"] / data["computed_tokens"])
-    assert report["useful_mfu"] == pytest.approx(data["real_share_of_computed"] * report["mfu"])
+    useful = flops.step_flops(compiled.train_shapes.real(compiled.train_batch))["train"]
+    assert report["train"]["flops_useful"] == pytest.approx(useful) and useful < report["flops_analytic"]
+    assert report["useful_mfu"] == pytest.approx(useful / report["train"]["median_s"] / report["peak_flops"])
     assert report["mfu"] > 0 and report["mfu_eval"] > 0 and 0 < report["useful_mfu"] <= report["mfu"]
     assert report["peak_flops"] > 0 and report["precision"] == "float32"
     assert len(report["peak"]["runs"]) == 2 and report["peak_flops"] == max(report["peak"]["runs"])
     assert report["config"]["region_dim"] == 8 + 6 and report["config"]["num_relations"] == 101
     assert report["config"]["length_multiple"] == 8 and report["train"]["text_len"] == 16
     json.dumps(report)  # Serialisable as is.
+
+
+def test_useful_sizes_are_the_real_tokens_and_the_pairs_within_each_instance():
+    shapes = Shapes.of(builder.build(tiny_config()))
+    text, regions = np.zeros((1, 2, 4), bool), np.zeros((1, 2, 3), bool)
+    text[0, 0, :2], regions[0, 0, :1], text[0, 1, :4], regions[0, 1, :1] = True, True, True, True  # 3 and 5 tokens.
+    real = shapes.real({"text_mask": text, "region_mask": regions})
+    assert (real.text_tokens, real.region_tokens, real.attention_pairs) == (6, 2, 3**2 + 5**2)
+    assert real.pairs(real.batch_size) == 34 and shapes.pairs(2) == 2 * shapes.bag_size * shapes.seq_len**2
 
 
 @pytest.mark.parametrize("head", ["clever", "avg", "att", "one"])

@@ -25,6 +25,7 @@ from clever_jax.evaluation import evaluate
 from clever_jax.kb import export, triplets
 from clever_jax.models import weights
 from clever_jax.models.clever import bag_loss
+from clever_jax.models.packing import PACKING_KEYS
 from clever_jax.training import builder, steps, train
 from clever_jax.training.checkpoints import Checkpoints
 from configs import demo, vg
@@ -130,7 +131,8 @@ def test_a_packed_run_learns_what_the_padded_run_learns(trained, world, tmp_path
     assert not trainer.config.data.packing and all(len(shape) == 3 for shape in trainer.run.batch_shapes_seen)
     packed = trainer_for(world, tmp_path, {"packing": True})
     packed.train()
-    assert all(len(shape) == 5 for shape in packed.run.batch_shapes_seen)  # (..., text slots, region slots)
+    # (..., text slots, region slots, each length class's rows)
+    assert all(len(shape) == 5 + packed.config.data.packing_classes for shape in packed.run.batch_shapes_seen)
     packed_history, padded_history = (json.load(open(os.path.join(w, "history.json"))) for w in (tmp_path, workdir))
     assert [h["step"] for h in packed_history] == [h["step"] for h in padded_history]
     for packed, padded in zip(packed_history, padded_history, strict=True):  # The same dropout masks: float noise.
@@ -144,9 +146,9 @@ def test_packing_samples_the_training_batches_and_a_run_without_them_stays_padde
     config = tiny_config()
     config.data.update(world_dir=world_dir, packing=True)
     run = builder.build(config, records_dir)
-    assert run.packing_groups(train=False) == (1, 1) and run.packing_tokens_per_bag().shape == (2,)
+    assert run.packing_groups(train=False) == (1, 1) and run.packing_sample().shape == (2 + 8,)
     batch = pipeline.pad_batch(next(iter(run.loader("val", train=False))), 16)
-    assert {"packed_text", "packed_regions", "token_slots"} <= set(run.device_batch(batch, train=False))
+    assert set(PACKING_KEYS) <= set(run.device_batch(batch, train=False))
     run = builder.build(config, records_dir)
     del run.num_bags["train"]  # As a knowledge base from a detector's output: no training batch to sample.
     assert run.packing_groups(train=False) is None and "packed_text" not in run.device_batch(batch, train=False)
