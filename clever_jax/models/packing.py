@@ -110,18 +110,11 @@ class Packing(NamedTuple):
         at_rows = take_rows(jnp.concatenate([index, jnp.full((groups, 1), slots.shape[1], index.dtype)], axis=1),
                             row_slots)
         tokens = start + at_rows.astype(jnp.uint32)  # Each row position's index in the batch's padded tokens.
-        bounds = [0, *itertools.accumulate(rows.shape[1] * rows.shape[2] for rows in attention_slots)]
-        tokens = [tokens[:, a:b].reshape(rows.shape)
-                  for (a, b), rows in zip(itertools.pairwise(bounds), attention_slots, strict=True)]
+        tokens = split_rows(tokens, attention_slots)
         queries, keys = zip(*(attention_index(t, heads, length) for t in tokens), strict=True)
         return cls(index=index, slots=slots, token_index=(start + index.astype(jnp.uint32)).reshape(-1),
                    rows=tuple(attention_slots), row_slots=row_slots, row_positions=attention_positions,
                    row_queries=queries, row_keys=keys)
-
-    def to_compact(self, x: jax.Array) -> jax.Array:
-        """Padded [B, N, L, ...] -> compact [G C, ...] (0 in unused slots)."""
-        compact = gather_rows(x.reshape(*self.slots.shape, *x.shape[3:]), self.index, self.slots)
-        return compact.reshape(-1, *x.shape[3:])
 
     def to_padded(self, y: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
         """Compact [G C, ...] -> padded [*shape, ...] for shape (B, N, L) (0 at padding)."""
@@ -130,16 +123,22 @@ class Packing(NamedTuple):
 
     def to_rows(self, y: jax.Array) -> list[jax.Array]:
         """Compact [G C, ...] -> each length class's rows [G, n_k, R_k, ...] (0 at padding)."""
-        flat = gather_rows(y.reshape(*self.index.shape, *y.shape[1:]), self.row_slots, self.row_positions)
-        bounds = [0, *itertools.accumulate(rows.shape[1] * rows.shape[2] for rows in self.rows)]
-        return [flat[:, a:b].reshape(*rows.shape, *y.shape[1:])
-                for (a, b), rows in zip(itertools.pairwise(bounds), self.rows, strict=True)]
+        return split_rows(gather_rows(y.reshape(*self.index.shape, *y.shape[1:]), self.row_slots, self.row_positions),
+                          self.rows)
 
     def from_rows(self, rows: list[jax.Array]) -> jax.Array:
         """Each length class's rows [G, n_k, R_k, ...] -> compact [G C, ...] (0 in unused slots)."""
         groups, tail = self.index.shape[0], rows[0].shape[3:]
         flat = jnp.concatenate([r.reshape(groups, -1, *tail) for r in rows], axis=1)
         return gather_rows(flat, self.row_positions, self.row_slots).reshape(-1, *tail)
+
+
+def split_rows(flat: jax.Array, rows: tuple[jax.Array, ...]) -> list[jax.Array]:
+    """flat [G, A, ...] (the length classes' rows one after the other) -> each class's [G, n_k, R_k, ...], the
+    shapes of `rows`."""
+    bounds = [0, *itertools.accumulate(r.shape[1] * r.shape[2] for r in rows)]
+    return [flat[:, a:b].reshape(*r.shape, *flat.shape[2:]) for (a, b), r in zip(itertools.pairwise(bounds), rows,
+                                                                                   strict=True)]
 
 
 def attention_index(tokens: jax.Array, heads: int, length: int) -> tuple[jax.Array, jax.Array]:
