@@ -17,7 +17,7 @@ from multidevice_check import LR, LT
 from multidevice_check import batch as fixed_batch
 from test_multihost import ROOT, free_port
 
-from clever_jax.data import pipeline
+from clever_jax.data import packing, pipeline
 from clever_jax.training import builder, steps
 
 
@@ -31,7 +31,7 @@ def handmade_batch(text_lengths, region_counts, lt: int = 12, lr: int = 10) -> d
         "text_ids": (np.arange(1, lt + 1) * text_mask).astype(np.int32), "text_mask": text_mask,
         "regions": np.ones((*region_mask.shape, 3), np.float32) * region_mask[..., None], "region_mask": region_mask,
         "subject_span": spans, "object_span": spans, "instance_mask": text_lengths > 0,
-        "bag": np.arange(len(text_lengths)),
+        "bag": np.arange(len(text_lengths)), "bag_mask": np.ones(len(text_lengths), bool),
     }
 
 
@@ -128,12 +128,19 @@ def test_processes_trim_to_the_largest_bucket_of_any_process():
         for p in processes:
             p.kill()  # Only if still running (one failed and the other waits for it).
     assert all(p.returncode == 0 for p in processes), outputs
-    assert [out.strip().splitlines()[-1] for out in outputs] == ["bucket (12, 8)"] * 2  # Each alone: 8x8, 12x4.
+    assert [out.strip().splitlines()[-2] for out in outputs] == ["bucket (12, 8)"] * 2  # Each alone: 8x8, 12x4.
+    # Packed: what the fullest group of any process needs (text, regions, each length class's longest instance).
+    needs = [packing.needs(handmade_batch(*lengths), 1, 1, 2) for lengths in PROCESS_LENGTHS]
+    most = np.max(needs, axis=0)
+    assert not any((n == most).all() for n in needs)
+    assert [out.strip().splitlines()[-1] for out in outputs] == [f"packed {(12, 8, *map(int, most))}"] * 2
 
 
 def process_main(port: int, process_id: int) -> None:
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
-    print("bucket", builder.batch_bucket(handmade_batch(*PROCESS_LENGTHS[process_id]), 4), flush=True)
+    batch = handmade_batch(*PROCESS_LENGTHS[process_id])
+    print("bucket", builder.batch_bucket(batch, 4), flush=True)
+    print("packed", builder.batch_bucket(batch, 4, packing.needs(batch, 1, 1, 2)), flush=True)
 
 
 if __name__ == "__main__":
