@@ -93,7 +93,8 @@ def main():
     results = {"devices": jax.device_count(), "loss": loss}
     cases = {"data8": (8, 1, "replicated", 1, reference), "fsdp": (2, 4, "fsdp", 1, reference),
              "accumulate": (4, 1, "replicated", 2, accumulated),  # 2 bags per device, 1 per micro-batch.
-             "packed8": (8, 1, "replicated", 1, reference), "packed_accumulate": (4, 1, "replicated", 2, accumulated)}
+             "packed8": (8, 1, "replicated", 1, reference), "packed_accumulate": (4, 1, "replicated", 2, accumulated),
+             "packed_fsdp": (2, 4, "fsdp", 1, reference)}
     for name, (data, fsdp, mode, accum, expected) in cases.items():
         config.mesh.update(data=data, fsdp=fsdp)
         config.train.grad_accum_steps = accum

@@ -49,9 +49,10 @@ def test_accumulated_step_on_four_devices_equals_one_device(multidevice):
 
 @pytest.mark.multiprocess
 def test_packed_steps_on_eight_devices_equal_the_padded_step_on_one(multidevice):
+    # Replicated, accumulated and FSDP parameters.
     # Each device packs its own bags (and each micro-batch's), so the gathers stay on the device: the packed step
     # sends between devices what the padded one sends (the gradients' all-reduce).
-    for name in ("packed8", "packed_accumulate"):
+    for name in ("packed8", "packed_accumulate", "packed_fsdp"):
         assert multidevice[name]["allclose"], (name, multidevice[name]["max_abs_diff"])
     assert multidevice["packed8"]["collectives"] == multidevice["data8"]["collectives"]
     assert set(multidevice["packed8"]["collectives"]) == {"all-reduce"}
