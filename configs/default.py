@@ -34,11 +34,11 @@ def get_config() -> ml_collections.ConfigDict:
     data.num_regions = 50  # Lr regions per instance (published code).
     data.length_multiple = 0  # Cut each batch's trailing padding to multiples of this; 0 = always Lt and Lr.
     # Compute only the real tokens of each batch (models/packing.py: the same results); for the VLP encoder, the
-    # others have no token sequence. Capacities: the most tokens per bag in the first 20 training batches (a fuller
-    # batch computes padded). Off here, on in configs/vg.py and configs/demo.py (docs/performance.md, "Packing").
+    # others have no token sequence. Capacities: what the first 20 training batches need at most, raised for good
+    # by a batch that needs more. Off here, on in configs/vg.py and configs/demo.py (docs/performance.md, "Packing").
     data.packing = False
     # Packed attention runs in rows of one instance each, in this many length classes (a group's instances sorted
-    # by length, equal counts), each as long as its longest instance (docs/performance.md, "Packing").
+    # by length, equal counts), each class's rows as long as its sampled longest instance (data/packing.py).
     data.packing_classes = 8
     data.batch_size = 60  # Bags per training batch, over all processes (paper).
     data.eval_batch_size = 60  # Bags per evaluation batch, over all processes.

@@ -5,22 +5,22 @@ models/packing.PACKING_KEYS from `pack`, besides its padded arrays. Bags are pac
 stay on one device and in one accumulation micro-batch (`group_order`), so that the model never
 moves a token between devices. Attention runs in rows of one instance each, in length classes:
 a group's instances sorted by their real tokens, longest first, and split into
-config.data.packing_classes classes of (nearly) equal counts (`class_sizes`); a class's rows are as
-long as its longest instance, its real tokens first.
+config.data.packing_classes classes of (nearly) equal counts (`class_sizes`); each row holds its
+instance's real tokens first, then padding.
 
-The step compiles once per shape, so a group's sizes are fixed for the run (`capacities`) from
+The step compiles once per shape, so a group's sizes are set for the run (`capacities`) from
 SAMPLE_BATCHES training batches (`sample`, read once by the builder): its compact slots for text
 and for regions, the most real tokens per bag of any sampled group times the group's bags; each
-length class's row, the longest instance of that class in any sampled group. Each is rounded up to
-a multiple of 8. A batch whose groups need more in some part (text, regions, a class) gets that
-part's padded size, compiled once, for the few batches fuller than every sampled one.
+length class's rows, the longest instance of that class in any sampled group. Each is rounded up
+to a multiple of 8 and capped at the padded size. A batch whose groups need more in some part
+(text, regions, a class) raises that part to its need (`grow`), and the run keeps the larger size
+for its later batches: one more compiled shape each time, fewer and fewer as the run goes on.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-TEXT, REGIONS = 0, 1
 SAMPLE_BATCHES = 20  # Training batches whose fullest groups set a run's capacities.
 
 
@@ -76,20 +76,27 @@ def sample(batches: list[dict[str, np.ndarray]], devices: int, steps: int, class
     return most
 
 
-def capacities(batch: dict[str, np.ndarray], need: np.ndarray, devices: int, steps: int, sampled: np.ndarray
-               ) -> tuple[int, ...]:
-    """(Ct, Cr, R_1, ..., R_K) for groups of the batch's bags whose fullest need `need` [2 + K] (`needs`): the
-    run's `sampled` [2 + K] (`sample`; per bag times the group's bags for Ct and Cr), rounded up to a
-    multiple of 8 (at least 8) and at most the padded size, where that holds the need; else the padded size (B_g N Lt,
-    B_g N Lr, Lt + Lr)."""
+def grow(sampled: np.ndarray, need: np.ndarray, bags: int) -> np.ndarray:
+    """`sampled` [2 + K] (`sample`) raised where groups of `bags` bags need more (`need` [2 + K'], K' <= K: a
+    group of fewer instances has fewer classes): float64 [2 + K]."""
+    need = np.asarray(need, np.float64)
+    grown = np.array(sampled, np.float64)
+    grown[:2] = np.maximum(grown[:2], need[:2] / bags)
+    grown[2:len(need)] = np.maximum(grown[2:len(need)], need[2:])
+    return grown
+
+
+def capacities(batch: dict[str, np.ndarray], devices: int, steps: int, sampled: np.ndarray) -> tuple[int, ...]:
+    """(Ct, Cr, R_1, ..., R_K) for groups of the batch's bags: the run's `sampled` [2 + K] (`sample`, `grow`: per
+    bag times the group's bags for Ct and Cr), rounded up to a multiple of 8 (at least 8), at most the padded
+    size (B_g N Lt, B_g N Lr, Lt + Lr). K: as many classes as the group's instances allow."""
     bags = len(batch["bag_mask"]) // (devices * steps)
     lt, lr = batch["text_mask"].shape[-1], batch["region_mask"].shape[-1]
     n = batch["instance_mask"].shape[1]
     classes = len(class_sizes(bags * n, len(sampled) - 2))
     padded = np.array([bags * n * lt, bags * n * lr] + [lt + lr] * classes)
     wanted = np.concatenate([sampled[:2] * bags, sampled[2:2 + classes]])
-    fixed = np.minimum(padded, np.maximum(8, -(-np.ceil(wanted).astype(np.int64) // 8) * 8))
-    return tuple(int(s) for s in np.where(np.asarray(need)[:len(padded)] <= fixed, fixed, padded))
+    return tuple(int(s) for s in np.minimum(padded, np.maximum(8, -(-np.ceil(wanted).astype(np.int64) // 8) * 8)))
 
 
 def pack(batch: dict[str, np.ndarray], devices: int, steps: int, slots: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -148,6 +155,8 @@ def _attention_rows(token_slots: np.ndarray, rows: tuple[int, ...], compact: int
     tokens = np.sort(token_slots, axis=-1)
     attention, start = [], 0
     for size, row in zip(class_sizes(instances, len(rows)), rows, strict=True):
+        if row > token_slots.shape[-1]:
+            raise ValueError(f"attention_slots: rows of {row} positions for instances of {token_slots.shape[-1]}")
         members = ranked[:, start:start + size]
         longest = np.take_along_axis(lengths, members, axis=1).max(initial=0)
         if longest > row:

@@ -23,7 +23,8 @@ the length classes, each class at its own length: queries, keys and values are g
 the attention's output is gathered back (`Packing.to_rows`, `Packing.from_rows`). Each real token
 sees what it sees unpacked: the same keys under the same mask, the same position embedding, and
 the same dropout masks (the hashed masks of models/dropout.py take each element's unpacked index:
-`Packing.token_index` for tokens, `Packing.row_tokens` for attention probabilities). All
+`Packing.token_index` for tokens, `Packing.row_queries` + `Packing.row_keys` for attention
+probabilities). All
 gathers move rows by one-to-one maps, so each one's gradient is the other gather (`gather_rows`):
 no scatter-add.
 """

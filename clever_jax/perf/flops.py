@@ -82,7 +82,8 @@ class Shapes:
         return self.text_len + self.num_regions
 
     def pairs(self, batch_size: int) -> int:
-        """Pairs of positions attention scores in a batch of `batch_size` bags."""
+        """Pairs of positions attention scores in a batch of `batch_size` bags (a packed batch's own count,
+        attention_pairs, whatever `batch_size`: these sizes describe one batch, as `tokens` does)."""
         return self.attention_pairs or batch_size * self.bag_size * self.seq_len**2
 
     def tokens(self, batch_size: int) -> tuple[int, int]:

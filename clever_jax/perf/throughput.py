@@ -98,7 +98,7 @@ def token_counts(batches: list[dict[str, np.ndarray]], multiple: int, run: build
         if groups is None:
             return batch["instance_mask"].size * float(bucket.sum())
         trimmed = pipeline.trim_padding(batch, *bucket)
-        need = packing.needs(trimmed, *groups, run.config.data.packing_classes)
+        need = packing.needs(trimmed, *groups, len(run.packing_sample()) - 2)
         return float(groups[0] * groups[1] * sum(run.packing_sizes(trimmed, need, train)[:2]))
 
     real = np.mean([float(b["text_mask"].sum() + b["region_mask"].sum()) for b in batches])

@@ -172,6 +172,8 @@ class Run:
         so far.
       packing_sampled: with config.data.packing, the sample that sets the packed capacities
         (`packing_sample`), once read (empty: nothing to sample, the run stays padded).
+      packing_capacity: the capacities of training (True) and evaluation (False) batches so far: the
+        sample, raised by batches that needed more (`packing_sizes`).
     """
 
     config: ml_collections.ConfigDict
@@ -190,6 +192,7 @@ class Run:
     num_bags: dict[str, int]
     batch_shapes_seen: set[tuple[int, ...]] = dataclasses.field(default_factory=set)
     packing_sampled: np.ndarray | None = None
+    packing_capacity: dict[bool, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def init_params(self) -> Any:
         """Fresh parameters (config.seed), with the pretrained encoder merged in when config.model.pretrained."""
@@ -296,9 +299,9 @@ class Run:
         """
         if isinstance(self.model, PairTextModel):
             return sharding.global_batch({k: batch[k] for k in language.BATCH_KEYS}, self.batch_sharding)
-        groups, classes = self.packing_groups(train), self.config.data.packing_classes
-        text_len, num_regions, *need = batch_bucket(batch, self.config.data.length_multiple,
-                                                    packing.needs(batch, *groups, classes) if groups else None)
+        groups = self.packing_groups(train)
+        need = packing.needs(batch, *groups, len(self.packing_sample()) - 2) if groups else None
+        text_len, num_regions, *need = batch_bucket(batch, self.config.data.length_multiple, need)
         batch = pipeline.trim_padding(batch, text_len, num_regions)
         slots = self.packing_sizes(batch, need, train) if groups else ()
         shape = (len(batch["bag_mask"]), text_len, num_regions, *slots)
@@ -324,10 +327,14 @@ class Run:
         return self.groups(train) if packs and self.packing_sample() is not None else None
 
     def packing_sizes(self, batch: dict[str, np.ndarray], need: Any, train: bool) -> tuple[int, ...]:
-        """(Ct, Cr, R_1, ..., R_K): compact slots per group of a trimmed batch and the rows of its length
-        classes, where its fullest groups (of any process) need `need` [2 + K]: the run's capacities where they
-        hold it (data/packing.py)."""
-        return packing.capacities(batch, np.asarray(need), *self.packing_groups(train), self.packing_sample())
+        """(Ct, Cr, R_1, ..., R_K): compact slots per group of a trimmed training (`train`) or evaluation batch
+        and the rows of its length classes, whose fullest groups (of any process) need `need` [2 + K]: the run's
+        capacities, raised where the batch needs more and kept for the later batches of its kind
+        (`packing_capacity`; data/packing.py)."""
+        groups = self.packing_groups(train)
+        sampled = self.packing_capacity.get(train, self.packing_sample())
+        self.packing_capacity[train] = packing.grow(sampled, need, len(batch["bag_mask"]) // (groups[0] * groups[1]))
+        return packing.capacities(batch, *groups, self.packing_capacity[train])
 
     def packing_sample(self) -> np.ndarray | None:
         """What the training groups of the first packing.SAMPLE_BATCHES training batches need at most

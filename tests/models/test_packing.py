@@ -29,7 +29,8 @@ def packed(batch: dict, devices: int, accumulation: int, classes: int = 3) -> di
     """The batch packed with capacities sampled from itself."""
     need = packing.needs(batch, devices, accumulation, classes)
     sampled = packing.sample([batch], devices, accumulation, classes)
-    return packing.pack(batch, devices, accumulation, packing.capacities(batch, need, devices, accumulation, sampled))
+    assert (packing.grow(sampled, need, len(batch["bag_mask"]) // (devices * accumulation)) == sampled).all()
+    return packing.pack(batch, devices, accumulation, packing.capacities(batch, devices, accumulation, sampled))
 
 
 def test_groups_are_each_devices_bags_of_each_micro_batch():
@@ -86,7 +87,7 @@ def test_attention_rows_hold_each_instances_real_tokens_by_length_class(devices,
     assert max(r.shape[2] for r in rows) == min(-(-lengths.max() // 8) * 8, slots.shape[-1])
 
 
-def test_capacities_are_the_runs_unless_a_group_needs_more_and_a_group_too_full_is_named():
+def test_capacities_are_the_runs_raised_where_a_batch_needs_more_and_a_group_too_full_is_named():
     batch = padded_batch()
     need = packing.needs(batch, 1, 1, 2)
     lengths = tuple(int(n) for n in need[2:])
@@ -97,17 +98,21 @@ def test_capacities_are_the_runs_unless_a_group_needs_more_and_a_group_too_full_
         packing.pack(batch, 1, 1, (*need[:2], lengths[0], lengths[1] - 1))
     with pytest.raises(ValueError, match="8 bags do not split into 3 devices x 1 micro-batches"):
         packing.pack(batch, 3, 1, tuple(need))
-    # A run's fixed capacities: the sampled tokens per bag x bags and each class's longest instance, in multiples of
-    # 8, when they hold the batch's need; else that part's padded size.
+    with pytest.raises(ValueError, match="attention_slots: rows of 24 positions for instances of 18"):
+        packing.pack(batch, 1, 1, (*need[:2], 24, 24))
+    # A run's capacities: the sampled tokens per bag x bags and each class's longest instance, in multiples of 8,
+    # at most the padded size; a batch that needs more raises them for the batches after it.
     sampled = packing.sample([padded_batch(seed=1), padded_batch(seed=2)], devices=2, steps=1, classes=2)
     most = np.max([packing.needs(padded_batch(seed=s), 2, 1, 2) for s in (1, 2)], axis=0)
     np.testing.assert_array_equal(sampled, np.concatenate([most[:2] / 4, most[2:]]))
     fixed = [max(8, -(-int(np.ceil(n)) // 8) * 8) for n in (*(sampled[:2] * 4), *sampled[2:])]
-    small = np.minimum(need // 2, fixed)  # Two groups of 4 bags, each within the fixed capacities.
-    assert packing.capacities(batch, small, 2, 1, sampled) == tuple(fixed)
-    assert packing.capacities(batch, np.array([fixed[0] + 1, 0, 0, fixed[3] + 1]), 2, 1, sampled) == (
-        4 * 5 * 12, fixed[1], fixed[2], 18)
-    assert packing.capacities(batch, small, 2, 1, sampled * 100) == (4 * 5 * 12, 4 * 5 * 6, 18, 18)  # At most padded.
+    assert packing.capacities(batch, 2, 1, sampled) == tuple(fixed)
+    held = packing.grow(sampled, np.minimum(need // 2, fixed), 4)  # Two groups of 4 bags within the capacities.
+    assert packing.capacities(batch, 2, 1, held) == tuple(fixed)
+    grown = packing.grow(sampled, np.array([fixed[0] + 1, 0, 0, fixed[3] + 1]), 4)
+    assert packing.capacities(batch, 2, 1, grown) == (fixed[0] + 8, fixed[1], fixed[2], min(fixed[3] + 8, 18))
+    assert (packing.grow(grown, np.zeros(3), 4) == grown).all()  # A group of fewer classes: the rest kept.
+    assert packing.capacities(batch, 2, 1, sampled * 100) == (4 * 5 * 12, 4 * 5 * 6, 18, 18)  # At most padded.
 
 
 def test_gathered_rows_have_the_gradient_of_a_gather():

@@ -44,9 +44,8 @@ def batch(seed: int) -> dict:
 
 def packed(batch: dict, devices: int, steps: int) -> dict:
     """The batch with where its real tokens are, for `devices` devices and `steps` micro-batches."""
-    need = packing.needs(batch, devices, steps, classes=3)
     sampled = packing.sample([batch], devices, steps, classes=3)
-    return packing.pack(batch, devices, steps, packing.capacities(batch, need, devices, steps, sampled))
+    return packing.pack(batch, devices, steps, packing.capacities(batch, devices, steps, sampled))
 
 
 def run(config, devices, mode, pack=False):
