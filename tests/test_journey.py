@@ -66,11 +66,13 @@ MEMORY = "python -m clever_jax.perf.memory --config=configs/vg_gpu10.py --config
 
 JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, KB_WORLD, KB_OWN, KB_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
            QUERY_RELATION, QUERY_IMAGE, EXPORT_RELEASE, RELEASE_RUN, MEMORY)
+PACKED = ["--config.data.packing=True"]  # configs/demo.py packs; its tiny variant does not (tests elsewhere).
 TINY = {  # Settings appended: BERT-base's sizes with one layer and short instances where the config has no tiny
-    # variant; fewer pairs and epochs where the tiny world's work is more than the step needs to show.
+    # variant; fewer pairs and epochs where the tiny world's work is more than the step needs to show; runs/demo
+    # packed, as `make demo` is.
     MEMORY: ["--config.model.num_layers=1", "--config.data.bag_size=2", "--config.data.text_len=16",
              "--config.data.num_regions=8"],
-    KB_WORLD: ["--config.extract.min_images=2"],
+    PREPARE: PACKED, MAIN: PACKED, KB_WORLD: [*PACKED, "--config.extract.min_images=2"], KB_OWN: PACKED,
     RELEASE_RUN: ["--config.train.max_epochs=1"],
 }
 
@@ -220,6 +222,7 @@ def test_the_journey(user):
     # The main job: train, keep the best on validation, evaluate on test, extract.
     main = user(MAIN)
     assert "Reusing the records" in main.stderr  # Those prepare built.
+    assert "packed into" in main.stderr  # As `make demo` packs: the real tokens only.
     metrics = json.load(open(os.path.join(demo, "metrics.json")))
     for key in ("auc", "f1", "p@2%", "mauc", "mf1", "mp@2%", "attention_on_annotated", "attention_chance",
                 "attention_on_true", "attention_true_chance", "top_evidence_true", "attention_true_auc", "spearman",
