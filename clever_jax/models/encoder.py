@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clever_jax.models.bert_ops import LayerNorm, gelu
 from clever_jax.models.dropout import Dropout, row_index
 from clever_jax.models.geometry import pair_geometry, query_geometry
 from clever_jax.models.packing import Packing, gather_rows, locate, take_rows
@@ -131,19 +132,9 @@ def dense_layer(config: EncoderConfig, features: int, name: str) -> nn.Dense:
                     name=name)
 
 
-def norm_layer(config: EncoderConfig, name: str, epsilon: float | None = None) -> nn.LayerNorm:
+def norm_layer(config: EncoderConfig, name: str, epsilon: float | None = None) -> LayerNorm:
     """BERT's LayerNorm (exact two-pass variance) with `epsilon`, default config.layer_norm_eps."""
-    return nn.LayerNorm(epsilon=config.layer_norm_eps if epsilon is None else epsilon, dtype=config.dtype,
-                        use_fast_variance=False, name=name)
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact GELU, x Phi(x) = x (1 + erf(x / sqrt(2))) / 2: BERT's "gelu" as PyTorch computes it.
-
-    jax.nn.gelu(approximate=False) evaluates the same function through erfc, which costs about
-    twice as much on CPU.
-    """
-    return x * (1.0 + jax.lax.erf(x * 2**-0.5)) * 0.5
+    return LayerNorm(epsilon=config.layer_norm_eps if epsilon is None else epsilon, dtype=config.dtype, name=name)
 
 
 def attention_bias(mask: jax.Array) -> jax.Array:

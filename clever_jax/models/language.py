@@ -29,8 +29,9 @@ import numpy as np
 
 from clever_jax.data import text
 from clever_jax.data.vocab import Vocab
+from clever_jax.models.bert_ops import gelu
 from clever_jax.models.dropout import Dropout
-from clever_jax.models.encoder import BertTextModel, EncoderConfig, dense_layer, gelu, norm_layer
+from clever_jax.models.encoder import BertTextModel, EncoderConfig, dense_layer, norm_layer
 
 HEADS = ("cls", "prompt")
 NA_VERBALISATION = "background"
