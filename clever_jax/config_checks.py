@@ -82,6 +82,11 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     need(extract.min_evidence >= 0, "extract.min_evidence", extract.min_evidence, ">= 0 instances (0: off)")
     need(0 <= extract.consistency_quantile <= 1, "extract.consistency_quantile", extract.consistency_quantile,
          "a share of each relation's pairs in (0, 1], or 0 for no consistency filter")
+    need(extract.negatives >= 0, "extract.negatives", extract.negatives, ">= 0 negatives (0: none)")
+    need(not extract.negatives or extract.target_precision > 0, "extract.negatives", extract.negatives,
+         "0 unless extract.target_precision > 0 (negatives are proposed from the filters' kept triplets)")
+    need(0 < extract.negative_quantile < 1, "extract.negative_quantile", extract.negative_quantile,
+         "a share of each relation's validation facts in (0, 1)")
     need(config.report.per_relation >= 1, "report.per_relation", config.report.per_relation, ">= 1 triplet")
     return out
 

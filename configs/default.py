@@ -130,6 +130,11 @@ def get_config() -> ml_collections.ConfigDict:
     # ranks in the top consistency_quantile of its relation's scores (0 = off); "" = data/vocab/predicate_relations.tsv.
     extract.consistency_quantile = 0.5
     extract.predicate_relations = ""
+    # Informative negatives (clever_jax/kb/negatives.py; needs target_precision): at most this many triplets one
+    # entity away from a kept one, scoring below all but negative_quantile of their relation's validation facts,
+    # in kb/negatives.jsonl (0 = none).
+    extract.negatives = 0
+    extract.negative_quantile = 0.05
     extract.evidence_dtype = "float16"  # Precision at which evidence weights are kept in memory (4 decimals written).
     # An exported bundle (WORKDIR/export) to extract with instead of the workdir's best checkpoint: its config.json
     # gives the model's settings, its val_scores.npz the filters' thresholds, its training_facts.tsv in_training_kb.

@@ -47,6 +47,7 @@ EXPORT = "python -m clever_jax.main --config=configs/demo.py --workdir=runs/demo
 KB_WORLD = ("python -m clever_jax.main --mode=kb --config=configs/demo.py --workdir=runs/demo "
                  "--config.extract.features_path=runs/demo/world/features.tsv "
                  "--config.extract.target_precision=0.8 --config.extract.top_k=100000")
+KB_NEGATIVES = KB_WORLD + " --config.extract.negatives=1000"  # TINY: KB_WORLD's settings (a prefix).
 KB_OWN = ("python -m clever_jax.main --mode=kb --config=configs/demo.py --workdir=runs/demo "
                "--config.extract.features_path=/data/my_images/features.tsv --config.extract.min_images=2 "
                "--config.extract.top_k=100000")
@@ -64,7 +65,7 @@ RELEASE_RUN = ("python -m clever_jax.main --config=configs/clever_release.py:dem
 
 MEMORY = "python -m clever_jax.perf.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base"
 
-JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, KB_WORLD, KB_OWN, KB_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
+JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, KB_WORLD, KB_NEGATIVES, KB_OWN, KB_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
            QUERY_RELATION, QUERY_IMAGE, EXPORT_RELEASE, RELEASE_RUN, MEMORY)
 PACKED = ["--config.data.packing=True"]  # configs/demo.py packs; its tiny variant does not (tests elsewhere).
 TINY = {  # Settings appended: BERT-base's sizes with one layer and short instances where the config has no tiny
@@ -257,6 +258,13 @@ def test_the_journey(user):
     assert meta["triplets"] == len(world_kb)
     # A trained model's confident triplets include training facts (19 to 96 in runs of four seeds).
     assert 0 < meta["in_training_kb"] == sum(t["in_training_kb"] for t in world_kb) <= meta["triplets"]
+    # The same with informative negatives: the knowledge base unchanged, negatives.jsonl beside it.
+    user(KB_NEGATIVES)
+    negatives = read_jsonl(os.path.join(demo, "kb", "negatives.jsonl"))
+    with_negatives = json.load(open(os.path.join(demo, "kb", "kb_meta.json")))
+    assert len(negatives) == with_negatives["negatives"]["count"] <= 1000
+    assert {"pool", "precision_vs_truth", "pool_false_rate"} <= set(with_negatives["negatives"])
+    assert read_jsonl(os.path.join(demo, "kb", "kb.jsonl")) == world_kb
 
     # A knowledge base from a detector's output for other images, with the workdir's model, then with the bundle
     # in a fresh folder: the same triplets and scores.

@@ -1058,6 +1058,12 @@ def _parse_entities():
     return names, tuple(r[1] for r in rows), cols
 
 
+def entity_kinds() -> dict[str, str]:
+    """Every entity of the world's table (the vocabulary's first) by name -> its kind (person, animal, ...)."""
+    names, kinds, _ = _parse_entities()
+    return dict(zip(names, kinds, strict=True))
+
+
 OWNED_KINDS = ("bodypart", "clothing", "part", "plantpart", "mark", "material")  # Belong to an owner.
 GRADE2_THRESHOLD = 0.3  # Commonness from which a plausible triplet counts as obviously common.
 

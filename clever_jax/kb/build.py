@@ -16,8 +16,10 @@ WORKDIR/kb/:
                 (x1, y1, x2, y2 pixels) and weight
   kb.csv        the same triplets without evidence (subject, relation, object, score, in_training_kb)
   kb_meta.json  what made it: the features file, the checkpoint, the settings, the counts
+  negatives.jsonl  with `extract.negatives`: informative negatives (kb/negatives.py), lines as kb.jsonl's,
+                lowest score first; kb_meta.json -> negatives has their count and pool
 
-The three are replaced together or not at all (files.atomic_folder: WORKDIR/kb/kb.jsonl links to
+The files are replaced together or not at all (files.atomic_folder: WORKDIR/kb/kb.jsonl links to
 current/kb.jsonl, `current` to the complete version under WORKDIR/kb/versions/), so a killed
 extraction leaves the previous knowledge base whole.
 
@@ -52,13 +54,14 @@ from clever_jax.data.jsonio import DataError, load_json
 from clever_jax.data.records import open_records, read_manifest, split_facts, write_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.evaluation import evaluate
-from clever_jax.kb import export, filters
+from clever_jax.kb import export, filters, negatives
 from clever_jax.kb.triplets import ranked_triplets, write_triplets
 from clever_jax.training import builder
 from clever_jax.training.checkpoints import Checkpoints
 
 KB_DIR = "kb"
-KB_FILES = ("kb.jsonl", "kb.csv", "kb_meta.json")  # Written as a whole (files.atomic_folder).
+KB_FILES = ("kb.jsonl", "kb.csv", "kb_meta.json", "negatives.jsonl")  # Written as a whole (files.atomic_folder);
+# negatives.jsonl only with extract.negatives (else its link dangles: absent).
 
 
 def prepare_detections(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -174,6 +177,17 @@ def thresholds_of_run(config: ml_collections.ConfigDict, val_scores: str) -> fil
     return thresholds
 
 
+def negative_thresholds_of_run(config: ml_collections.ConfigDict, val_scores: str) -> np.ndarray:
+    """float [R + 1]: the negatives' score thresholds (negatives.fact_quantile_thresholds) on the model's
+    validation scores (thresholds_of_run has checked that they exist)."""
+    with np.load(val_scores) as val:
+        try:
+            return negatives.fact_quantile_thresholds(val["scores"], val["labels"], config.extract.negative_quantile,
+                                                      config.extract.min_val_facts)
+        except ValueError as e:
+            raise ConfigError(f"{val_scores}: {e}") from e
+
+
 def world_truth(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
     """The generated world's graded truth when config.extract.features_path is that world's features file."""
     world_dir = config.data.world_dir or os.path.join(workdir, "world")
@@ -197,6 +211,7 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
     source = model_source(config, workdir)
     thresholds = thresholds_of_run(config, source.val_scores) if ex.target_precision else None  # Before any work.
     rules = filters.read_rules(ex.predicate_relations, benchmark_vocab()) if ex.target_precision else []
+    negative_thresholds = negative_thresholds_of_run(config, source.val_scores) if ex.negatives else None
     kb_records = prepare_detections(source.config, workdir)  # The model's bag size, sampler, tokenizer.
     features_dim = read_manifest(kb_records)["region_dim"]
     if source.region_dim != features_dim:
@@ -227,13 +242,23 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
             f"{name} {t['triplets']} triplets, precision {t['precision']:.1f} recall {t['recall']:.1f}"
             for name, t in truth.items()))
     ranked = ranked_triplets(outputs.scores, ex.top_k, keep)
+    negative_meta, negative_rows = {}, None
+    if negative_thresholds is not None:
+        pool = negatives.proposals(keep, outputs.pairs, negatives.entity_kinds(vocab)) & ~keep & ~known
+        negative_rows = negatives.select(outputs.scores, pool, negative_thresholds, ex.negatives)
+        negative_meta = {"count": len(negative_rows[0]), "pool": int(pool.sum()), "quantile": ex.negative_quantile,
+                         **(negatives.truth(*negative_rows, pool, outputs.pairs, grades) if grades is not None else {})}
+        logging.info("Negatives: %s", " ".join(f"{k}={v}" for k, v in negative_meta.items()))
     rows, relations = ranked
     with open(os.path.join(kb_records, "kb_stats.json")) as f:
         stats = json.load(f)
-    with files.atomic_folder(out_dir, KB_FILES) as partial:  # All three files replaced at once.
-        count = write_triplets(os.path.join(partial, "kb.jsonl"), outputs, open_records(kb_records)[0], vocab,
-                               ex.top_k, ex.num_evidence, known=known, known_key="in_training_kb",
-                               with_annotations=False, ranked=ranked)
+    with files.atomic_folder(out_dir, KB_FILES) as partial:  # All the files replaced at once.
+        images = open_records(kb_records)[0]
+        count = write_triplets(os.path.join(partial, "kb.jsonl"), outputs, images, vocab, ex.top_k, ex.num_evidence,
+                               known=known, known_key="in_training_kb", with_annotations=False, ranked=ranked)
+        if negative_rows is not None:
+            write_triplets(os.path.join(partial, "negatives.jsonl"), outputs, images, vocab, 0, ex.num_evidence,
+                           known=known, known_key="in_training_kb", with_annotations=False, ranked=negative_rows)
         with files.atomic_write(os.path.join(partial, "kb.csv")) as f:
             writer = csv.writer(f)
             writer.writerow(("subject", "relation", "object", "score", "in_training_kb"))
@@ -250,6 +275,7 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
             "in_training_kb": int(known[rows, relations].sum()), **stats,
             **({"filters": filter_summary} if filter_summary else {}),
             **({"world_truth": truth} if truth else {}),
+            **({"negatives": negative_meta} if negative_meta else {}),
         })
     logging.info("Wrote a knowledge base of %d triplets (%d pairs from %d images) to %s", count, stats["pairs"],
                  stats["images"], out_dir)

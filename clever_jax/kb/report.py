@@ -6,10 +6,11 @@
 One self-contained page (inline CSS, SVG and a little JavaScript; no server, no network): the top
 triplets of each relation with score, known flag and evidence, each evidence instance drawn as an
 SVG of the image's size with the subject box (orange) and object box (blue) over the real image
-when `images_dir` holds it, else over a grey canvas. The page filters by subject, relation and
-object (substrings), minimum score and known / new; the initial filters come from the URL fragment,
-e.g. report.html#relation=riding&known=new&min_score=0.5. --screenshot renders the page with
-headless Chromium.
+when `images_dir` holds it, else over a grey canvas; with negatives.jsonl beside the knowledge base
+(extract.negatives), each triplet also lists up to three neighbours the model says are false. The
+page filters by subject, relation and object (substrings), minimum score and known / new; the
+initial filters come from the URL fragment, e.g. report.html#relation=riding&known=new&min_score=0.5.
+--screenshot renders the page with headless Chromium.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ FLAGS = ("in_training_kb", "known")
 EVIDENCE_REQUIRED = ("image_id", "subject_box", "object_box")
 EVIDENCE_FLAGS = ("annotated", "true")
 KB, META = "kb.jsonl", "kb_meta.json"  # --mode=kb writes them together: the "triplets" count is checked.
+NEGATIVES = "negatives.jsonl"  # With extract.negatives, beside them (kb/negatives.py).
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome")
 COLOURS = {"subject": "#e8590c", "object": "#1c7ed6"}
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; } section h2 { border-bottom: 1px solid #ccc; }
 form { display: flex; flex-wrap: wrap; gap: .8em; margin: 1em 0; } [hidden] { display: none !important; }
+.negatives { color: #a61e4d; font-size: 90%; margin: .2em 0; }
 article { margin: 0 0 1.2em 1em; } article h3 { margin: .3em 0; font-weight: normal; } .rel { font-weight: bold; }
 .meta { color: #555; margin: 0; font-size: 90%; } .evidence { display: flex; flex-wrap: wrap; gap: .8em; }
 figure { margin: .3em 0; } figure svg { width: 240px; height: 180px; } figcaption { font-size: 80%; color: #444; }
@@ -254,6 +257,30 @@ def image_size(e: dict, path: str | None) -> tuple[float, float]:
     return max(1.0, *(b[2] for b in boxes)), max(1.0, *(b[3] for b in boxes))
 
 
+def read_negatives(kb_path: str) -> dict[tuple[str, str], list[dict]]:
+    """The negatives written with a knowledge base (negatives.jsonl beside the file `kb_path` links to,
+    each line checked), by (relation, "subject NAME") and (relation, "object NAME"), lowest score first;
+    {} when there are none. Raises DataError naming a bad line."""
+    path = os.path.join(os.path.dirname(os.path.realpath(kb_path)), NEGATIVES)
+    index: dict[tuple[str, str], list[dict]] = {}
+    if os.path.isfile(path):
+        for _, n, _ in triplets(path):
+            for role in ("subject", "object"):
+                index.setdefault((n["relation"], f"{role} {n[role]}"), []).append(n)
+    return index
+
+
+def negatives_html(t: dict, negatives: dict[tuple[str, str], list[dict]], limit: int = 3) -> str:
+    """A line of up to `limit` negatives that share the triplet's relation and one of its entities."""
+    near = [n for role in ("object", "subject") for n in negatives.get((t["relation"], f"{role} {t[role]}"), [])
+            if (n["subject"], n["object"]) != (t["subject"], t["object"])][:limit]
+    if not near:
+        return ""
+    said = "; ".join(f"{html.escape(n['subject'])} {html.escape(n['relation'])} {html.escape(n['object'])} "
+                     f"({float(n['score']):.4f})" for n in near)
+    return f'<p class="negatives">the model says false: {said}</p>'
+
+
 def num(x: float) -> str:
     return f"{float(x):g}"
 
@@ -284,14 +311,16 @@ def evidence_svg(t: dict, e: dict, images_dir: str, out_dir: str) -> str:
     return f"<figure>{''.join(parts)}<figcaption>{' &middot; '.join(caption)}</figcaption></figure>"
 
 
-def triplet_html(t: dict, images_dir: str, out_dir: str) -> str:
-    """One triplet as an <article> whose data attributes the page's filters read."""
+def triplet_html(t: dict, images_dir: str, out_dir: str, negatives: dict | None = None) -> str:
+    """One triplet as an <article> whose data attributes the page's filters read; with `negatives`
+    (read_negatives), the neighbours the model says are false."""
     known = known_flag(t)
     attributes = " ".join(f'data-{key}="{html.escape(str(t[key]))}"' for key in ("subject", "relation", "object"))
     evidence = "".join(evidence_svg(t, e, images_dir, out_dir) for e in t.get("evidence", []))
     return (f'<article class="triplet" {attributes} data-score="{float(t["score"])!r}" data-known="{known}">'
             f'<h3>{html.escape(t["subject"])} <span class="rel">{html.escape(t["relation"])}</span> '
             f'{html.escape(t["object"])}</h3><p class="meta">score {float(t["score"]):.4f} &middot; {known}</p>'
+            f'{negatives_html(t, negatives or {})}'
             f'<div class="evidence">{evidence or "<p class=meta>no evidence</p>"}</div></article>')
 
 
@@ -304,12 +333,14 @@ def write_report(kb_path: str, out_path: str, images_dir: str = "", per_relation
         raise ValueError(f"per_relation is {per_relation}, expected at least 1")
     remove_stale(kb_path, out_path)
     kept, total = read_kb(kb_path, per_relation)
+    negatives = read_negatives(kb_path)
     relations = sorted(kept, key=lambda r: (-max(float(t["score"]) for t in kept[r]), r))
     out_dir = os.path.dirname(os.path.abspath(out_path))
     shown = sum(len(group) for group in kept.values())
     title = html.escape(title or f"Knowledge base: {os.path.basename(kb_path)}")
     sections = [f'<section class="relation" data-relation="{html.escape(r)}"><h2>{html.escape(r)}</h2>'
-                + "".join(triplet_html(t, images_dir, out_dir) for t in kept[r]) + "</section>" for r in relations]
+                + "".join(triplet_html(t, images_dir, out_dir, negatives) for t in kept[r]) + "</section>"
+                for r in relations]
     inputs = "".join(f'<label>{k} <input type="search" name="{k}"></label>' for k in ("subject", "relation", "object"))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{STYLE}</style></head>

@@ -199,7 +199,8 @@ def test_kb_mode_writes_the_knowledge_base(tmp_path, world_dir):
     with np.load(tmp_path / "run" / "val_scores.npz") as val:
         config.extract.target_precision = float(val["labels"][:, 1:].mean())  # The fact rate: reachable.
     # The world's own features (its truth is known), the pairs of 5 images or more (fewer to score).
-    config.extract.update(features_path=os.path.join(world_dir, "features.tsv"), min_images=5)
+    config.extract.update(features_path=os.path.join(world_dir, "features.tsv"), min_images=5, negatives=40,
+                          negative_quantile=0.5)
     job.run(config, workdir, "kb")
     filtered = json.load(open(tmp_path / "run" / "kb" / "kb_meta.json"))
     kept = filtered["filters"]["kept"]
@@ -214,12 +215,23 @@ def test_kb_mode_writes_the_knowledge_base(tmp_path, world_dir):
     assert list(truth) == ["candidates", "score", "evidence", "consistency"]
     assert truth["candidates"]["recall"] == 100 and truth["consistency"]["triplets"] == kept
     assert truth["candidates"]["recall"] >= truth["score"]["recall"] >= truth["consistency"]["recall"]
+    # Informative negatives: proposed from kept triplets, never kept themselves nor training facts, lowest first.
+    negative_lines = [json.loads(line) for line in open(tmp_path / "run" / "kb" / "negatives.jsonl")]
+    assert 0 < len(negative_lines) == filtered["negatives"]["count"] <= 40
+    assert set(filtered["negatives"]) == {"count", "pool", "quantile", "precision_vs_truth", "pool_false_rate"}
+    assert filtered["negatives"]["pool"] >= len(negative_lines)
+    assert [n["score"] for n in negative_lines] == sorted(n["score"] for n in negative_lines)
+    assert all(n["evidence"] and not n["in_training_kb"] for n in negative_lines)
+    kept_triplets = {(t["subject"], t["relation"], t["object"]) for t in map(json.loads, open(tmp_path / "run" / "kb" /
+                                                                                              "kb.jsonl"))}
+    assert len(kept_triplets) == min(kept, 500)  # The best kept triplets: none is a negative.
+    assert not kept_triplets & {(n["subject"], n["relation"], n["object"]) for n in negative_lines}
 
     # An exported bundle in place of the workdir: the same knowledge base, from a folder holding nothing else.
     export.export_bundle(run, workdir)
     config.extract.bundle = os.path.join(workdir, "export")
     job.run(config, str(tmp_path / "elsewhere"), "kb")
-    for name in ("kb.csv", "kb.jsonl"):
+    for name in ("kb.csv", "kb.jsonl", "negatives.jsonl"):
         assert open(tmp_path / "elsewhere" / "kb" / name).read() == open(tmp_path / "run" / "kb" / name).read()
     from_bundle = json.load(open(tmp_path / "elsewhere" / "kb" / "kb_meta.json"))
     assert from_bundle["filters"] == filtered["filters"] and from_bundle["model"] == config.extract.bundle
@@ -259,7 +271,7 @@ def test_kb_mode_writes_the_knowledge_base(tmp_path, world_dir):
     json.dump(digests, open(checksums, "w"))
     with pytest.raises(DataError, match=r"training_facts.tsv is missing: the bundle was exported before format 3"):
         job.run(config, str(tmp_path / "elsewhere"), "kb")
-    config.extract.update(bundle="", target_precision=0.0)
+    config.extract.update(bundle="", target_precision=0.0, negatives=0)
 
     small = tmp_path / "small.tsv"
     write_features(small, [(1, [("man", [0, 0, 9, 9]), ("horse", [1, 1, 8, 8])])], dim=3)

@@ -62,6 +62,22 @@ def test_top_triplets_of_each_relation_in_order(tmp_path):
     assert "annotated yes" in page and "true no" in page and "weight 0.410" in page
 
 
+def test_each_triplet_lists_the_negatives_of_its_neighbourhood(tmp_path):
+    kb, page = write_kb(tmp_path / "kb.jsonl"), tmp_path / "r.html"
+    report.write_report(kb, str(page))
+    assert "the model says false" not in page.read_text()  # No negatives.jsonl beside it: no line.
+    write_kb(tmp_path / "negatives.jsonl", [
+        triplet("woman", "riding", "horse", 0.001), triplet("man", "riding", "bus", 0.002),
+        triplet("man", "on", "horse", 0.003), triplet("<i>", "riding", "bike", 0.004)])
+    report.write_report(kb, str(page))
+    lines = re.findall(r'<p class="negatives">(.*?)</p>', page.read_text())
+    assert lines == ["the model says false: woman riding horse (0.0010); man riding bus (0.0020)",  # man riding horse
+                     "the model says false: &lt;i&gt; riding bike (0.0040); woman riding horse (0.0010)"]
+    (tmp_path / "negatives.jsonl").write_text('{"subject": "man"}\n')
+    with pytest.raises(DataError, match=r"negatives\.jsonl line 1"):
+        report.write_report(kb, str(page))
+
+
 def test_boxes_on_a_blank_canvas_of_the_image_size(tmp_path):
     out = tmp_path / "report.html"
     report.write_report(write_kb(tmp_path / "kb.jsonl"), str(out), per_relation=1)
