@@ -1,7 +1,7 @@
 """Output files that are written whole or not at all, and the temporaries killed writers leave behind.
 
 * atomic_write: one file, through a temporary `{path}.{host}.{pid}.tmp` renamed onto it.
-* atomic_folder: a set of files (the knowledge base's kb.jsonl, kb.csv and kb_meta.json) replaced
+* atomic_folder: a set of files (the knowledge base's kb.jsonl, kb.csv, kb_meta.json and negatives.jsonl) replaced
   all at once. ROOT/NAME is a symlink to current/NAME and ROOT/current one to versions/ID.{host}.{pid}
   (a complete version); a writer fills versions/ID.{host}.{pid}.tmp, renames it, then swaps
   `current` with one rename, so a reader, or a kill at any point, sees the previous complete set or

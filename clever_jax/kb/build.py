@@ -16,8 +16,8 @@ WORKDIR/kb/:
                 (x1, y1, x2, y2 pixels) and weight
   kb.csv        the same triplets without evidence (subject, relation, object, score, in_training_kb)
   kb_meta.json  what made it: the features file, the checkpoint, the settings, the counts
-  negatives.jsonl  with `extract.negatives`: informative negatives (kb/negatives.py), lines as kb.jsonl's,
-                lowest score first; kb_meta.json -> negatives has their count and pool
+  negatives.jsonl  informative negatives (kb/negatives.py; empty without `extract.negatives`), lines as
+                kb.jsonl's, lowest score first; kb_meta.json -> negatives has their count and pool
 
 The files are replaced together or not at all (files.atomic_folder: WORKDIR/kb/kb.jsonl links to
 current/kb.jsonl, `current` to the complete version under WORKDIR/kb/versions/), so a killed
@@ -60,8 +60,7 @@ from clever_jax.training import builder
 from clever_jax.training.checkpoints import Checkpoints
 
 KB_DIR = "kb"
-KB_FILES = ("kb.jsonl", "kb.csv", "kb_meta.json", "negatives.jsonl")  # Written as a whole (files.atomic_folder);
-# negatives.jsonl only with extract.negatives (else its link dangles: absent).
+KB_FILES = ("kb.jsonl", "kb.csv", "kb_meta.json", "negatives.jsonl")  # Written as a whole (files.atomic_folder).
 
 
 def prepare_detections(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -256,9 +255,10 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
         images = open_records(kb_records)[0]
         count = write_triplets(os.path.join(partial, "kb.jsonl"), outputs, images, vocab, ex.top_k, ex.num_evidence,
                                known=known, known_key="in_training_kb", with_annotations=False, ranked=ranked)
-        if negative_rows is not None:
-            write_triplets(os.path.join(partial, "negatives.jsonl"), outputs, images, vocab, 0, ex.num_evidence,
-                           known=known, known_key="in_training_kb", with_annotations=False, ranked=negative_rows)
+        empty = np.zeros(0, np.int64)  # Without extract.negatives an empty file: every name a version lists exists.
+        write_triplets(os.path.join(partial, "negatives.jsonl"), outputs, images, vocab, 0, ex.num_evidence,
+                       known=known, known_key="in_training_kb", with_annotations=False,
+                       ranked=negative_rows if negative_rows is not None else (empty, empty))
         with files.atomic_write(os.path.join(partial, "kb.csv")) as f:
             writer = csv.writer(f)
             writer.writerow(("subject", "relation", "object", "score", "in_training_kb"))

@@ -7,7 +7,7 @@ One self-contained page (inline CSS, SVG and a little JavaScript; no server, no 
 triplets of each relation with score, known flag and evidence, each evidence instance drawn as an
 SVG of the image's size with the subject box (orange) and object box (blue) over the real image
 when `images_dir` holds it, else over a grey canvas; with negatives.jsonl beside the knowledge base
-(extract.negatives), each triplet also lists up to three neighbours the model says are false. The
+(extract.negatives), each triplet also lists up to three negatives sharing its relation and an entity. The
 page filters by subject, relation and object (substrings), minimum score and known / new; the
 initial filters come from the URL fragment, e.g. report.html#relation=riding&known=new&min_score=0.5.
 --screenshot renders the page with headless Chromium.
@@ -128,8 +128,8 @@ def check_count(kb_path: str, count: int) -> None:
                         "the knowledge base is cut or mixed with another extraction's files; extract it again")
 
 
-def read_kb(kb_path: str, per_relation: int) -> tuple[dict[str, list[dict]], int]:
-    """({relation: its first `per_relation` triplets, in file order}, triplets in the file).
+def read_kb(kb_path: str, per_relation: int) -> tuple[dict[str, list[dict]], int, str]:
+    """({relation: its first `per_relation` triplets, in file order}, triplets in the file, the path read).
 
     The links to a knowledge base folder (files.atomic_folder) are resolved once, so kb.jsonl and
     kb_meta.json are read from one version even while an extraction replaces it. Raises
@@ -148,7 +148,7 @@ def read_kb(kb_path: str, per_relation: int) -> tuple[dict[str, list[dict]], int
     if not total:
         raise DataError(f"{kb_path}: no triplets (an empty knowledge base)")
     check_count(real, total)
-    return kept, total
+    return kept, total, real
 
 
 def _number(x: object) -> bool:
@@ -257,11 +257,12 @@ def image_size(e: dict, path: str | None) -> tuple[float, float]:
     return max(1.0, *(b[2] for b in boxes)), max(1.0, *(b[3] for b in boxes))
 
 
-def read_negatives(kb_path: str) -> dict[tuple[str, str], list[dict]]:
-    """The negatives written with a knowledge base (negatives.jsonl beside the file `kb_path` links to,
-    each line checked), by (relation, "subject NAME") and (relation, "object NAME"), lowest score first;
-    {} when there are none. Raises DataError naming a bad line."""
-    path = os.path.join(os.path.dirname(os.path.realpath(kb_path)), NEGATIVES)
+def read_negatives(real_kb_path: str) -> dict[tuple[str, str], list[dict]]:
+    """The negatives written with a knowledge base (negatives.jsonl beside `real_kb_path`, the resolved
+    path read_kb read, so both come from one version; each line checked), by (relation, "subject NAME")
+    and (relation, "object NAME"), lowest score first; {} when there are none (an empty file: extraction
+    without extract.negatives). Raises DataError naming a bad line."""
+    path = os.path.join(os.path.dirname(real_kb_path), NEGATIVES)
     index: dict[tuple[str, str], list[dict]] = {}
     if os.path.isfile(path):
         for _, n, _ in triplets(path):
@@ -271,7 +272,8 @@ def read_negatives(kb_path: str) -> dict[tuple[str, str], list[dict]]:
 
 
 def negatives_html(t: dict, negatives: dict[tuple[str, str], list[dict]], limit: int = 3) -> str:
-    """A line of up to `limit` negatives that share the triplet's relation and one of its entities."""
+    """A line of up to `limit` negatives that share the triplet's relation and one of its entities (those
+    sharing its object first, each group lowest score first)."""
     near = [n for role in ("object", "subject") for n in negatives.get((t["relation"], f"{role} {t[role]}"), [])
             if (n["subject"], n["object"]) != (t["subject"], t["object"])][:limit]
     if not near:
@@ -332,8 +334,8 @@ def write_report(kb_path: str, out_path: str, images_dir: str = "", per_relation
     if per_relation < 1:
         raise ValueError(f"per_relation is {per_relation}, expected at least 1")
     remove_stale(kb_path, out_path)
-    kept, total = read_kb(kb_path, per_relation)
-    negatives = read_negatives(kb_path)
+    kept, total, real = read_kb(kb_path, per_relation)
+    negatives = read_negatives(real)
     relations = sorted(kept, key=lambda r: (-max(float(t["score"]) for t in kept[r]), r))
     out_dir = os.path.dirname(os.path.abspath(out_path))
     shown = sum(len(group) for group in kept.values())

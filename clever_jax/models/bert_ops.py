@@ -63,12 +63,12 @@ def _statistics(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
 def _layer_norm_forward(x, scale, bias, epsilon):
     mean, inv_std = _statistics(x, epsilon)
     normed = (x.astype(jnp.float32) - mean) * inv_std
-    return (normed * scale + bias).astype(x.dtype), (x, mean, inv_std, scale)
+    return (normed * scale + bias).astype(x.dtype), (x, mean, inv_std, scale, bias)
 
 
 def _layer_norm_backward(epsilon, residuals, dy):
     del epsilon
-    x, mean, inv_std, scale = residuals
+    x, mean, inv_std, scale, bias = residuals
     normed = (x.astype(jnp.float32) - mean) * inv_std
     dy = dy.astype(jnp.float32)
     d_normed = dy * scale
@@ -76,7 +76,7 @@ def _layer_norm_backward(epsilon, residuals, dy):
                     - normed * jnp.mean(d_normed * normed, -1, keepdims=True))
     rows = tuple(range(dy.ndim - 1))
     return (dx.astype(x.dtype), jnp.sum(dy * normed, rows).astype(scale.dtype),
-            jnp.sum(dy, rows).astype(scale.dtype))
+            jnp.sum(dy, rows).astype(bias.dtype))
 
 
 layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)

@@ -10,7 +10,7 @@
    in WORKDIR/model (the scoring work does not depend on the parameters' values).
 3. In one child process, `build.prepare_detections` (read the features, form a bag for every
    entity pair, write the records); in another, the whole `--mode=kb` with those records
-   (scoring every bag's relations, streamed, and writing kb.jsonl, kb.csv, kb_meta.json). Each
+   (scoring every bag's relations, streamed, and writing kb.jsonl, kb.csv, kb_meta.json, negatives.jsonl). Each
    child's wall time and peak resident memory are measured.
 Writes WORKDIR/bench_kb.json and prints a summary.
 """

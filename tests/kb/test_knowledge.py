@@ -189,6 +189,8 @@ def test_kb_mode_writes_the_knowledge_base(tmp_path, world_dir):
         bool(facts[entity[r["subject"]], relation[r["relation"]], entity[r["object"]]]) for r in rows]
     assert meta["in_training_kb"] == sum(r["in_training_kb"] == "1" for r in rows) < 500 and facts.any()
     assert meta["min_images"] == 2 and meta["pairs"] < 100 * 100
+    assert (tmp_path / "run" / "kb" / "negatives.jsonl").read_text() == "" and "negatives" not in meta
+    shutil.copytree(tmp_path / "run" / "kb", tmp_path / "copy")  # Following the links: none dangles.
 
     config.extract.target_precision = 0.05  # An untrained model: it never gets there.
     with pytest.raises(FileNotFoundError, match=r"val_scores\.npz: extract\.target_precision chooses thresholds"):
