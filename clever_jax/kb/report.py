@@ -38,7 +38,7 @@ FLAGS = ("in_training_kb", "known")
 EVIDENCE_REQUIRED = ("image_id", "subject_box", "object_box")
 EVIDENCE_FLAGS = ("annotated", "true")
 KB, META = "kb.jsonl", "kb_meta.json"  # --mode=kb writes them together: the "triplets" count is checked.
-NEGATIVES = "negatives.jsonl"  # With extract.negatives, beside them (kb/negatives.py).
+NEGATIVES = "negatives.jsonl"  # Beside them (kb/negatives.py); empty without extract.negatives.
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome")
 COLOURS = {"subject": "#e8590c", "object": "#1c7ed6"}
 
