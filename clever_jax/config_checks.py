@@ -87,6 +87,14 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
          "0 unless extract.target_precision > 0 (negatives are proposed from the filters' kept triplets)")
     need(0 < extract.negative_quantile < 1, "extract.negative_quantile", extract.negative_quantile,
          "a share of each relation's validation facts in (0, 1)")
+    scene_graphs = config.scene_graphs
+    need(scene_graphs.images in ("all", "test"), "scene_graphs.images", scene_graphs.images, "'all' or 'test'")
+    need(scene_graphs.images != "test" or not extract.bundle, "scene_graphs.images", scene_graphs.images,
+         "'all' with extract.bundle ('test' takes the test images of the trained workdir's records)")
+    need(scene_graphs.top_k >= 0, "scene_graphs.top_k", scene_graphs.top_k, "0 (every pair) or more")
+    need(min(scene_graphs.baseline_hidden, scene_graphs.baseline_epochs, scene_graphs.appearance_dim) >= 1,
+         "scene_graphs.baseline_hidden/baseline_epochs/appearance_dim",
+         (scene_graphs.baseline_hidden, scene_graphs.baseline_epochs, scene_graphs.appearance_dim), ">= 1 each")
     need(config.report.per_relation >= 1, "report.per_relation", config.report.per_relation, ">= 1 triplet")
     return out
 

@@ -10,7 +10,7 @@ from absl import logging
 
 from clever_jax import distributed
 
-MODES = ("all", "prepare", "train", "eval", "extract", "kb", "report", "export", "export_release")
+MODES = ("all", "prepare", "train", "eval", "extract", "kb", "scene_graphs", "report", "export", "export_release")
 
 
 def run(config, workdir: str, mode: str) -> None:
@@ -29,8 +29,8 @@ def run(config, workdir: str, mode: str) -> None:
         mode = "kb"
     distributed.initialize(config)  # Before anything touches the devices.
     config_checks.check(config, jax.device_count())
-    if mode == "kb" and not config.extract.features_path:
-        raise config_checks.ConfigError("--mode=kb builds a knowledge base from a detector's output: give it with "
+    if mode in ("kb", "scene_graphs") and not config.extract.features_path:
+        raise config_checks.ConfigError(f"--mode={mode} reads a detector's output: give it with "
                                         "--config.extract.features_path=FEATURES.tsv (or the authors' release folder)")
     main = distributed.is_main_process()
     if not main:
@@ -67,6 +67,11 @@ def _run(config, workdir: str, mode: str) -> None:
         from clever_jax.kb import build
 
         build.extract(config, workdir)
+        return
+    if mode == "scene_graphs":  # Every image's pairs scored alone.
+        from clever_jax.kb import scene_graphs
+
+        scene_graphs.run(config, workdir)
         return
     if mode == "report":
         from clever_jax.kb import build, report

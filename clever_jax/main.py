@@ -12,6 +12,8 @@ Modes:
   kb: a knowledge base of a detector's output alone (config.extract.features_path) with the best
     checkpoint, or with an exported bundle (config.extract.bundle) -> DIR/kb/ (see clever_jax.kb.build).
     (--mode=extract with config.extract.features_path still runs it, with a notice.)
+  scene_graphs: every image's object pairs of config.extract.features_path with their relations, scored by
+    the best checkpoint or a bundle -> DIR/scene_graphs/ (see clever_jax.kb.scene_graphs).
   report: an HTML evidence page of DIR/kb/kb.jsonl (or config.report.kb_path) -> report.html next
     to it (see clever_jax.kb.report).
   export: a self-contained inference bundle in DIR/export (see clever_jax.kb.export).

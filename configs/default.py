@@ -135,10 +135,23 @@ def get_config() -> ml_collections.ConfigDict:
     # in kb/negatives.jsonl (0 = none).
     extract.negatives = 0
     extract.negative_quantile = 0.05
+    # Every instance of the collection scored alone, in kb/images.npz: what `python -m clever_jax.kb.query --images
+    # S R O` ranks a triplet's images by (clever_jax/kb/image_index.py; scores every instance, not the bags' top).
+    extract.image_index = False
     extract.evidence_dtype = "float16"  # Precision at which evidence weights are kept in memory (4 decimals written).
     # An exported bundle (WORKDIR/export) to extract with instead of the workdir's best checkpoint: its config.json
     # gives the model's settings, its val_scores.npz the filters' thresholds, its training_facts.tsv in_training_kb.
     extract.bundle = ""
+
+    # --mode=scene_graphs (clever_jax/kb/scene_graphs.py): every image's pairs of extract.features_path scored alone.
+    config.scene_graphs = scene_graphs = ml_collections.ConfigDict()
+    scene_graphs.images = "all"  # "all", or "test": the trained run's test images (scored against the world's truth).
+    scene_graphs.top_k = 50  # Relations written per image, best first, one per pair; 0 = every pair.
+    # The baselines fitted on the other images' annotations (experiments/predcls.py): hidden units, passes over
+    # their pairs and appearance components of the instance-supervised heads.
+    scene_graphs.baseline_hidden = 256
+    scene_graphs.baseline_epochs = 4
+    scene_graphs.appearance_dim = 32
 
     config.report = report = ml_collections.ConfigDict()  # --mode=report: an HTML page of the knowledge base.
     report.kb_path = ""  # "" = WORKDIR/kb/kb.jsonl; the page is written next to it as report.html.

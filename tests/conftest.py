@@ -142,3 +142,22 @@ def small_vg(tmp_path):
         {"id": 4, "objects": [(41, "man", (0, 0, 10, 10)), (42, "tree-ish", (5, 5, 10, 10))]},
     ]
     return write_vg(tmp_path / "vg", images)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple[object, str]:
+    """The tiny world with a random model saved as its run's best (config, workdir; config.extract.features_path
+    the world's features): the knowledge-base tests' shared run."""
+    from clever_jax.data import prepare
+    from clever_jax.training import builder
+    from clever_jax.training.checkpoints import Checkpoints
+    from configs import demo
+
+    config = demo.get_config("tiny")
+    workdir = str(tmp_path_factory.mktemp("trained") / "run")
+    run = builder.build(config, prepare.prepare(config, workdir))
+    checkpoints = Checkpoints(workdir)
+    checkpoints.save("best", run.initial_state(), {})
+    checkpoints.wait()
+    config.extract.features_path = os.path.join(workdir, "world", "features.tsv")
+    return config, workdir

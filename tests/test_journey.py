@@ -51,6 +51,7 @@ KB_NEGATIVES = KB_WORLD + " --config.extract.negatives=1000"  # TINY: KB_WORLD's
 KB_OWN = ("python -m clever_jax.main --mode=kb --config=configs/demo.py --workdir=runs/demo "
                "--config.extract.features_path=/data/my_images/features.tsv --config.extract.min_images=2 "
                "--config.extract.top_k=100000")
+KB_OWN_IMAGES = KB_OWN + " --config.extract.image_index=true"
 KB_BUNDLE = ("python -m clever_jax.main --mode=kb --config=configs/demo.py --workdir=runs/my_kb "
                   "--config.extract.bundle=runs/demo/export "
                   "--config.extract.features_path=/data/my_images/features.tsv")
@@ -59,14 +60,17 @@ REPORT = "python -m clever_jax.kb.report --kb=runs/demo/kb/kb.jsonl --out=/tmp/r
 QUERY_PAIR = "python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl man horse"
 QUERY_RELATION = "python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl --relation=riding --top=20"
 QUERY_IMAGE = "python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl --image=2417"
+QUERY_IMAGES = "python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl --images man riding horse"
+SCENE_GRAPHS = ("python -m clever_jax.main --mode=scene_graphs --config=configs/demo.py --workdir=runs/demo "
+                "--config.extract.features_path=/data/my_images/features.tsv")
 EXPORT_RELEASE = "python -m clever_jax.main --config=configs/demo.py --mode=export_release --workdir=runs/demo"
 RELEASE_RUN = ("python -m clever_jax.main --config=configs/clever_release.py:demo --workdir=runs/demo_release "
                "--config.data.release_dir=runs/demo/release")
 
 MEMORY = "python -m clever_jax.perf.memory --config=configs/vg_gpu10.py --config.model.pretrained_dir=configs/bert_base"
 
-JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, KB_WORLD, KB_NEGATIVES, KB_OWN, KB_BUNDLE, REPORT_MODE, REPORT, QUERY_PAIR,
-           QUERY_RELATION, QUERY_IMAGE, EXPORT_RELEASE, RELEASE_RUN, MEMORY)
+JOURNEY = (PREPARE, MAIN, EVAL, EXPORT, KB_WORLD, KB_NEGATIVES, KB_OWN, KB_OWN_IMAGES, KB_BUNDLE, REPORT_MODE, REPORT,
+           QUERY_PAIR, QUERY_RELATION, QUERY_IMAGE, QUERY_IMAGES, SCENE_GRAPHS, EXPORT_RELEASE, RELEASE_RUN, MEMORY)
 PACKED = ["--config.data.packing=True"]  # configs/demo.py packs; its tiny variant does not (tests elsewhere).
 TINY = {  # Settings appended: BERT-base's sizes with one layer and short instances where the config has no tiny
     # variant; fewer pairs and epochs where the tiny world's work is more than the step needs to show; runs/demo
@@ -74,6 +78,7 @@ TINY = {  # Settings appended: BERT-base's sizes with one layer and short instan
     MEMORY: ["--config.model.num_layers=1", "--config.data.bag_size=2", "--config.data.text_len=16",
              "--config.data.num_regions=8"],
     PREPARE: PACKED, MAIN: PACKED, KB_WORLD: [*PACKED, "--config.extract.min_images=2"], KB_OWN: PACKED,
+    SCENE_GRAPHS: PACKED,
     RELEASE_RUN: ["--config.train.max_epochs=1"],
 }
 
@@ -112,6 +117,13 @@ ELSEWHERE = {  # A page's command -> (the file that runs it, what that file must
         "tests/test_main.py", '"--config.train.max_epochs=3"'),
     "python -m clever_jax.experiments.diagnose --config=configs/demo.py": (
         "tests/experiments/test_diagnose.py", "diagnose.diagnose(config, str(tmp_path)"),
+    # docs/beyond.md's measurements on the world (issue 29): the scene graphs of the test images, and every
+    # instance scored for the image index, whose retrieval measurement runs on an oracle's scores.
+    SCENE_GRAPHS.replace("/data/my_images/features.tsv", "runs/demo/world/features.tsv")
+    + " --config.scene_graphs.images=test": (
+        "tests/kb/test_scene_graphs.py", 'config.scene_graphs.update(images="test"'),
+    KB_WORLD + " --config.extract.image_index=true": (
+        "tests/kb/test_image_index.py", "build.world_retrieval(config, workdir, oracle)"),
 }
 
 
@@ -277,6 +289,10 @@ def test_the_journey(user):
     assert {t["subject"] for t in kb} <= set(benchmark_vocab().entities)
     with open(os.path.join(demo, "kb", "kb.csv")) as f:
         assert len(list(csv.DictReader(f))) == len(kb)
+    user(KB_OWN_IMAGES)  # The same knowledge base, and every instance scored into its image index.
+    assert read_jsonl(os.path.join(demo, "kb", "kb.jsonl")) == kb
+    with np.load(os.path.join(demo, "kb", "images.npz")) as index:
+        assert len(index["image_ids"]) > len(kb) / 100 and index["image_ids"].min() > 900000
     user(KB_BUNDLE)
     from_bundle = read_jsonl(os.path.join(my_kb, "kb", "kb.jsonl"))
     assert [(t["subject"], t["relation"], t["object"]) for t in from_bundle] == [
@@ -302,6 +318,14 @@ def test_the_journey(user):
     assert top["subject"] in by_relation.stdout
     image = user(QUERY_IMAGE, examples={"2417": [str(top["evidence"][0]["image_id"])]})
     assert top["relation"] in image.stdout
+    images = user(QUERY_IMAGES, examples={"man riding horse": [top["subject"], top["relation"], top["object"]]})
+    assert f"image {top['evidence'][0]['image_id']}  score" in images.stdout
+
+    # A scene graph per image of the detector's output.
+    user(SCENE_GRAPHS)
+    graphs = read_jsonl(os.path.join(demo, "scene_graphs", "scene_graphs.jsonl"))
+    assert graphs and all(g["image_id"] > 900000 and g["relations"] for g in graphs)
+    assert json.load(open(os.path.join(demo, "scene_graphs", "metrics.json")))["images"] == len(graphs)
 
     # The memory estimate of the paper's 10-GPU setting (one layer of BERT-base, short instances).
     user(MEMORY)

@@ -138,7 +138,7 @@ class Bags:
         return flags
 
 
-def _overlap_key(boxes: np.ndarray, subjects: np.ndarray, objects: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+def overlap_key(boxes: np.ndarray, subjects: np.ndarray, objects: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
     """float32 [C] sort key: -IoU for overlapping boxes (best first), else the centre distance.
 
     Computed in chunks so that the box temporaries stay small at Visual Genome scale.
@@ -200,7 +200,7 @@ def stream_bags(
         member = bag_index >= 0
         candidates, bag_index = candidates.select(member), bag_index[member]
         if sampler == "overlap":
-            key = _overlap_key(corpus.boxes, candidates.subjects, candidates.objects)
+            key = overlap_key(corpus.boxes, candidates.subjects, candidates.objects)
         elif sampler == "listed":
             key = np.arange(seen, seen + len(bag_index))
         else:

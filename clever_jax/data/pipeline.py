@@ -26,12 +26,17 @@ trailing padding to multiples of config.data.length_multiple (builder.Run.device
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import grain
 import numpy as np
 from absl import flags
 
 from clever_jax.data.records import open_records, read_manifest
+
+# Threads that read and assemble bags: one per core this process may use, at most Grain's default 16. Grain's
+# 16 threads on two cores took 1.9x as long per batch (docs/performance.md, "Reading a bag's images").
+READ_THREADS = min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +189,24 @@ class AssembleBags(grain.transforms.RandomMap):
     def __init__(self, images_source, shape: InstanceShape):
         self._images = images_source
         self._shape = shape
+        self._last = (-1, None)  # (record index, decoded record) of the image read last
+
+    def _image(self, index: int) -> dict:
+        """An image record, decoded once for consecutive bags of one image (kb/instances.py's one-instance
+        bags, in image order); records are only read, never changed."""
+        last = self._last
+        if last[0] != index:
+            last = self._last = (index, self._images[index])
+        return last[1]
 
     def random_map(self, bag: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        images = None if self._images is None else self._images.__getitems__(
-            [int(i) for i in bag["images"][: self._shape.bag_size]])
+        images = None
+        if self._images is not None:
+            wanted = [int(i) for i in bag["images"][: self._shape.bag_size]]
+            # Each image once, one by one: the source's __getitems__ starts a thread pool per call, which
+            # costs more than the reads (docs/performance.md, "Input pipeline").
+            read = {i: self._image(i) for i in dict.fromkeys(wanted)}
+            images = [read[i] for i in wanted]
         return assemble_bag(bag, images, self._shape, target=rng.choice(bag["labels"]))
 
 
@@ -296,4 +315,5 @@ def make_loader(
         operations=[AssembleBags(images if with_images else None, shape),
                     grain.transforms.Batch(batch_size, drop_remainder=train)],
         worker_count=worker_count,
+        read_options=grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=256),
     )

@@ -47,9 +47,10 @@ from ml_collections import config_flags
 
 from clever_jax import cli, files
 from clever_jax.data import prepare
-from clever_jax.data.bags import annotated_relations, enumerate_candidates
+from clever_jax.data.bags import Candidates, annotated_relations, enumerate_candidates
 from clever_jax.data.vg import Corpus, box_geometry, ingest
 from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.evaluation import recall
 from clever_jax.models.geometry import pair_geometry
 
 RECALL_AT = (20, 50, 100)
@@ -64,25 +65,6 @@ def annotated_records(corpus: Corpus, subject: np.ndarray, obj: np.ndarray) -> t
     """The distinct annotated records as (pair index [L], relation id [L]) into the pairs (subject, obj)."""
     distinct = np.unique(np.stack(annotated_relations(corpus, subject, obj), axis=1), axis=0)
     return distinct[:, 0], distinct[:, 1]
-
-
-def recall_at(image: np.ndarray, score: np.ndarray, best: np.ndarray, record_pair: np.ndarray,
-              record_relation: np.ndarray, k: int) -> float:
-    """Mean over images with a record of the share of their records among their k best pairs, in %.
-
-    Args:
-      image, score, best: per pair [M], its image, score and predicted relation.
-      record_pair, record_relation: [L] the records to recall, as pair indices and relation ids.
-    """
-    ties = np.random.default_rng(0).random(len(score))  # Equal scores (freq: one class pair) in random order.
-    order = np.lexsort((ties, -score, image))
-    first = np.searchsorted(image[order], image[order], side="left")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order)) - first
-    hit = (rank[record_pair] < k) & (best[record_pair] == record_relation)
-    records = np.bincount(image[record_pair], minlength=image.max() + 1)
-    hits = np.bincount(image[record_pair], weights=hit, minlength=image.max() + 1)
-    return float(100 * np.mean(hits[records > 0] / records[records > 0]))
 
 
 def pair_classes(num_pairs: int, record_pair: np.ndarray, record_relation: np.ndarray,
@@ -176,6 +158,32 @@ def appearance(corpus: Corpus, rows: np.ndarray, train_rows: np.ndarray, dim: in
     return (vectors - mean) @ components[:dim].T
 
 
+def baseline_probabilities(corpus: Corpus, pairs: Candidates, train: np.ndarray, test: np.ndarray, hidden: int,
+                           epochs: int, appearance_dim: int, seed: int) -> dict[str, np.ndarray]:
+    """freq, boxes and boxes_appearance (module docstring) fitted on the annotations of the pairs `train`
+    (bool [M]) -> each one's relation probabilities of the pairs `test` [M_test, R + 1]."""
+    vocab = benchmark_vocab()
+    image, subject, obj = pairs.images, pairs.subjects, pairs.objects
+    record_pair, record_relation = annotated_records(corpus, subject, obj)
+    classes = pair_classes(len(image), record_pair, record_relation, vocab.num_relations)
+    cs, co = corpus.object_classes[subject], corpus.object_classes[obj]
+    prior = cross_fitted_prior(image, train, cs, co, classes, len(vocab.entities), seed)
+    size = corpus.image_sizes[image]
+    geometry = np.asarray(pair_geometry(box_geometry(corpus.boxes[subject], size),
+                                        box_geometry(corpus.boxes[obj], size)))
+    objects = np.unique(np.concatenate([subject, obj]))
+    projected = appearance(corpus, objects, np.unique(subject[train]), appearance_dim)
+    look = np.concatenate([projected[np.searchsorted(objects, subject)], projected[np.searchsorted(objects, obj)]], 1)
+    features = {"boxes": np.concatenate([np.log(prior), geometry], axis=1)}
+    features["boxes_appearance"] = np.concatenate([features["boxes"], look], axis=1)  # float32 [M, D]
+    probabilities = {"freq": prior[test]}
+    for name, x in features.items():
+        clock = time.perf_counter()
+        probabilities[name] = fit_and_score(x[train], classes[train], x[test], hidden, epochs, seed)
+        logging.info("%s fitted and scored in %.1f s", name, time.perf_counter() - clock)
+    return probabilities
+
+
 def measure(config: ml_collections.ConfigDict, workdir: str, test_fraction: float, hidden: int, epochs: int,
             appearance_dim: int) -> dict:
     """The PredCls recall of freq, boxes and boxes_appearance (module docstring); also WORKDIR/predcls.json."""
@@ -188,43 +196,26 @@ def measure(config: ml_collections.ConfigDict, workdir: str, test_fraction: floa
     vg_dir, features_path = prepare.input_paths(config, workdir)
     corpus = ingest(vg_dir, features_path, vocab, config.data.feature_dim or None)
     pairs = enumerate_candidates(corpus, len(vocab.entities))  # Every ordered pair of vocabulary objects.
-    image, subject, obj = pairs.images, pairs.subjects, pairs.objects
-    record_pair, record_relation = annotated_records(corpus, subject, obj)
-    classes = pair_classes(len(image), record_pair, record_relation, vocab.num_relations)
+    image = pairs.images
+    record_pair, record_relation = annotated_records(corpus, pairs.subjects, pairs.objects)
     test_image = np.random.default_rng(config.seed).random(corpus.num_images) < test_fraction
     train, test = ~test_image[image], test_image[image]
-    cs, co = corpus.object_classes[subject], corpus.object_classes[obj]
-    prior = cross_fitted_prior(image, train, cs, co, classes, len(vocab.entities), config.seed)
-    size = corpus.image_sizes[image]
-    geometry = np.asarray(pair_geometry(box_geometry(corpus.boxes[subject], size),
-                                        box_geometry(corpus.boxes[obj], size)))
-    objects = np.unique(np.concatenate([subject, obj]))
-    projected = appearance(corpus, objects, np.unique(subject[train]), appearance_dim)
-    look = np.concatenate([projected[np.searchsorted(objects, subject)], projected[np.searchsorted(objects, obj)]], 1)
-    features = {"boxes": np.concatenate([np.log(prior), geometry], axis=1)}
-    features["boxes_appearance"] = np.concatenate([features["boxes"], look], axis=1)  # float32 [M, D]
-    probabilities = {"freq": prior[test]}
-    for name, x in features.items():
-        clock = time.perf_counter()
-        probabilities[name] = fit_and_score(x[train], classes[train], x[test], hidden, epochs, config.seed)
-        logging.info("%s fitted and scored in %.1f s", name, time.perf_counter() - clock)
-
-    test_pairs = np.flatnonzero(test)
-    position = np.full(len(image), -1)
-    position[test_pairs] = np.arange(len(test_pairs))
+    probabilities = baseline_probabilities(corpus, pairs, train, test, hidden, epochs, appearance_dim, config.seed)
     on_test = test[record_pair]
+    position = np.cumsum(test) - 1  # Of each test pair among the test pairs.
     rows = {}
     for name, p in probabilities.items():
-        best = 1 + np.argmax(p[:, 1:], axis=1)
-        score = p[np.arange(len(p)), best]
-        rows[name] = {f"R@{k}": recall_at(image[test], score, best, position[record_pair[on_test]],
-                                           record_relation[on_test], k) for k in RECALL_AT}
+        found = recall.recall(image[test], p, position[record_pair[on_test]], record_relation[on_test], RECALL_AT,
+                              graph_constraint=True)
+        rows[name] = {f"R@{k}": found[f"recall@{k}"] for k in RECALL_AT}
+    objects = np.unique(np.concatenate([pairs.subjects, pairs.objects]))
+    annotated_pairs = len(np.unique(record_pair))
     per_image = np.bincount(corpus.object_image[objects], minlength=corpus.num_images)
     result = {
         "corpus": {"images": int(corpus.num_images), "test_images": int(test_image.sum()),
                    "vocabulary_objects_per_image": float(per_image.mean()),
                    "records_per_image": float(len(record_pair) / corpus.num_images),
-                   "pairs": int(len(image)), "annotated_pairs": float(100 * (~classes[:, 0]).mean())},
+                   "pairs": int(len(image)), "annotated_pairs": float(100 * annotated_pairs / len(image))},
         "settings": {"test_fraction": test_fraction, "hidden": hidden, "epochs": epochs,
                      "appearance_dim": appearance_dim, "seed": config.seed},
         "recall": rows, "published_visual_genome": PUBLISHED,

@@ -18,6 +18,9 @@ WORKDIR/kb/:
   kb_meta.json  what made it: the features file, the checkpoint, the settings, the counts
   negatives.jsonl  informative negatives (kb/negatives.py; empty without `extract.negatives`), lines as
                 kb.jsonl's, lowest score first; kb_meta.json -> negatives has their count and pool
+  images.npz    with `extract.image_index`, every instance of the collection scored alone: the index
+                `query --images S R O` ranks a triplet's images with (kb/image_index.py; else empty);
+                on the generated world kb_meta.json -> retrieval measures it on the test facts
 
 The files are replaced together or not at all (files.atomic_folder: WORKDIR/kb/kb.jsonl links to
 current/kb.jsonl, `current` to the complete version under WORKDIR/kb/versions/), so a killed
@@ -50,17 +53,19 @@ from absl import logging
 from clever_jax import distributed, files
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare, text
+from clever_jax.data.bags import true_relations
 from clever_jax.data.jsonio import DataError, load_json
 from clever_jax.data.records import open_records, read_manifest, split_facts, write_records
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.evaluation import evaluate
-from clever_jax.kb import export, filters, negatives
+from clever_jax.kb import export, filters, image_index, instances, negatives
 from clever_jax.kb.triplets import ranked_triplets, write_triplets
 from clever_jax.training import builder
 from clever_jax.training.checkpoints import Checkpoints
 
 KB_DIR = "kb"
-KB_FILES = ("kb.jsonl", "kb.csv", "kb_meta.json", "negatives.jsonl")  # Written as a whole (files.atomic_folder).
+# Written as a whole (files.atomic_folder).
+KB_FILES = ("kb.jsonl", "kb.csv", "kb_meta.json", "negatives.jsonl", image_index.FILE)
 
 
 def prepare_detections(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -187,14 +192,33 @@ def negative_thresholds_of_run(config: ml_collections.ConfigDict, val_scores: st
             raise ConfigError(f"{val_scores}: {e}") from e
 
 
-def world_truth(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
-    """The generated world's graded truth when config.extract.features_path is that world's features file."""
+def reads_world(config: ml_collections.ConfigDict, workdir: str) -> bool:
+    """Whether config.extract.features_path is the features file of the run's generated world."""
     world_dir = config.data.world_dir or os.path.join(workdir, "world")
     features = os.path.join(world_dir, "features.tsv")
-    if (config.data.source != "world" or not os.path.isfile(features)
-            or not os.path.samefile(features, config.extract.features_path)):
+    return (config.data.source == "world" and os.path.isfile(features)
+            and os.path.samefile(features, config.extract.features_path))
+
+
+def world_truth(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
+    """The generated world's graded truth when config.extract.features_path is that world's features file."""
+    if not reads_world(config, workdir):
         return None  # Not the world's features: its grades are neither needed nor, in a fresh workdir, there.
     return evaluate.world_grades(config, workdir)
+
+
+def world_retrieval(config: ml_collections.ConfigDict, workdir: str, scores: instances.InstanceScores) -> dict:
+    """`image_index.retrieval` of the trained run's test facts over the generated world's images (scores:
+    every instance of them)."""
+    vocab = benchmark_vocab()
+    world, pairs = instances.world_pairs(config, workdir)
+    truth = np.zeros(scores.probabilities.shape, bool)
+    instance, relation = true_relations(world, pairs.subjects, pairs.objects)
+    truth[instances.locate(scores, world, pairs)[instance], relation] = True
+    test = split_facts(prepare.prepare_records(config, workdir), "test", len(vocab.entities), vocab.num_relations)
+    facts = np.argwhere(test[:, 1:])  # (subject, relation - 1, object) of every test fact
+    facts[:, 1] += 1
+    return image_index.retrieval(scores, truth, facts, len(vocab.entities), config.seed)
 
 
 def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -220,6 +244,12 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
     params = source.load_params(run.abstract_params)
     outputs = evaluate.split_outputs(run.scorer(detections.SPLIT), params, num_evidence=ex.num_evidence)
     out_dir = os.path.join(workdir, KB_DIR)
+    instance_scores = None
+    if ex.image_index:  # Every instance of the collection scored alone (kb/image_index.py).
+        corpus = (detections.read_release if os.path.isdir(ex.features_path) else detections.read_detections)(
+            ex.features_path, benchmark_vocab(), source.config.data.feature_dim or None)
+        instance_scores = instances.score(source.config, source.load_params, source.region_dim, corpus,
+                                          np.arange(corpus.num_images), out_dir)
     if not distributed.is_main_process():
         return out_dir
     vocab = benchmark_vocab()
@@ -248,6 +278,10 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
         negative_meta = {"count": len(negative_rows[0]), "pool": int(pool.sum()), "quantile": ex.negative_quantile,
                          **(negatives.truth(*negative_rows, pool, outputs.pairs, grades) if grades is not None else {})}
         logging.info("Negatives: %s", " ".join(f"{k}={v}" for k, v in negative_meta.items()))
+    retrieval = {}
+    if instance_scores is not None and grades is not None:
+        retrieval = world_retrieval(config, workdir, instance_scores)
+        logging.info("Images of the test facts: %s", " ".join(f"{k}={v:.4g}" for k, v in retrieval.items()))
     rows, relations = ranked
     with open(os.path.join(kb_records, "kb_stats.json")) as f:
         stats = json.load(f)
@@ -259,6 +293,8 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
         write_triplets(os.path.join(partial, "negatives.jsonl"), outputs, images, vocab, 0, ex.num_evidence,
                        known=known, known_key="in_training_kb", with_annotations=False,
                        ranked=negative_rows if negative_rows is not None else (empty, empty))
+        image_index.write(os.path.join(partial, image_index.FILE), instance_scores, len(vocab.entities),
+                          vocab.num_relations)
         with files.atomic_write(os.path.join(partial, "kb.csv")) as f:
             writer = csv.writer(f)
             writer.writerow(("subject", "relation", "object", "score", "in_training_kb"))
@@ -276,6 +312,7 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
             **({"filters": filter_summary} if filter_summary else {}),
             **({"world_truth": truth} if truth else {}),
             **({"negatives": negative_meta} if negative_meta else {}),
+            **({"retrieval": retrieval} if retrieval else {}),
         })
     logging.info("Wrote a knowledge base of %d triplets (%d pairs from %d images) to %s", count, stats["pairs"],
                  stats["images"], out_dir)

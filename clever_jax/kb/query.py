@@ -3,6 +3,7 @@
   python -m clever_jax.kb.query --kb=runs/demo/kb/kb.jsonl man horse    # the pair's relations, best first
   python -m clever_jax.kb.query --kb=... --relation=riding              # the entity pairs of a relation
   python -m clever_jax.kb.query --kb=... --image=2417                   # what it says of one image's pairs
+  python -m clever_jax.kb.query --kb=... --images man riding horse    # the images that show a triplet best
 
 Each answer lists triplets by score with their evidence (image, boxes, weight). Names are checked
 against the vocabulary (an exported bundle's with --bundle=EXPORT_DIR, else the package's) and an
@@ -11,6 +12,11 @@ knowledge base (KB.index.sqlite, the standard library's SQLite), rebuilt when th
 changes (its size or modification time) or the index is damaged, so later queries on a 100k-triplet
 KB take milliseconds. A knowledge base whose kb_meta.json records another triplet count (cut, or
 mixed with another extraction's files) is refused.
+
+--images ranks every image of the pair in the collection by its best instance's score of the
+relation (images.npz beside the knowledge base, written by --mode=kb with
+--config.extract.image_index=true; kb/image_index.py), not only the few evidence images a
+triplet keeps.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import sys
 from absl import app, flags, logging
 
 from clever_jax import files
+from clever_jax.data.jsonio import DataError
 from clever_jax.data.vocab import Vocab, benchmark_vocab
-from clever_jax.kb import report
+from clever_jax.kb import image_index, report
 
 SCHEMA = """
 CREATE TABLE source (size INTEGER, mtime_ns INTEGER, triplets INTEGER);
@@ -200,8 +207,39 @@ def render(answers: list[dict], evidence: int) -> str:
     return "\n".join(lines) if lines else "no triplet"
 
 
+def images_of(kb_path: str, vocab: Vocab, triplet: tuple[str, str, str], top: int) -> list[dict]:
+    """The `top` images of the collection that show `triplet` (subject, relation, object) best
+    (image_index.rank over the index beside the knowledge base's current version)."""
+    if not 1 <= top <= MAX_ID:
+        raise ValueError(f"--top={top}: expected the number of images to list, from 1 to 2^63 - 1")
+    subject, relation, obj = triplet
+    names = (check_name(subject, vocab.entities, "entity"), check_name(relation, vocab.relations[1:], "predicate"),
+             check_name(obj, vocab.entities, "entity"))
+    if not os.path.isfile(kb_path):
+        raise FileNotFoundError(f"{kb_path}: no knowledge base (run --mode=kb with --config.extract.features_path "
+                                "and --config.extract.image_index=true)")
+    index = image_index.load(os.path.join(os.path.dirname(os.path.realpath(kb_path)), image_index.FILE))
+    return image_index.rank(index, vocab, *names, top=top)
+
+
+def render_images(triplet: tuple[str, str, str], images: list[dict]) -> str:
+    """The images of a triplet as text, a line each."""
+    lines = [f"image {i['image_id']}  score {i['score']:.4f}  subject {i['subject_box']}  object {i['object_box']}"
+             for i in images]
+    return "\n".join(lines) if lines else f"no image shows both a {triplet[0]} and a {triplet[2]}"
+
+
 def main(argv: list[str]) -> None:
     args = flags.FLAGS
+    if args.images:
+        if len(argv) != 4:
+            raise app.UsageError("--images ranks the images of a triplet: give SUBJECT RELATION OBJECT")
+        try:
+            print(render_images(tuple(argv[1:]), images_of(args.kb, read_vocab(args.bundle), tuple(argv[1:]),
+                                                           args.top)))
+        except (ValueError, FileNotFoundError, DataError) as e:
+            sys.exit(f"{type(e).__name__}: {e}")
+        return
     if len(argv) not in (1, 3):
         raise app.UsageError("give two entity names (subject object), --relation=NAME or --image=ID")
     try:
@@ -220,7 +258,8 @@ if __name__ == "__main__":
     flags.DEFINE_string("bundle", "", "Exported bundle whose vocabulary the names are checked against.")
     flags.DEFINE_string("relation", "", "List the entity pairs of this relation.")
     flags.DEFINE_integer("image", None, "List what the knowledge base says of this image's pairs.")
-    flags.DEFINE_integer("top", 10, "Triplets listed at most.")
+    flags.DEFINE_bool("images", False, "List the images that show a triplet best: give SUBJECT RELATION OBJECT.")
+    flags.DEFINE_integer("top", 10, "Triplets (or images) listed at most.")
     flags.DEFINE_integer("evidence", 3, "Evidence instances shown per triplet.")
     flags.mark_flags_as_required(["kb"])
     app.run(main)

@@ -7,9 +7,11 @@ One self-contained page (inline CSS, SVG and a little JavaScript; no server, no 
 triplets of each relation with score, known flag and evidence, each evidence instance drawn as an
 SVG of the image's size with the subject box (orange) and object box (blue) over the real image
 when `images_dir` holds it, else over a grey canvas; with negatives.jsonl beside the knowledge base
-(extract.negatives), each triplet also lists up to three negatives sharing its relation and an entity. The
-page filters by subject, relation and object (substrings), minimum score and known / new; the
-initial filters come from the URL fragment, e.g. report.html#relation=riding&known=new&min_score=0.5.
+(extract.negatives), each triplet also lists up to three negatives sharing its relation and an entity;
+with a non-empty images.npz (extract.image_index), each opens the five images of the collection that
+show it best (kb/image_index.py). The page filters by subject, relation and object (substrings),
+minimum score and known / new; the initial filters come from the URL fragment, e.g.
+report.html#relation=riding&known=new&min_score=0.5.
 --screenshot renders the page with headless Chromium.
 """
 
@@ -32,6 +34,8 @@ from absl import app, flags
 
 from clever_jax import files
 from clever_jax.data.jsonio import DataError, load_json
+from clever_jax.data.vocab import benchmark_vocab
+from clever_jax.kb import image_index
 
 REQUIRED = ("subject", "relation", "object", "score")
 FLAGS = ("in_training_kb", "known")
@@ -283,6 +287,16 @@ def negatives_html(t: dict, negatives: dict[tuple[str, str], list[dict]], limit:
     return f'<p class="negatives">the model says false: {said}</p>'
 
 
+def ranked_images_html(t: dict, index: dict | None, images_dir: str, out_dir: str, top: int = 5) -> str:
+    """The `top` images that show the triplet best (image_index.rank), behind a <details> a reader opens."""
+    if index is None:
+        return ""
+    ranked = image_index.rank(index, benchmark_vocab(), t["subject"], t["relation"], t["object"], top)
+    figures = "".join(evidence_svg(t, e, images_dir, out_dir) for e in ranked)
+    return (f'<details class="ranked"><summary>the {len(ranked)} images of the collection that show it best'
+            f'</summary><div class="evidence">{figures}</div></details>')
+
+
 def num(x: float) -> str:
     return f"{float(x):g}"
 
@@ -307,15 +321,16 @@ def evidence_svg(t: dict, e: dict, images_dir: str, out_dir: str) -> str:
                      f'stroke="#fff" stroke-width="{num(font / 8)}" paint-order="stroke">{html.escape(t[role])}</text>')
     parts.append("</svg>")
     caption = [f"image {html.escape(str(e['image_id']))}"]
-    if "weight" in e:
-        caption.append(f"weight {float(e['weight']):.3f}")
+    caption += [f"{key} {float(e[key]):.3f}" for key in ("weight", "score") if key in e]
     caption += [f"{key} {'yes' if e[key] else 'no'}" for key in ("annotated", "true") if key in e]
     return f"<figure>{''.join(parts)}<figcaption>{' &middot; '.join(caption)}</figcaption></figure>"
 
 
-def triplet_html(t: dict, images_dir: str, out_dir: str, negatives: dict | None = None) -> str:
+def triplet_html(t: dict, images_dir: str, out_dir: str, negatives: dict | None = None,
+                 index: dict | None = None) -> str:
     """One triplet as an <article> whose data attributes the page's filters read; with `negatives`
-    (read_negatives), the neighbours the model says are false."""
+    (read_negatives), the neighbours the model says are false; with `index` (image_index.beside), its
+    ranked images."""
     known = known_flag(t)
     attributes = " ".join(f'data-{key}="{html.escape(str(t[key]))}"' for key in ("subject", "relation", "object"))
     evidence = "".join(evidence_svg(t, e, images_dir, out_dir) for e in t.get("evidence", []))
@@ -323,7 +338,8 @@ def triplet_html(t: dict, images_dir: str, out_dir: str, negatives: dict | None 
             f'<h3>{html.escape(t["subject"])} <span class="rel">{html.escape(t["relation"])}</span> '
             f'{html.escape(t["object"])}</h3><p class="meta">score {float(t["score"]):.4f} &middot; {known}</p>'
             f'{negatives_html(t, negatives or {})}'
-            f'<div class="evidence">{evidence or "<p class=meta>no evidence</p>"}</div></article>')
+            f'<div class="evidence">{evidence or "<p class=meta>no evidence</p>"}</div>'
+            f'{ranked_images_html(t, index, images_dir, out_dir)}</article>')
 
 
 def write_report(kb_path: str, out_path: str, images_dir: str = "", per_relation: int = 10, title: str = "") -> int:
@@ -335,13 +351,13 @@ def write_report(kb_path: str, out_path: str, images_dir: str = "", per_relation
         raise ValueError(f"per_relation is {per_relation}, expected at least 1")
     remove_stale(kb_path, out_path)
     kept, total, real = read_kb(kb_path, per_relation)
-    negatives = read_negatives(real)
+    negatives, index = read_negatives(real), image_index.beside(real)
     relations = sorted(kept, key=lambda r: (-max(float(t["score"]) for t in kept[r]), r))
     out_dir = os.path.dirname(os.path.abspath(out_path))
     shown = sum(len(group) for group in kept.values())
     title = html.escape(title or f"Knowledge base: {os.path.basename(kb_path)}")
     sections = [f'<section class="relation" data-relation="{html.escape(r)}"><h2>{html.escape(r)}</h2>'
-                + "".join(triplet_html(t, images_dir, out_dir, negatives) for t in kept[r]) + "</section>"
+                + "".join(triplet_html(t, images_dir, out_dir, negatives, index) for t in kept[r]) + "</section>"
                 for r in relations]
     inputs = "".join(f'<label>{k} <input type="search" name="{k}"></label>' for k in ("subject", "relation", "object"))
     page = f"""<!DOCTYPE html>

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from clever_jax.data.bags import enumerate_candidates
 from clever_jax.data.vg import ingest
@@ -51,21 +50,6 @@ def test_a_train_pairs_prior_is_counted_without_its_own_image():
     prior = predcls.cross_fitted_prior(image, train, same, same, classes, num_entities=1, seed=0)
     assert prior[image == 7, 2].max() < 1e-3  # Its own label never reaches its own prior...
     assert prior[~train, 2].min() > 0.02  # ...the test pairs' prior counts it (2 of 60 train pairs).
-
-
-def test_recall_counts_records_among_each_images_k_best_pairs():
-    image = np.array([0, 0, 0, 1, 1])
-    score = np.array([0.9, 0.1, 0.5, 0.2, 0.8])
-    best = np.array([1, 2, 3, 1, 1])
-    record_pair = np.array([0, 1, 2, 3, 3])  # image 0: three records; image 1: two on pair 3
-    record_relation = np.array([1, 2, 4, 1, 2])
-    # k=1: image 0 keeps pair 0 (right), image 1 pair 4 (no record): (1/3 + 0) / 2.
-    assert predcls.recall_at(image, score, best, record_pair, record_relation, 1) == pytest.approx(100 / 6)
-    # k=2: image 0 adds pair 2 (wrong relation), image 1 pair 3 (one of its two): (1/3 + 1/2) / 2.
-    assert predcls.recall_at(image, score, best, record_pair, record_relation, 2) == pytest.approx(250 / 6)
-    # k=3: pair 1 of image 0 is right too.
-    recall = predcls.recall_at(image, score, best, record_pair, record_relation, 3)
-    assert recall == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
 
 
 def test_the_command_on_the_tiny_world(tmp_path):

@@ -156,7 +156,7 @@ def test_other_feature_sizes_and_no_pairs_are_named(tmp_path):
 
 
 def test_kb_mode_needs_a_features_file(tmp_path, world_dir):
-    with pytest.raises(ConfigError, match=r"--mode=kb builds a knowledge base from a detector's output: give it with "
+    with pytest.raises(ConfigError, match=r"--mode=kb reads a detector's output: give it with "
                                           r"--config.extract.features_path"):
         job.run(tiny_config(world_dir), str(tmp_path), "kb")
     assert not os.listdir(tmp_path)  # Refused before the workdir is touched.
