@@ -95,6 +95,9 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     need(min(scene_graphs.baseline_hidden, scene_graphs.baseline_epochs, scene_graphs.appearance_dim) >= 1,
          "scene_graphs.baseline_hidden/baseline_epochs/appearance_dim",
          (scene_graphs.baseline_hidden, scene_graphs.baseline_epochs, scene_graphs.appearance_dim), ">= 1 each")
+    boot = config.bootstrap
+    need(boot.rounds >= 0 and boot.max_epochs >= 0, "bootstrap.rounds/max_epochs", (boot.rounds, boot.max_epochs),
+         ">= 0 each (max_epochs 0: train.max_epochs)")
     need(config.report.per_relation >= 1, "report.per_relation", config.report.per_relation, ">= 1 triplet")
     return out
 

@@ -10,7 +10,8 @@ from absl import logging
 
 from clever_jax import distributed
 
-MODES = ("all", "prepare", "train", "eval", "extract", "kb", "scene_graphs", "report", "export", "export_release")
+MODES = ("all", "prepare", "train", "eval", "extract", "kb", "scene_graphs", "bootstrap", "report", "export",
+         "export_release")
 
 
 def run(config, workdir: str, mode: str) -> None:
@@ -32,6 +33,12 @@ def run(config, workdir: str, mode: str) -> None:
     if mode in ("kb", "scene_graphs") and not config.extract.features_path:
         raise config_checks.ConfigError(f"--mode={mode} reads a detector's output: give it with "
                                         "--config.extract.features_path=FEATURES.tsv (or the authors' release folder)")
+    if mode == "bootstrap" and (not config.extract.target_precision or config.extract.bundle
+                                or config.data.source == "release" or jax.process_count() > 1):
+        raise config_checks.ConfigError(
+            "--mode=bootstrap adds what the calibrated filters keep to the training split of the workdir's run: it "
+            "needs --config.extract.target_precision (e.g. 0.8), no extract.bundle, data.source 'world' or 'vg' (the "
+            "release's splits are fixed) and one process")
     main = distributed.is_main_process()
     if not main:
         logging.set_verbosity(logging.WARNING)  # Process 0 reports progress; the others only problems.
@@ -72,6 +79,11 @@ def _run(config, workdir: str, mode: str) -> None:
         from clever_jax.kb import scene_graphs
 
         scene_graphs.run(config, workdir)
+        return
+    if mode == "bootstrap":  # Rounds of extraction whose kept triplets become training labels.
+        from clever_jax.kb import bootstrap
+
+        logging.info("Bootstrapping rounds in %s", bootstrap.run(config, workdir))
         return
     if mode == "report":
         from clever_jax.kb import build, report
@@ -119,12 +131,8 @@ def _run(config, workdir: str, mode: str) -> None:
             logging.info("Nothing trained (train.max_epochs=0): evaluating the pretrained parameters")
         else:
             raise
-    results, outputs = {}, {}
+    outputs = {}
     if mode in ("all", "eval"):  # Every process evaluates; process 0 writes the files.
-        for split in ("val", "test"):
-            results[split], outputs[split] = evaluate.evaluate(run.scorer(split), params, run.grades,
-                                                               keep_evidence=mode == "all")
-        evaluate.write_results(workdir, results, outputs, f"{config.model.head} (test)")
-        logging.info("Test: %s", " ".join(f"{k}={v:.2f}" for k, v in results["test"].items()))
+        outputs = evaluate.evaluate_run(run, params, workdir, keep_evidence=mode == "all")
     if mode in ("all", "extract"):
         triplets.extract_benchmark(run, params, outputs, workdir)

@@ -14,6 +14,9 @@ Modes:
     (--mode=extract with config.extract.features_path still runs it, with a notice.)
   scene_graphs: every image's object pairs of config.extract.features_path with their relations, scored by
     the best checkpoint or a bundle -> DIR/scene_graphs/ (see clever_jax.kb.scene_graphs).
+  bootstrap: rounds of extraction over the training split's pairs without a fact, what the filters of
+    config.extract.target_precision keep added as training labels, training continued from the best
+    checkpoint -> DIR/bootstrap/rounds.json (see clever_jax.kb.bootstrap).
   report: an HTML evidence page of DIR/kb/kb.jsonl (or config.report.kb_path) -> report.html next
     to it (see clever_jax.kb.report).
   export: a self-contained inference bundle in DIR/export (see clever_jax.kb.export).

@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
     data.split_ratios = (0.71, 0.07, 0.22)  # Entity pairs per split (the paper's 6443 / 678 / 1964).
     data.na_ratio = 1.0  # NA bags per positive bag in each split.
     data.min_fact_count = 1  # Relationships needed for a triplet to be a fact (1: every distinct triplet).
+    # Triplets added as distant labels of the training split (a TSV of subject, relation and object names; what
+    # --mode=bootstrap writes, kb/bootstrap.py); "" = none.
+    data.added_facts = ""
     data.bag_size = 50  # N instances per bag (paper).
     data.sampler = "overlap"  # Instance ranking: "overlap" (IoU, then centre distance; paper) or "random".
     data.seed = 0  # Splits, NA pairs and random bag sampling.
@@ -152,6 +155,14 @@ def get_config() -> ml_collections.ConfigDict:
     scene_graphs.baseline_hidden = 256
     scene_graphs.baseline_epochs = 4
     scene_graphs.appearance_dim = 32
+
+    # --mode=bootstrap (clever_jax/kb/bootstrap.py): rounds of extraction over the training split's pairs without a
+    # fact, what the filters keep (extract.target_precision) added as training labels, training continued from the
+    # round's best checkpoint for max_epochs (0 = train.max_epochs).
+    config.bootstrap = bootstrap = ml_collections.ConfigDict()
+    bootstrap.rounds = 2
+    bootstrap.max_epochs = 0
+    bootstrap.add_facts = True  # False: the same rounds of training with nothing added (the control).
 
     config.report = report = ml_collections.ConfigDict()  # --mode=report: an HTML page of the knowledge base.
     report.kb_path = ""  # "" = WORKDIR/kb/kb.jsonl; the page is written next to it as report.html.

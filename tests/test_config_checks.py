@@ -23,11 +23,13 @@ def test_every_problem_is_listed_with_its_setting(tmp_path):
     config.model.head, config.train.loss, config.extract.split = "max", "mean", "dev"
     config.extract.negatives, config.extract.negative_quantile = 10, 1.0  # Negatives need the filters' kept triplets.
     config.scene_graphs.images, config.scene_graphs.top_k = "val", -1
+    config.bootstrap.rounds = -1
     found = config_checks.problems(config, num_devices=2)
     assert [line.split("=")[0] for line in found] == [
         "--config.data.bag_size", "--config.data.split_ratios", "--config.data.eval_batch_size",
         "--config.model.head", "--config.train.loss", "--config.extract.split", "--config.extract.negatives",
-        "--config.extract.negative_quantile", "--config.scene_graphs.images", "--config.scene_graphs.top_k"]
+        "--config.extract.negative_quantile", "--config.scene_graphs.images", "--config.scene_graphs.top_k",
+        "--config.bootstrap.rounds/max_epochs"]
     assert "extract.target_precision > 0" in found[6]
     assert "multiple of the 2 devices" in found[2] and "a training head" in found[3]
     workdir = tmp_path / "run"

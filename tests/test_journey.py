@@ -122,6 +122,9 @@ ELSEWHERE = {  # A page's command -> (the file that runs it, what that file must
     SCENE_GRAPHS.replace("/data/my_images/features.tsv", "runs/demo/world/features.tsv")
     + " --config.scene_graphs.images=test": (
         "tests/kb/test_scene_graphs.py", 'config.scene_graphs.update(images="test"'),
+    # docs/beyond.md's bootstrapping: the mode on a copy of a tiny run, one round.
+    "python -m clever_jax.main --mode=bootstrap --config=configs/demo.py --workdir=runs/demo": (
+        "tests/kb/test_bootstrap.py", 'job.run(config, workdir, "bootstrap")'),
     KB_WORLD + " --config.extract.image_index=true": (
         "tests/kb/test_image_index.py", "build.world_retrieval(config, workdir, oracle)"),
 }

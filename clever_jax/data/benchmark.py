@@ -150,3 +150,65 @@ def build_benchmark(
         bag_index=bag_index,
         dropped_pairs=int((~kept_facts).sum()),
     )
+
+
+def add_train_facts(benchmark: Benchmark, candidates: Candidates, facts: np.ndarray, num_entities: int) -> Benchmark:
+    """The benchmark with `facts` added as distant labels of the training split (bootstrapping).
+
+    A fact of a training NA bag turns that bag positive; a fact of a pair with no bag gets a new training
+    bag of the pair's instances in training images. The validation and test splits are untouched.
+
+    Args:
+      benchmark: a built benchmark whose bag_index covers `candidates`.
+      candidates: the candidate instances it was built from.
+      facts: int64 [A, 3] (subject class, relation id >= 1, object class); repeats allowed.
+      num_entities: E.
+
+    Raises:
+      ValueError: a fact of a pair with a positive bag, or with a validation or test bag, or (for a pair
+        with no bag) with no instance in a training image.
+    """
+    facts = np.unique(np.asarray(facts, np.int64).reshape(-1, 3), axis=0)
+    num_bags = benchmark.num_bags
+    bag_codes = benchmark.pairs[:, 0] * num_entities + benchmark.pairs[:, 1]
+    na_bag = benchmark.labels[benchmark.label_start[:-1]] == 0
+    fact_codes = facts[:, 0] * num_entities + facts[:, 2]
+    bag_of_code = np.full(num_entities * num_entities, -1, np.int64)
+    bag_of_code[bag_codes] = np.arange(num_bags)
+    hit = bag_of_code[fact_codes]
+    refused = (hit >= 0) & (~na_bag[np.maximum(hit, 0)] | (benchmark.split[np.maximum(hit, 0)] != 0))
+    if refused.any():
+        raise ValueError(f"{int(refused.sum())} added facts (the first: {facts[refused][0].tolist()}) are of pairs "
+                         "with a fact or with a validation or test bag: only training NA bags and new pairs take them")
+    new_codes = np.setdiff1d(fact_codes, bag_codes)
+    in_train = benchmark.image_split[candidates.images] == 0
+    new_instance = in_train & np.isin(candidates.pair_codes, new_codes) & (benchmark.bag_index < 0)
+    missing = np.setdiff1d(new_codes, candidates.pair_codes[new_instance])
+    if len(missing):
+        raise ValueError(f"{len(missing)} added pairs (the first: {np.divmod(missing[0], num_entities)}) have no "
+                         "instance in a training image")
+    codes = np.concatenate([bag_codes, new_codes])
+    bag_of_code[new_codes] = num_bags + np.arange(len(new_codes))
+    converted = np.zeros(len(codes), bool)
+    converted[bag_of_code[fact_codes]] = True
+    # Positive bags first (old positives, converted NA bags, new bags in that order), then the NA bags left.
+    order = np.argsort(np.concatenate([na_bag, np.zeros(len(new_codes), bool)]) & ~converted, kind="stable")
+    new_id = np.empty(len(codes), np.int64)
+    new_id[order] = np.arange(len(codes))
+    label_bag = np.repeat(np.arange(num_bags), np.diff(benchmark.label_start))
+    kept = ~converted[label_bag]
+    label_bag = new_id[np.concatenate([label_bag[kept], bag_of_code[fact_codes]])]
+    labels = np.concatenate([benchmark.labels[kept], facts[:, 1]])
+    by_bag = np.lexsort((labels, label_bag))
+    bag_index = np.where(benchmark.bag_index >= 0, new_id[np.maximum(benchmark.bag_index, 0)], -1)
+    bag_index[new_instance] = new_id[bag_of_code[candidates.pair_codes[new_instance]]]
+    codes = codes[order]
+    return Benchmark(
+        pairs=np.stack([codes // num_entities, codes % num_entities], axis=1),
+        split=np.concatenate([benchmark.split, np.zeros(len(new_codes), np.int32)])[order],
+        label_start=np.concatenate([[0], np.cumsum(np.bincount(label_bag, minlength=len(codes)))]).astype(np.int64),
+        labels=labels[by_bag],
+        image_split=benchmark.image_split,
+        bag_index=bag_index.astype(np.int32),
+        dropped_pairs=benchmark.dropped_pairs,
+    )

@@ -23,11 +23,11 @@ from clever_jax import distributed, files
 from clever_jax.config_checks import ConfigError
 from clever_jax.data import release, text, world
 from clever_jax.data.bags import Bags, Candidates, build_bags, enumerate_candidates
-from clever_jax.data.benchmark import PAPER_SIZES, SPLITS, Benchmark, build_benchmark
+from clever_jax.data.benchmark import PAPER_SIZES, SPLITS, Benchmark, add_train_facts, build_benchmark
 from clever_jax.data.jsonio import DataError
 from clever_jax.data.records import MANIFEST, RECORDS_VERSION, write_records
 from clever_jax.data.vg import VG_FILES, Corpus, ingest
-from clever_jax.data.vocab import Vocab, benchmark_vocab
+from clever_jax.data.vocab import Vocab, benchmark_vocab, read_facts
 
 STATS = "stats.json"
 # Settings of config.data that only the loader uses; changing them does not rebuild records.
@@ -86,7 +86,8 @@ def input_files(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
         return release.input_files(config.data.release_dir)
     vg_dir, features_path = input_paths(config, workdir)
     truth = truth_path(config, vg_dir)
-    return [os.path.join(vg_dir, name) for name in VG_FILES] + [features_path] + ([truth] if truth else [])
+    added = [config.data.added_facts] if config.data.added_facts else []
+    return [os.path.join(vg_dir, name) for name in VG_FILES] + [features_path] + ([truth] if truth else []) + added
 
 
 def fingerprint(config: ml_collections.ConfigDict, files: list[str]) -> str:
@@ -245,12 +246,26 @@ def assemble(config: ml_collections.ConfigDict, workdir: str, lap=lambda stage: 
             data.seed, data.min_fact_count,
         )
         check_splits(benchmark, data)
+        if data.added_facts:  # Bootstrapping (kb/bootstrap.py): more distant labels of the training split.
+            try:
+                benchmark = add_train_facts(benchmark, candidates, read_facts(data.added_facts, vocab), num_entities)
+            except ValueError as e:
+                raise DataError(f"config.data.added_facts={data.added_facts}: {e}") from e
         lap("benchmark")
     bags = build_bags(
         corpus, candidates, benchmark.bag_index, benchmark.num_bags, data.bag_size, data.sampler, data.seed
     )
     lap("bags")
     return Assembled(corpus, candidates, benchmark, bags, report)
+
+
+def write_build(build_dir: str, corpus: Corpus, benchmark: Benchmark, bags: Bags, model_dir: str) -> None:
+    """Writes the records of `bags` (data/records.py) with the tag word pieces of the tokenizer in `model_dir`."""
+    tokenizer = text.load_tokenizer(model_dir)
+    pieces, lengths = text.tokenize_names(tokenizer, corpus.object_names)
+    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id,
+            "num_relations": benchmark_vocab().num_relations, "has_truth": corpus.true_relations is not None}
+    write_records(build_dir, corpus, benchmark, bags, pieces, lengths, meta)
 
 
 def build(config: ml_collections.ConfigDict, workdir: str, model_dir: str, build_dir: str) -> None:
@@ -266,12 +281,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, model_dir: str, build
 
     built = assemble(config, workdir, lap)
     corpus = built.corpus
-    tokenizer = text.load_tokenizer(model_dir)
-    pieces, lengths = text.tokenize_names(tokenizer, corpus.object_names)
-    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id,
-            "num_relations": benchmark_vocab().num_relations, "has_truth": corpus.true_relations is not None}
     os.makedirs(build_dir, exist_ok=True)
-    write_records(build_dir, corpus, built.benchmark, built.bags, pieces, lengths, meta)
+    write_build(build_dir, corpus, built.benchmark, built.bags, model_dir)
     lap("records")
     stats = statistics(corpus, built.benchmark, built.bags, benchmark_vocab())
     if built.report:

@@ -11,6 +11,10 @@ import functools
 import importlib.resources
 import re
 
+import numpy as np
+
+from clever_jax.data.jsonio import DataError
+
 NA = "NA"
 
 # Irregular plurals seen in Visual Genome names, mapped to the vocabulary's singular form.
@@ -105,6 +109,32 @@ def entity_classes(raw_names: list[str], vocab: Vocab, cache: dict[str, tuple[in
             name = singular(clean(raw), vocab.entity_index)
             cache[raw] = (vocab.entity_index.get(name, -1), name)
     return [cache[raw][0] for raw in raw_names]
+
+
+def write_facts(f, facts: np.ndarray, vocab: Vocab) -> None:
+    """Writes triplets int [F, 3] (subject, relation id, object) to the open text file `f`, one per line:
+    subject, relation and object names separated by tabs (what `read_facts` reads)."""
+    f.writelines(f"{vocab.entities[s]}\t{vocab.relations[r]}\t{vocab.entities[o]}\n" for s, r, o in facts.tolist())
+
+
+def read_facts(path: str, vocab: Vocab) -> np.ndarray:
+    """int64 [F, 3]: the (subject, relation id, object) of every line of a `write_facts` file.
+
+    Raises:
+      DataError: a line that is not three names of the vocabulary separated by tabs (named by number).
+    """
+    relation_of = dict(zip(vocab.relations, range(vocab.num_relations), strict=True))
+    facts = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            names = line.rstrip("\n").split("\t")
+            ids = ((vocab.entity_index.get(names[0]), relation_of.get(names[1]), vocab.entity_index.get(names[2]))
+                   if len(names) == 3 else (None,))
+            if None in ids or ids[1] == 0:
+                raise DataError(f"{path}, line {number}: expected subject, relation (not {NA}) and object names of "
+                                f"the vocabulary separated by tabs, got {line.rstrip()!r}")
+            facts.append(ids)
+    return np.asarray(facts, np.int64).reshape(-1, 3)
 
 
 @functools.cache

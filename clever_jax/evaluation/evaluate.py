@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 
 from clever_jax import distributed, files
@@ -242,6 +243,17 @@ def split_outputs(scorer: Scorer, params: Any, keep_evidence: bool = False, num_
     """The outputs of every bag of a scorer's split (`run_eval`, every process taking part, progress logged)."""
     return run_eval(params, scorer.step_fn, scorer.loader, scorer.batch_size, keep_evidence, scorer.num_steps,
                     scorer.evidence_dtype, num_evidence, Progress(scorer.num_bags, f"Scoring {scorer.split}"))
+
+
+def evaluate_run(run: Any, params: Any, workdir: str, keep_evidence: bool = False) -> dict[str, SplitOutputs]:
+    """Evaluates the validation and test splits of a built run (training.builder.Run, which imports this
+    module) and writes their files into `workdir` (write_results); returns each split's outputs."""
+    results, outputs = {}, {}
+    for split in ("val", "test"):
+        results[split], outputs[split] = evaluate(run.scorer(split), params, run.grades, keep_evidence)
+    write_results(workdir, results, outputs, f"{run.config.model.head} (test)")
+    logging.info("Test: %s", " ".join(f"{k}={v:.2f}" for k, v in results["test"].items()))
+    return outputs
 
 
 def world_grades(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:

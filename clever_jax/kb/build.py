@@ -55,7 +55,7 @@ from clever_jax.config_checks import ConfigError
 from clever_jax.data import detections, prepare, text
 from clever_jax.data.bags import true_relations
 from clever_jax.data.jsonio import DataError, load_json
-from clever_jax.data.records import open_records, read_manifest, split_facts, write_records
+from clever_jax.data.records import open_records, read_manifest, split_facts
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.evaluation import evaluate
 from clever_jax.kb import export, filters, image_index, instances, negatives
@@ -88,11 +88,7 @@ def prepare_detections(config: ml_collections.ConfigDict, workdir: str) -> str:
     corpus = read(path, vocab, config.data.feature_dim or None)
     benchmark, bags = detections.pair_bags(corpus, len(vocab.entities), config.extract.min_images,
                                            config.data.bag_size, config.data.sampler, config.data.seed)
-    tokenizer = text.load_tokenizer(model_dir)
-    pieces, lengths = text.tokenize_names(tokenizer, corpus.object_names)
-    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id,
-            "num_relations": vocab.num_relations, "has_truth": False}
-    write_records(build_dir, corpus, benchmark, bags, pieces, lengths, meta)
+    prepare.write_build(build_dir, corpus, benchmark, bags, model_dir)
     stats = {"images": corpus.num_images, "objects": len(corpus.object_classes), "pairs": benchmark.num_bags,
              "instances": len(bags.subjects), "candidate_instances": int(bags.available.sum()),
              "skipped": corpus.skipped}
@@ -221,17 +217,21 @@ def world_retrieval(config: ml_collections.ConfigDict, workdir: str, scores: ins
     return image_index.retrieval(scores, truth, facts, len(vocab.entities), config.seed)
 
 
-def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
+def extract(config: ml_collections.ConfigDict, workdir: str, source: ModelSource | None = None,
+            out_dir: str | None = None) -> str:
     """Builds and writes the knowledge base of config.extract.features_path (module docstring).
 
     Args:
-      config: this command's config. workdir: the trained run's folder (with a bundle: any folder).
+      config: this command's config. workdir: the trained run's folder (with a bundle: any folder); its
+        kb/records hold the extraction records.
+      source: the model (default: model_source(config, workdir)). out_dir: where the knowledge base goes
+        (default: WORKDIR/kb).
 
     Returns:
-      The folder written (WORKDIR/kb).
+      The folder written.
     """
     ex = config.extract
-    source = model_source(config, workdir)
+    source = source or model_source(config, workdir)
     thresholds = thresholds_of_run(config, source.val_scores) if ex.target_precision else None  # Before any work.
     rules = filters.read_rules(ex.predicate_relations, benchmark_vocab()) if ex.target_precision else []
     negative_thresholds = negative_thresholds_of_run(config, source.val_scores) if ex.negatives else None
@@ -243,7 +243,7 @@ def extract(config: ml_collections.ConfigDict, workdir: str) -> str:
     run = builder.build(source.config, kb_records)
     params = source.load_params(run.abstract_params)
     outputs = evaluate.split_outputs(run.scorer(detections.SPLIT), params, num_evidence=ex.num_evidence)
-    out_dir = os.path.join(workdir, KB_DIR)
+    out_dir = out_dir or os.path.join(workdir, KB_DIR)
     instance_scores = None
     if ex.image_index:  # Every instance of the collection scored alone (kb/image_index.py).
         corpus = (detections.read_release if os.path.isdir(ex.features_path) else detections.read_detections)(

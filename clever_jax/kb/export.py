@@ -31,7 +31,7 @@ from clever_jax import distributed, files
 from clever_jax.data.jsonio import DataError, load_json
 from clever_jax.data.records import split_facts
 from clever_jax.data.vg import GEOMETRY_DIM
-from clever_jax.data.vocab import Vocab, benchmark_vocab
+from clever_jax.data.vocab import Vocab, benchmark_vocab, read_facts, write_facts
 from clever_jax.models.clever import Clever
 from clever_jax.models.encoder import EncoderConfig
 from clever_jax.training import builder
@@ -86,11 +86,9 @@ def export_bundle(run: builder.Run, workdir: str) -> str:
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(source, name)):
             shutil.copyfile(os.path.join(source, name), os.path.join(out, "tokenizer", name))
-    entities, relations, objects = np.nonzero(split_facts(run.records_dir, "train", len(vocab.entities),
-                                                          vocab.num_relations))
     with open(os.path.join(out, TRAINING_FACTS), "w") as f:
-        f.writelines(f"{vocab.entities[s]}\t{vocab.relations[r]}\t{vocab.entities[o]}\n"
-                     for s, r, o in zip(entities, relations, objects, strict=True))
+        write_facts(f, np.argwhere(split_facts(run.records_dir, "train", len(vocab.entities), vocab.num_relations)),
+                    vocab)
     if os.path.isfile(os.path.join(workdir, "val_scores.npz")):
         shutil.copyfile(os.path.join(workdir, "val_scores.npz"), os.path.join(out, "val_scores.npz"))
     files.write_json(os.path.join(out, CHECKSUMS), {path: files.sha256(os.path.join(out, path))
@@ -170,16 +168,7 @@ def read_training_facts(path: str, vocab: Vocab) -> np.ndarray:
     if not os.path.isfile(facts_path):
         raise DataError(f"{facts_path} is missing: the bundle was exported before format 3; export it again")
     known = np.zeros((len(vocab.entities), vocab.num_relations, len(vocab.entities)), bool)
-    relation_of = dict(zip(vocab.relations, range(vocab.num_relations), strict=True))
-    with open(facts_path) as f:
-        for number, line in enumerate(f, 1):
-            names = line.rstrip("\n").split("\t")
-            ids = ((vocab.entity_index.get(names[0]), relation_of.get(names[1]), vocab.entity_index.get(names[2]))
-                   if len(names) == 3 else (None,))
-            if None in ids:
-                raise DataError(f"{facts_path}, line {number}: expected subject, relation, object of the bundle's "
-                                f"vocabulary separated by tabs, got {line.rstrip()!r}")
-            known[ids] = True
+    known[tuple(read_facts(facts_path, vocab).T)] = True
     return known
 
 

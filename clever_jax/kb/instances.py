@@ -30,7 +30,6 @@ from clever_jax.data import detections, prepare, text
 from clever_jax.data.bags import Bags, Candidates, enumerate_candidates
 from clever_jax.data.benchmark import SPLITS, Benchmark
 from clever_jax.data.jsonio import DataError
-from clever_jax.data.records import write_records
 from clever_jax.data.vg import GEOMETRY_DIM, Corpus, ingest
 from clever_jax.data.vocab import benchmark_vocab
 from clever_jax.evaluation import evaluate
@@ -105,11 +104,7 @@ def instance_records(config: ml_collections.ConfigDict, out_dir: str, corpus: Co
     vocab = benchmark_vocab()
     benchmark, bags = one_instance_bags(corpus, len(vocab.entities), np.sort(image_rows))
     shutil.rmtree(build_dir, ignore_errors=True)  # An interrupted earlier build.
-    tokenizer = text.load_tokenizer(model_dir)
-    pieces, lengths = text.tokenize_names(tokenizer, corpus.object_names)
-    meta = {"cls_id": tokenizer.cls_token_id, "sep_id": tokenizer.sep_token_id,
-            "num_relations": vocab.num_relations, "has_truth": False}
-    write_records(build_dir, corpus, benchmark, bags, pieces, lengths, meta)
+    prepare.write_build(build_dir, corpus, benchmark, bags, model_dir)
     files.write_json(os.path.join(build_dir, DONE), {"instances": len(bags.subjects), "images": len(image_rows)})
     logging.info("Wrote %d one-instance bags of %d images to %s", len(bags.subjects), len(image_rows), build_dir)
     return build_dir

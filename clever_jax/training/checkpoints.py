@@ -81,6 +81,8 @@ class Checkpoints:
             yield
         except Exception as e:
             folder = os.path.join(self.root, kind)
+            with contextlib.suppress(Exception):  # An earlier save still writing (a loaded machine) finishes first.
+                self.managers[kind].wait_until_finished()
             # Orbax counts a step as saved before its background write ends; the folder holds the finished ones.
             finished = [int(name) for name in os.listdir(folder) if name.isdigit()] if os.path.isdir(folder) else []
             kept = max(finished, default=None)

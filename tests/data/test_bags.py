@@ -173,3 +173,44 @@ def test_streamed_bags_equal_one_pass(corpus, sampler):
                                     2, sampler, 3)
     for field in ("start", "subjects", "objects", "images", "available", "annotation_instance", "annotation_relation"):
         np.testing.assert_array_equal(getattr(streamed, field), getattr(whole, field), err_msg=field)
+
+
+def _bags_by_pair(bench, candidates):
+    """pair code -> (split, labels, candidate instances) of every bag."""
+    members = [[] for _ in range(bench.num_bags)]
+    for candidate in np.flatnonzero(bench.bag_index >= 0):
+        members[bench.bag_index[candidate]].append(int(candidate))
+    return {int(s * E + o): (int(bench.split[b]), bench.labels[bench.label_start[b]:bench.label_start[b + 1]].tolist(),
+                             members[b]) for b, (s, o) in enumerate(bench.pairs.tolist())}
+
+
+def test_added_facts_label_training_pairs_only(tmp_path):
+    """Bootstrapping's facts turn a training NA bag positive and give a new pair a training bag of its
+    training-image instances; every other bag, validation and test whole, stays as it was."""
+    corpus = random_vg(tmp_path, num_images=150, names=NAMES + ("bus", "hat", "cup", "book", "lamp", "bird"))
+    candidates, _, bench = _benchmark(corpus, na_ratio=0.5)
+    before = _bags_by_pair(bench, candidates)
+    na_train = [code for code, (split, labels, _) in before.items() if split == 0 and labels == [0]]
+    in_train = bench.image_split[candidates.images] == 0
+    free = np.setdiff1d(candidates.pair_codes[in_train], list(before))
+    (s, o), (ns, no) = divmod(na_train[0], E), divmod(int(free[0]), E)
+    added = np.array([[s, 7, o], [s, 3, o], [ns, 3, no], [ns, 3, no]])
+    after = _bags_by_pair(benchmark_lib.add_train_facts(bench, candidates, added, E), candidates)
+    assert after.pop(na_train[0]) == (0, [3, 7], before.pop(na_train[0])[2])
+    new_instances = np.flatnonzero(in_train & (candidates.pair_codes == free[0]))
+    assert after.pop(int(free[0])) == (0, [3], new_instances.tolist())
+    assert after == before
+    out = benchmark_lib.add_train_facts(bench, candidates, added, E)
+    na = out.labels[out.label_start[:-1]] == 0
+    assert not np.any(na[:-1] & ~na[1:])  # Positive bags first, then the NA bags.
+    assert len(out.facts(0)) == len(bench.facts(0)) + 3
+    for split in (1, 2):
+        np.testing.assert_array_equal(out.facts(split), bench.facts(split))
+    held_out = next(code for code, (split, _, _) in before.items() if split == 2)
+    positive = next(code for code, (split, labels, _) in before.items() if split == 0 and labels != [0])
+    for code in (held_out, positive):
+        with pytest.raises(ValueError, match="pairs with a fact or with a validation or test bag"):
+            benchmark_lib.add_train_facts(bench, candidates, np.array([[code // E, 3, code % E]]), E)
+    unseen = np.setdiff1d(np.arange(E * E), candidates.pair_codes)[0]
+    with pytest.raises(ValueError, match="no instance in a training image"):
+        benchmark_lib.add_train_facts(bench, candidates, np.array([[unseen // E, 3, unseen % E]]), E)
