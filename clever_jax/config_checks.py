@@ -95,6 +95,8 @@ def problems(config: ml_collections.ConfigDict, num_devices: int) -> list[str]:
     need(min(scene_graphs.baseline_hidden, scene_graphs.baseline_epochs, scene_graphs.appearance_dim) >= 1,
          "scene_graphs.baseline_hidden/baseline_epochs/appearance_dim",
          (scene_graphs.baseline_hidden, scene_graphs.baseline_epochs, scene_graphs.appearance_dim), ">= 1 each")
+    need(not data.added_facts or data.source != "release", "data.added_facts", data.added_facts,
+         "'' with data.source='release' (the release's splits and labels are fixed)")
     boot = config.bootstrap
     need(boot.rounds >= 0 and boot.max_epochs >= 0, "bootstrap.rounds/max_epochs", (boot.rounds, boot.max_epochs),
          ">= 0 each (max_epochs 0: train.max_epochs)")

@@ -34,11 +34,13 @@ def run(config, workdir: str, mode: str) -> None:
         raise config_checks.ConfigError(f"--mode={mode} reads a detector's output: give it with "
                                         "--config.extract.features_path=FEATURES.tsv (or the authors' release folder)")
     if mode == "bootstrap" and (not config.extract.target_precision or config.extract.bundle
-                                or config.data.source == "release" or jax.process_count() > 1):
+                                or config.data.source == "release" or config.data.sampler != "overlap"
+                                or jax.process_count() > 1):
         raise config_checks.ConfigError(
             "--mode=bootstrap adds what the calibrated filters keep to the training split of the workdir's run: it "
             "needs --config.extract.target_precision (e.g. 0.8), no extract.bundle, data.source 'world' or 'vg' (the "
-            "release's splits are fixed) and one process")
+            "release's splits are fixed), data.sampler 'overlap' (with 'random' the new bags would change the "
+            "validation and test bags' draws) and one process")
     main = distributed.is_main_process()
     if not main:
         logging.set_verbosity(logging.WARNING)  # Process 0 reports progress; the others only problems.

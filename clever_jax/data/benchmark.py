@@ -180,23 +180,25 @@ def add_train_facts(benchmark: Benchmark, candidates: Candidates, facts: np.ndar
     if refused.any():
         raise ValueError(f"{int(refused.sum())} added facts (the first: {facts[refused][0].tolist()}) are of pairs "
                          "with a fact or with a validation or test bag: only training NA bags and new pairs take them")
+    if (facts[:, 1] < 1).any():
+        raise ValueError(f"added facts need relation ids >= 1 (0 is NA); found {facts[facts[:, 1] < 1][0].tolist()}")
     new_codes = np.setdiff1d(fact_codes, bag_codes)
     in_train = benchmark.image_split[candidates.images] == 0
-    new_instance = in_train & np.isin(candidates.pair_codes, new_codes) & (benchmark.bag_index < 0)
+    new_instance = in_train & np.isin(candidates.pair_codes, new_codes)
     missing = np.setdiff1d(new_codes, candidates.pair_codes[new_instance])
     if len(missing):
         raise ValueError(f"{len(missing)} added pairs (the first: {np.divmod(missing[0], num_entities)}) have no "
                          "instance in a training image")
     codes = np.concatenate([bag_codes, new_codes])
     bag_of_code[new_codes] = num_bags + np.arange(len(new_codes))
-    converted = np.zeros(len(codes), bool)
-    converted[bag_of_code[fact_codes]] = True
+    labelled = np.zeros(len(codes), bool)  # The bags that take added facts: training NA bags and new ones.
+    labelled[bag_of_code[fact_codes]] = True
     # Positive bags first (old positives, converted NA bags, new bags in that order), then the NA bags left.
-    order = np.argsort(np.concatenate([na_bag, np.zeros(len(new_codes), bool)]) & ~converted, kind="stable")
+    order = np.argsort(np.concatenate([na_bag, np.zeros(len(new_codes), bool)]) & ~labelled, kind="stable")
     new_id = np.empty(len(codes), np.int64)
     new_id[order] = np.arange(len(codes))
     label_bag = np.repeat(np.arange(num_bags), np.diff(benchmark.label_start))
-    kept = ~converted[label_bag]
+    kept = ~labelled[label_bag]
     label_bag = new_id[np.concatenate([label_bag[kept], bag_of_code[fact_codes]])]
     labels = np.concatenate([benchmark.labels[kept], facts[:, 1]])
     by_bag = np.lexsort((labels, label_bag))

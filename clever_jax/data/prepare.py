@@ -87,12 +87,16 @@ def input_files(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
     vg_dir, features_path = input_paths(config, workdir)
     truth = truth_path(config, vg_dir)
     added = [config.data.added_facts] if config.data.added_facts else []
+    if added and not os.path.isfile(added[0]):
+        raise FileNotFoundError(f"config.data.added_facts: {added[0]} is not a file (a TSV of subject, relation and "
+                                "object names, one triplet per line, as --mode=bootstrap writes)")
     return [os.path.join(vg_dir, name) for name in VG_FILES] + [features_path] + ([truth] if truth else []) + added
 
 
 def fingerprint(config: ml_collections.ConfigDict, files: list[str]) -> str:
     """Hash of the build-relevant config and the inputs' paths, sizes and mtimes."""
-    data = {k: v for k, v in config.data.to_dict().items() if k not in LOADER_ONLY}
+    # data.added_facts only when set: builds from before it existed keep their names.
+    data = {k: v for k, v in config.data.to_dict().items() if k not in LOADER_ONLY and (v or k != "added_facts")}
     inputs = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in files]
     blob = json.dumps([RECORDS_VERSION, data, config.model.pretrained_dir, inputs], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

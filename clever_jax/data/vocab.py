@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import importlib.resources
 import re
+from typing import TextIO
 
 import numpy as np
 
@@ -111,7 +112,7 @@ def entity_classes(raw_names: list[str], vocab: Vocab, cache: dict[str, tuple[in
     return [cache[raw][0] for raw in raw_names]
 
 
-def write_facts(f, facts: np.ndarray, vocab: Vocab) -> None:
+def write_facts(f: TextIO, facts: np.ndarray, vocab: Vocab) -> None:
     """Writes triplets int [F, 3] (subject, relation id, object) to the open text file `f`, one per line:
     subject, relation and object names separated by tabs (what `read_facts` reads)."""
     f.writelines(f"{vocab.entities[s]}\t{vocab.relations[r]}\t{vocab.entities[o]}\n" for s, r, o in facts.tolist())

@@ -71,6 +71,14 @@ def candidate_bags(built: prepare.Assembled, num_entities: int, min_images: int,
                    seed: int) -> tuple[Benchmark, Bags]:
     """One unlabelled bag (split detections.SPLIT) per candidate pair of the benchmark (module docstring, 1).
 
+    Args:
+      built: the run's corpus, candidate instances and benchmark (prepare.assemble).
+      num_entities: E. min_images: training images a pair needs. bag_size, sampler, seed: as the run's bags.
+
+    Returns:
+      The candidate bags' Benchmark (P pairs, every label NA; image_split marks the images they draw from)
+      and their Bags (up to bag_size instances each, from training images only).
+
     Raises:
       DataError: when no pair qualifies.
     """
@@ -141,7 +149,8 @@ def round_config(config: ml_collections.ConfigDict, workdir: str, number: int) -
     out = config.copy_and_resolve_references()
     if config.data.source == "world":
         out.data.world_dir = os.path.abspath(config.data.world_dir or os.path.join(workdir, "world"))
-    out.data.added_facts = os.path.join(round_dir(workdir, number), ADDED) if config.bootstrap.add_facts else ""
+    added = os.path.abspath(os.path.join(round_dir(workdir, number), ADDED))
+    out.data.added_facts = added if config.bootstrap.add_facts else ""
     out.train.init_from = os.path.abspath(round_dir(workdir, number - 1))
     out.train.max_epochs = config.bootstrap.max_epochs or config.train.max_epochs
     return out
@@ -159,8 +168,9 @@ def precision_vs_truth(facts: np.ndarray, grades: np.ndarray | None) -> float | 
     return float(100 * np.mean(grades[facts[:, 0], facts[:, 1], facts[:, 2]] > 0))
 
 
-def add_facts(config: ml_collections.ConfigDict, workdir: str, number: int) -> tuple[np.ndarray, np.ndarray]:
-    """Writes (or reuses) round `number`'s added_facts.tsv; returns (every fact added so far, this round's new ones)."""
+def grow_facts(config: ml_collections.ConfigDict, workdir: str, number: int) -> tuple[np.ndarray, np.ndarray]:
+    """Writes (or reuses) round `number`'s added_facts.tsv: the earlier rounds' facts and what the filters keep of
+    the pairs still without one. Returns (every fact added so far, this round's new ones), int64 [F, 3] each."""
     vocab = benchmark_vocab()
     path = os.path.join(round_dir(workdir, number), ADDED)
     earlier = (read_facts(os.path.join(round_dir(workdir, number - 1), ADDED), vocab) if number > 1
@@ -170,6 +180,8 @@ def add_facts(config: ml_collections.ConfigDict, workdir: str, number: int) -> t
         if config.bootstrap.add_facts:
             previous = config if number == 1 else round_config(config, workdir, number - 1)
             found = kept_candidates(previous, round_dir(workdir, number - 1), candidate_records(config, workdir))
+            pair = lambda facts: facts[:, 0] * len(vocab.entities) + facts[:, 2]  # noqa: E731
+            found = found[~np.isin(pair(found), pair(earlier))]  # Pairs labelled by an earlier round have facts.
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with files.atomic_write(path) as f:
             write_facts(f, np.unique(np.concatenate([earlier, found]), axis=0), vocab)
@@ -192,21 +204,17 @@ def knowledge_base(config: ml_collections.ConfigDict, workdir: str, number: int)
     return {"kb_triplets": meta["triplets"], "kb_precision": final.get("precision"), "kb_recall": final.get("recall")}
 
 
-def check_settings(config: ml_collections.ConfigDict, root: str) -> None:
-    """Saves the rounds' settings (SETTINGS) in ROOT/settings.json, or ConfigError when they differ from the saved."""
-    current = {name: config[name.split(".")[0]][name.split(".")[1]] for name in SETTINGS}
-    current = json.loads(json.dumps(current))
+def round_settings(config: ml_collections.ConfigDict, root: str) -> dict:
+    """The rounds' settings (SETTINGS); ConfigError when ROOT/settings.json (written with the first finished
+    round) holds others."""
+    current = json.loads(json.dumps({name: config[name.split(".")[0]][name.split(".")[1]] for name in SETTINGS}))
     path = os.path.join(root, "settings.json")
-    if os.path.isfile(path):
-        saved = load_json(path)
-        changed = [f"  {k}: {saved.get(k)!r} (the rounds') -> {v!r} (now)" for k, v in current.items()
-                   if saved.get(k) != v]
-        if changed:
-            raise ConfigError(f"{root} holds rounds made with other settings ({path}):\n" + "\n".join(changed) +
-                              f"\nUse those, or delete {root} to start the rounds again.")
-    else:
-        os.makedirs(root, exist_ok=True)
-        files.write_json(path, current)
+    saved = load_json(path) if os.path.isfile(path) else current
+    changed = [f"  {k}: {saved.get(k)!r} (the rounds') -> {v!r} (now)" for k, v in current.items() if saved.get(k) != v]
+    if changed:
+        raise ConfigError(f"{root} holds rounds made with other settings ({path}):\n" + "\n".join(changed) +
+                          f"\nUse those, or delete {root} to start the rounds again.")
+    return current
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -216,7 +224,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         if not os.path.exists(os.path.join(workdir, name)):
             raise FileNotFoundError(f"{os.path.join(workdir, name)}: bootstrapping starts from a trained and "
                                     "evaluated run; run --mode=all (or --mode=train, then --mode=eval) there first")
-    check_settings(config, root)
+    settings = round_settings(config, root)
+    os.makedirs(root, exist_ok=True)
     rounds_path = os.path.join(root, ROUNDS)
     rounds = load_json(rounds_path) if os.path.isfile(rounds_path) else []
     grades = evaluate.world_grades(config, workdir)
@@ -224,14 +233,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         clock = time.perf_counter()
         every = new = np.zeros((0, 3), np.int64)
         if number:
-            every, new = add_facts(config, workdir, number)
+            every, new = grow_facts(config, workdir, number)
             logging.info("Round %d: %d facts added to the training split (%d new)", number, len(every), len(new))
             trained = round_config(config, workdir, number)
             folder = round_dir(workdir, number)
             workdir_lib.check_settings(trained, folder, write=True)
-            run_ = builder.build(trained, prepare.prepare_records(trained, folder), workdir=folder)
-            train.Trainer(run_, folder).train()
-            evaluate.evaluate_run(run_, Checkpoints(folder).restore_params("best", run_.abstract_params), folder)
+            grown = builder.build(trained, prepare.prepare_records(trained, folder), workdir=folder)
+            train.Trainer(grown, folder).train()
+            evaluate.evaluate_run(grown, Checkpoints(folder).restore_params("best", grown.abstract_params), folder)
         test = load_json(os.path.join(round_dir(workdir, number), "metrics.json"))["test"]
         rounds.append({"round": number, "added_facts": len(new), "added_facts_total": len(every),
                        "added_precision_vs_truth": precision_vs_truth(new, grades),
@@ -239,5 +248,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                        **knowledge_base(config, workdir, number),
                        "seconds": round(time.perf_counter() - clock, 1)})
         logging.info("Bootstrap round %d: %s", number, json.dumps(rounds[-1]))
+        files.write_json(os.path.join(root, "settings.json"), settings)
         files.write_json(rounds_path, rounds)
     return rounds_path

@@ -192,7 +192,9 @@ def test_added_facts_label_training_pairs_only(tmp_path):
     before = _bags_by_pair(bench, candidates)
     na_train = [code for code, (split, labels, _) in before.items() if split == 0 and labels == [0]]
     in_train = bench.image_split[candidates.images] == 0
+    held_out_images = bench.image_split[candidates.images] > 0
     free = np.setdiff1d(candidates.pair_codes[in_train], list(before))
+    free = free[np.isin(free, candidates.pair_codes[held_out_images])]  # Also seen in validation or test images.
     (s, o), (ns, no) = divmod(na_train[0], E), divmod(int(free[0]), E)
     added = np.array([[s, 7, o], [s, 3, o], [ns, 3, no], [ns, 3, no]])
     after = _bags_by_pair(benchmark_lib.add_train_facts(bench, candidates, added, E), candidates)
@@ -206,11 +208,13 @@ def test_added_facts_label_training_pairs_only(tmp_path):
     assert len(out.facts(0)) == len(bench.facts(0)) + 3
     for split in (1, 2):
         np.testing.assert_array_equal(out.facts(split), bench.facts(split))
-    held_out = next(code for code, (split, _, _) in before.items() if split == 2)
+    validation, test = (next(code for code, (split, _, _) in before.items() if split == s) for s in (1, 2))
     positive = next(code for code, (split, labels, _) in before.items() if split == 0 and labels != [0])
-    for code in (held_out, positive):
+    for code in (validation, test, positive):
         with pytest.raises(ValueError, match="pairs with a fact or with a validation or test bag"):
             benchmark_lib.add_train_facts(bench, candidates, np.array([[code // E, 3, code % E]]), E)
     unseen = np.setdiff1d(np.arange(E * E), candidates.pair_codes)[0]
     with pytest.raises(ValueError, match="no instance in a training image"):
         benchmark_lib.add_train_facts(bench, candidates, np.array([[unseen // E, 3, unseen % E]]), E)
+    with pytest.raises(ValueError, match="relation ids >= 1"):
+        benchmark_lib.add_train_facts(bench, candidates, np.array([[ns, 0, no]]), E)
