@@ -41,14 +41,21 @@ def write(path: str, scores: InstanceScores | None, num_entities: int, num_relat
                       object_boxes=np.zeros((0, 4), np.float32), image_sizes=np.zeros((0, 2), np.int32),
                       probabilities=np.zeros((0, num_relations), np.float16))
     else:
-        codes = scores.subject_classes.astype(np.int64) * num_entities + scores.object_classes
-        order = np.lexsort((scores.image_ids, codes))
-        arrays = dict(pair_codes=codes[order].astype(np.int32), image_ids=scores.image_ids[order],
+        order, codes = by_pair(scores, num_entities)
+        arrays = dict(pair_codes=codes.astype(np.int32), image_ids=scores.image_ids[order],
                       subject_boxes=scores.subject_boxes[order], object_boxes=scores.object_boxes[order],
                       image_sizes=scores.image_sizes[order],
                       probabilities=scores.probabilities[order].astype(np.float16))
     with open(path, "wb") as f:
         np.savez(f, num_entities=np.int64(num_entities), **arrays)
+
+
+def by_pair(scores: InstanceScores, num_entities: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index's row order of the scored instances: (order int64 [M], pair code int64 [M] of each row in it),
+    by pair, then image id."""
+    codes = scores.subject_classes.astype(np.int64) * num_entities + scores.object_classes
+    order = np.lexsort((scores.image_ids, codes))
+    return order, codes[order]
 
 
 def load(path: str) -> dict[str, np.ndarray]:
@@ -121,10 +128,8 @@ def retrieval(scores: InstanceScores, truth: np.ndarray, facts: np.ndarray, num_
       facts: int [F, 3] (subject, relation, object) to rank images for; those with no instance, or
         no image truly showing them, are skipped (and counted).
     """
-    index = {"pair_codes": (scores.subject_classes.astype(np.int64) * num_entities + scores.object_classes),
-             "num_entities": num_entities}
-    order = np.lexsort((scores.image_ids, index["pair_codes"]))
-    index["pair_codes"] = index["pair_codes"][order]
+    order, codes = by_pair(scores, num_entities)
+    index = {"pair_codes": codes, "num_entities": num_entities}
     image_ids, truth = scores.image_ids[order], truth[order]
     boxes = np.concatenate([scores.subject_boxes[order], scores.object_boxes[order]])
     overlap = -overlap_key(boxes, np.arange(len(order)), np.arange(len(order)) + len(order))  # Higher is first.
